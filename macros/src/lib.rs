@@ -1,0 +1,1 @@
+//! The `cnn!` macro (re-exported by the `cnn` crate).
