@@ -10,9 +10,11 @@
 //!   [`nn::Flatten2D`], and [`nn::Fused`] conv → activation → pool blocks).
 //! - [`ops`]: the ops beneath them, forward and backward on dfdx's tape, with our own kernels.
 //! - [`shape`]: the output-size formulas.
+//! - [`data`]: IDX files and Fashion-MNIST/MNIST, found on disk or downloaded.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod data;
 mod device;
 pub mod nn;
 pub mod ops;
