@@ -25,6 +25,9 @@ pub use device::{ConvDevice, Float};
 /// All a user imports: dfdx's prelude, this crate's layers and traits, and the `cnn!` macro.
 pub mod prelude {
     pub use dfdx::prelude::*;
+    // dfdx's prelude leaves out the optimizers themselves and one-hot encoding.
+    pub use dfdx::data::OneHotEncode;
+    pub use dfdx::optim::{Adam, RMSprop, Sgd};
 
     // Named explicitly: dfdx's prelude exports nightly-only layers of the same names, and an
     // explicit import takes precedence over a glob.

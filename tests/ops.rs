@@ -33,12 +33,16 @@ fn reference_conv(
                     for c in 0..cg {
                         for ki in 0..kh {
                             for kj in 0..kw {
-                                let iy = (oy * g.stride.0 + ki * g.dilation.0) as isize - g.padding.0 as isize;
-                                let ix = (ox * g.stride.1 + kj * g.dilation.1) as isize - g.padding.1 as isize;
+                                let iy = (oy * g.stride.0 + ki * g.dilation.0) as isize
+                                    - g.padding.0 as isize;
+                                let ix = (ox * g.stride.1 + kj * g.dilation.1) as isize
+                                    - g.padding.1 as isize;
                                 if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
                                     continue;
                                 }
-                                let xv = x[((n * g.in_channels + grp * cg + c) * h + iy as usize) * wd + ix as usize];
+                                let xv = x[((n * g.in_channels + grp * cg + c) * h + iy as usize)
+                                    * wd
+                                    + ix as usize];
                                 s += xv * w[((o * cg + c) * kh + ki) * kw + kj];
                             }
                         }
@@ -108,16 +112,35 @@ fn finite_diff(v: &[f64], r: &[f64], f: impl Fn(&[f64]) -> Vec<f64>) -> Vec<f64>
         .collect()
 }
 
-fn pool_geom(kind: PoolKind, input: (usize, usize), k: (usize, usize), s: (usize, usize), p: (usize, usize)) -> Pool2DGeometry {
+fn pool_geom(
+    kind: PoolKind,
+    input: (usize, usize),
+    k: (usize, usize),
+    s: (usize, usize),
+    p: (usize, usize),
+) -> Pool2DGeometry {
     let output = (
         cnn::shape::pool_out(input.0, k.0, s.0, p.0),
         cnn::shape::pool_out(input.1, k.1, s.1, p.1),
     );
-    Pool2DGeometry { kind, input, output, kernel: k, stride: s, padding: p }
+    Pool2DGeometry {
+        kind,
+        input,
+        output,
+        kernel: k,
+        stride: s,
+        padding: p,
+    }
 }
 
 /// Runs the op forward and backward on the test device and checks both against the oracles.
-fn check_conv(g: Conv2DGeometry, act: Activation, pool: Option<Pool2DGeometry>, bias: bool, seed: u64) {
+fn check_conv(
+    g: Conv2DGeometry,
+    act: Activation,
+    pool: Option<Pool2DGeometry>,
+    bias: bool,
+    seed: u64,
+) {
     let dev: TestDevice = Default::default();
     let mut rng = Rng::new(seed);
     let cg = g.in_channels / g.groups;
@@ -131,19 +154,47 @@ fn check_conv(g: Conv2DGeometry, act: Activation, pool: Option<Pool2DGeometry>, 
     let wt = dev.tensor_from_vec(w.clone(), (w.len(),));
     let bt = b.clone().map(|b| dev.tensor_from_vec(b, (g.out_channels,)));
     let rt = dev.tensor_from_vec(r.clone(), (r.len(),));
-    let out = try_conv2d(xt.leaky_trace(), &wt, bt.as_ref(), g, act, pool, (expect.len(),), true).unwrap();
+    let out = try_conv2d(
+        xt.leaky_trace(),
+        &wt,
+        bt.as_ref(),
+        g,
+        act,
+        pool,
+        (expect.len(),),
+        true,
+    )
+    .unwrap();
     let got = out.as_vec();
-    assert!(max_diff(&got, &expect) < 1e-12, "forward differs: {g:?} {act:?} {pool:?}");
+    assert!(
+        max_diff(&got, &expect) < 1e-12,
+        "forward differs: {g:?} {act:?} {pool:?}"
+    );
 
     let grads = (out * rt).sum().backward();
-    let fx = finite_diff(&x, &r, |x| reference_conv(&g, act, pool.as_ref(), x, &w, b.as_deref()));
-    let fw = finite_diff(&w, &r, |w| reference_conv(&g, act, pool.as_ref(), &x, w, b.as_deref()));
+    let fx = finite_diff(&x, &r, |x| {
+        reference_conv(&g, act, pool.as_ref(), x, &w, b.as_deref())
+    });
+    let fw = finite_diff(&w, &r, |w| {
+        reference_conv(&g, act, pool.as_ref(), &x, w, b.as_deref())
+    });
     let tol = 1e-6;
-    assert!(max_diff(&grads.get(&xt).as_vec(), &fx) < tol, "input gradient differs: {g:?} {act:?} {pool:?}");
-    assert!(max_diff(&grads.get(&wt).as_vec(), &fw) < tol, "weight gradient differs: {g:?} {act:?} {pool:?}");
+    assert!(
+        max_diff(&grads.get(&xt).as_vec(), &fx) < tol,
+        "input gradient differs: {g:?} {act:?} {pool:?}"
+    );
+    assert!(
+        max_diff(&grads.get(&wt).as_vec(), &fw) < tol,
+        "weight gradient differs: {g:?} {act:?} {pool:?}"
+    );
     if let (Some(b), Some(bt)) = (&b, &bt) {
-        let fb = finite_diff(b, &r, |b| reference_conv(&g, act, pool.as_ref(), &x, &w, Some(b)));
-        assert!(max_diff(&grads.get(bt).as_vec(), &fb) < tol, "bias gradient differs: {g:?} {act:?} {pool:?}");
+        let fb = finite_diff(b, &r, |b| {
+            reference_conv(&g, act, pool.as_ref(), &x, &w, Some(b))
+        });
+        assert!(
+            max_diff(&grads.get(bt).as_vec(), &fb) < tol,
+            "bias gradient differs: {g:?} {act:?} {pool:?}"
+        );
     }
 }
 
@@ -158,10 +209,25 @@ fn geom(
     dilation: (usize, usize),
 ) -> Conv2DGeometry {
     let output = (
-        cnn::shape::conv_out(input.0, kernel.0, stride.0, padding.0, padding.0, dilation.0),
-        cnn::shape::conv_out(input.1, kernel.1, stride.1, padding.1, padding.1, dilation.1),
+        cnn::shape::conv_out(
+            input.0, kernel.0, stride.0, padding.0, padding.0, dilation.0,
+        ),
+        cnn::shape::conv_out(
+            input.1, kernel.1, stride.1, padding.1, padding.1, dilation.1,
+        ),
     );
-    Conv2DGeometry { batch, in_channels: c, out_channels: o, groups, input, output, kernel, stride, padding, dilation }
+    Conv2DGeometry {
+        batch,
+        in_channels: c,
+        out_channels: o,
+        groups,
+        input,
+        output,
+        kernel,
+        stride,
+        padding,
+        dilation,
+    }
 }
 
 #[test]
@@ -169,19 +235,47 @@ fn conv_matches_reference_for_every_option() {
     use Activation::*;
     let cases = [
         // plain, batch 1
-        (geom(1, (1, 1, 1), (5, 5), (3, 3), (1, 1), (0, 0), (1, 1)), Identity, true),
+        (
+            geom(1, (1, 1, 1), (5, 5), (3, 3), (1, 1), (0, 0), (1, 1)),
+            Identity,
+            true,
+        ),
         // rectangular kernel, stride and padding; batch > 1
-        (geom(3, (2, 3, 1), (7, 6), (3, 2), (2, 1), (1, 0), (1, 1)), Identity, true),
+        (
+            geom(3, (2, 3, 1), (7, 6), (3, 2), (2, 1), (1, 0), (1, 1)),
+            Identity,
+            true,
+        ),
         // dilation
-        (geom(2, (2, 2, 1), (8, 7), (3, 2), (1, 2), (2, 1), (2, 3)), Tanh, false),
+        (
+            geom(2, (2, 2, 1), (8, 7), (3, 2), (1, 2), (2, 1), (2, 3)),
+            Tanh,
+            false,
+        ),
         // groups
-        (geom(2, (4, 6, 2), (6, 6), (3, 3), (1, 1), (1, 1), (1, 1)), Sigmoid, true),
+        (
+            geom(2, (4, 6, 2), (6, 6), (3, 3), (1, 1), (1, 1), (1, 1)),
+            Sigmoid,
+            true,
+        ),
         // depthwise
-        (geom(2, (3, 3, 3), (5, 6), (3, 3), (2, 2), (1, 1), (1, 1)), Identity, false),
+        (
+            geom(2, (3, 3, 3), (5, 6), (3, 3), (2, 2), (1, 1), (1, 1)),
+            Identity,
+            false,
+        ),
         // 1x1
-        (geom(2, (3, 4, 1), (4, 5), (1, 1), (1, 1), (0, 0), (1, 1)), Relu, true),
+        (
+            geom(2, (3, 4, 1), (4, 5), (1, 1), (1, 1), (0, 0), (1, 1)),
+            Relu,
+            true,
+        ),
         // more images than one task takes, uneven split
-        (geom(19, (2, 2, 1), (5, 5), (3, 3), (1, 1), (1, 1), (1, 1)), Sigmoid, true),
+        (
+            geom(19, (2, 2, 1), (5, 5), (3, 3), (1, 1), (1, 1), (1, 1)),
+            Sigmoid,
+            true,
+        ),
     ];
     for (i, (g, act, bias)) in cases.into_iter().enumerate() {
         check_conv(g, act, None, bias, i as u64);
@@ -191,10 +285,30 @@ fn conv_matches_reference_for_every_option() {
 #[test]
 fn fused_conv_act_pool_matches_reference() {
     let g = geom(3, (2, 3, 1), (8, 8), (3, 3), (1, 1), (1, 1), (1, 1));
-    for (i, act) in [Activation::Identity, Activation::Sigmoid, Activation::Tanh, Activation::Relu].into_iter().enumerate() {
+    for (i, act) in [
+        Activation::Identity,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Relu,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         for kind in [PoolKind::Max, PoolKind::Avg] {
-            check_conv(g, act, Some(pool_geom(kind, (8, 8), (2, 2), (2, 2), (0, 0))), true, 10 + i as u64);
-            check_conv(g, act, Some(pool_geom(kind, (8, 8), (3, 2), (2, 1), (1, 1))), false, 20 + i as u64);
+            check_conv(
+                g,
+                act,
+                Some(pool_geom(kind, (8, 8), (2, 2), (2, 2), (0, 0))),
+                true,
+                10 + i as u64,
+            );
+            check_conv(
+                g,
+                act,
+                Some(pool_geom(kind, (8, 8), (3, 2), (2, 1), (1, 1))),
+                false,
+                20 + i as u64,
+            );
         }
     }
 }
@@ -205,7 +319,17 @@ fn conv_skips_input_gradient_when_told() {
     let g = geom(2, (1, 2, 1), (5, 5), (3, 3), (1, 1), (0, 0), (1, 1));
     let x = dev.tensor_from_vec(Rng::new(1).vec(50), (50,));
     let w = dev.tensor_from_vec(Rng::new(2).vec(18), (18,));
-    let out = try_conv2d(x.leaky_trace(), &w, NO_BIAS, g, Activation::Identity, None, (2 * 2 * 9,), false).unwrap();
+    let out = try_conv2d(
+        x.leaky_trace(),
+        &w,
+        NO_BIAS,
+        g,
+        Activation::Identity,
+        None,
+        (2 * 2 * 9,),
+        false,
+    )
+    .unwrap();
     let mut grads = out.sum().backward();
     // The weight still gets its gradient; the input's is never written (so it stays zero).
     assert!(grads.get(&w).as_vec().iter().any(|v| *v != 0.0));
@@ -221,11 +345,17 @@ fn check_pool(p: Pool2DGeometry, planes: usize, seed: u64) {
     let r = rng.vec(expect.len());
     let xt = dev.tensor_from_vec(x.clone(), (x.len(),));
     let out = try_pool2d(xt.leaky_trace(), p, (expect.len(),)).unwrap();
-    assert!(max_diff(&out.as_vec(), &expect) < 1e-12, "pool forward differs: {p:?}");
+    assert!(
+        max_diff(&out.as_vec(), &expect) < 1e-12,
+        "pool forward differs: {p:?}"
+    );
     let rt = dev.tensor_from_vec(r.clone(), (r.len(),));
     let grads = (out * rt).sum().backward();
     let fx = finite_diff(&x, &r, |x| reference_pool(&p, x));
-    assert!(max_diff(&grads.get(&xt).as_vec(), &fx) < 1e-6, "pool gradient differs: {p:?}");
+    assert!(
+        max_diff(&grads.get(&xt).as_vec(), &fx) < 1e-6,
+        "pool gradient differs: {p:?}"
+    );
 }
 
 #[test]
@@ -276,11 +406,26 @@ fn d2l_corr2d_multi_in() {
 fn d2l_pooling() {
     let dev: TestDevice = Default::default();
     let x9 = || dev.tensor_from_vec((0..9).map(f64::from).collect(), (9,));
-    let max = try_pool2d(x9(), pool_geom(PoolKind::Max, (3, 3), (2, 2), (1, 1), (0, 0)), (4,)).unwrap();
+    let max = try_pool2d(
+        x9(),
+        pool_geom(PoolKind::Max, (3, 3), (2, 2), (1, 1), (0, 0)),
+        (4,),
+    )
+    .unwrap();
     assert_eq!(max.as_vec(), [4.0, 5.0, 7.0, 8.0]);
-    let avg = try_pool2d(x9(), pool_geom(PoolKind::Avg, (3, 3), (2, 2), (1, 1), (0, 0)), (4,)).unwrap();
+    let avg = try_pool2d(
+        x9(),
+        pool_geom(PoolKind::Avg, (3, 3), (2, 2), (1, 1), (0, 0)),
+        (4,),
+    )
+    .unwrap();
     assert_eq!(avg.as_vec(), [2.0, 3.0, 5.0, 6.0]);
     let x16 = dev.tensor_from_vec((0..16).map(f64::from).collect(), (16,));
-    let padded = try_pool2d(x16, pool_geom(PoolKind::Max, (4, 4), (3, 3), (2, 2), (1, 1)), (4,)).unwrap();
+    let padded = try_pool2d(
+        x16,
+        pool_geom(PoolKind::Max, (4, 4), (3, 3), (2, 2), (1, 1)),
+        (4,),
+    )
+    .unwrap();
     assert_eq!(padded.as_vec(), [5.0, 7.0, 13.0, 15.0]);
 }
