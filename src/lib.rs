@@ -11,6 +11,7 @@
 //! - [`ops`]: the ops beneath them, forward and backward on dfdx's tape, with our own kernels.
 //! - [`shape`]: the output-size formulas.
 //! - [`data`]: IDX files and Fashion-MNIST/MNIST, found on disk or downloaded.
+//! - [`train`]: a training loop for any classifier: metrics, progress, Xavier init, plots.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -19,6 +20,7 @@ mod device;
 pub mod nn;
 pub mod ops;
 pub mod shape;
+pub mod train;
 
 pub use device::{ConvDevice, Float};
 
