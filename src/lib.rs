@@ -11,10 +11,12 @@
 //! - [`ops`]: the ops beneath them, forward and backward on dfdx's tape, with our own kernels.
 //! - [`shape`]: the output-size formulas.
 //! - [`data`]: IDX files and Fashion-MNIST/MNIST, found on disk or downloaded.
+//! - [`checkpoint`]: safetensors save/load that refuses another network's weights by name.
 //! - [`train`]: a training loop for any classifier: metrics, progress, Xavier init, plots.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod checkpoint;
 pub mod data;
 mod device;
 pub mod nn;
