@@ -1,0 +1,88 @@
+//! The one error type of [`crate::data`].
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Why a data set could not be found, read, or downloaded.
+///
+/// Every variant names the file, directory or URL it is about, so the message alone tells a
+/// user what to fix: `/x/train-images-idx3-ubyte.gz: truncated: header says 60000x28x28 =
+/// 47040000 bytes, found 1234`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataError {
+    /// No searched directory holds the four files.
+    #[error("fashion-mnist not found; searched:{}", SearchList(.searched))]
+    NotFound {
+        /// Every directory looked in, in order, with what it lacked.
+        searched: Vec<(PathBuf, String)>,
+    },
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file is there but is not what it should be: not gzip or IDX, truncated, wrong shape.
+    #[error("{}: {what}", .path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the numbers.
+        what: String,
+    },
+    /// A download's decompressed contents do not have the expected md5; the download was
+    /// removed.
+    #[error(
+        "{}: md5 mismatch: expected {expected}, found {actual} (download removed)",
+        .path.display()
+    )]
+    Checksum {
+        /// Where the file would have been stored.
+        path: PathBuf,
+        /// The md5 it should have, as lowercase hex.
+        expected: String,
+        /// The md5 it had, as lowercase hex.
+        actual: String,
+    },
+    /// Fetching a URL failed (connection, HTTP status, or a body cut short).
+    #[error("download of {url} failed: {what}")]
+    Download {
+        /// The URL fetched.
+        url: String,
+        /// What went wrong.
+        what: String,
+    },
+}
+
+impl DataError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        DataError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn format(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
+        DataError::Format {
+            path: path.into(),
+            what: what.into(),
+        }
+    }
+}
+
+/// Writes the searched directories one per line, so a long list stays readable.
+struct SearchList<'a>(&'a [(PathBuf, String)]);
+
+impl fmt::Display for SearchList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (dir, why) in self.0 {
+            write!(f, "\n  {}: {why}", dir.display())?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,28 @@
+//! Data sets and mini-batches: an IDX reader and Fashion-MNIST.
+//!
+//! ```no_run
+//! use cnn::data::FashionMnist;
+//! use rand::SeedableRng;
+//!
+//! // `--data DIR`, then $CNN_DATA, /usr/share/datasets/fashion-mnist, the cache, then download.
+//! let data = FashionMnist::locate_or_download(None)?;
+//! let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+//! for batch in data.train.shuffled_batches(256, &mut rng) {
+//!     // batch.images: (batch.len(), 28, 28) row-major in [0, 1]; batch.labels: class indices
+//!     assert_eq!(batch.images.len(), batch.len() * 28 * 28);
+//! }
+//! # Ok::<(), cnn::data::DataError>(())
+//! ```
+
+mod dataset;
+mod download;
+mod error;
+mod fashion_mnist;
+mod idx;
+
+pub use dataset::{Batch, Batches, Dataset};
+pub use error::DataError;
+pub use fashion_mnist::{
+    CLASS_NAMES, DEFAULT_URL, FASHION_MNIST_MD5, FILES, FashionMnist, Locator, SIDE, SYSTEM_DIR,
+};
+pub use idx::{Idx, read_idx};

@@ -1,0 +1,377 @@
+//! Host kernels for 2-D convolution fused with bias, activation and pooling.
+//!
+//! Work is split over rayon tasks of a few images each (see `images_per_task`); inside a task
+//! every image is lowered with im2col into a column buffer that stays in cache and multiplied
+//! with one small gemm per group. Layouts (row-major, per image):
+//! - `x`: (C, H, W); `w`: (O, C/G, KH, KW); `b`: (O)
+//! - `cols`: (C/G * KH * KW, OH * OW), one group at a time
+//! - `y`: (O, OH * OW), the activation's output before pooling
+//! - `out`: (O, POH * POW) after pooling, or `y` itself without pooling
+
+use super::{Activation, Conv2DGeometry};
+use crate::Float;
+use crate::ops::pool2d::cpu_kernel as pool;
+use crate::ops::{gemm, images_per_task};
+use rayon::prelude::*;
+
+/// Range of `ox` for which `ox * stride + offset` lands in `0..n` (half-open, clipped to `out`).
+#[inline]
+fn valid_range(offset: isize, stride: usize, n: usize, out: usize) -> (usize, usize) {
+    let lo = if offset >= 0 { 0 } else { ((-offset) as usize).div_ceil(stride) };
+    let last = n as isize - 1 - offset;
+    let hi = if last < 0 { 0 } else { (last as usize / stride + 1).min(out) };
+    (lo.min(hi), hi)
+}
+
+/// Lowers one group of one image. `x`: (C/G, H, W) -> `cols`: (C/G*KH*KW, OH*OW).
+fn im2col<E: Float>(g: &Conv2DGeometry, x: &[E], cols: &mut [E]) {
+    let (h, w) = g.input;
+    let (oh, ow) = g.output;
+    let (kh, kw) = g.kernel;
+    let (sh, sw) = g.stride;
+    let (ph, pw) = g.padding;
+    let (dh, dw) = g.dilation;
+    let ohw = oh * ow;
+    let mut row = 0;
+    for c in 0..g.in_channels / g.groups {
+        let plane = &x[c * h * w..][..h * w];
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let dst = &mut cols[row * ohw..][..ohw];
+                row += 1;
+                let off = (kj * dw) as isize - pw as isize;
+                let (lo, hi) = valid_range(off, sw, w, ow);
+                for oy in 0..oh {
+                    let d = &mut dst[oy * ow..][..ow];
+                    let iy = (oy * sh + ki * dh) as isize - ph as isize;
+                    if iy < 0 || iy >= h as isize || lo == hi {
+                        d.fill(E::zero());
+                        continue;
+                    }
+                    let src = &plane[iy as usize * w..][..w];
+                    d[..lo].fill(E::zero());
+                    d[hi..].fill(E::zero());
+                    let start = (lo as isize * sw as isize + off) as usize;
+                    if sw == 1 {
+                        d[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                    } else {
+                        for (i, v) in d[lo..hi].iter_mut().enumerate() {
+                            *v = src[start + i * sw];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds `cols`: (C/G*KH*KW, OH*OW) into `dx`: (C/G, H, W).
+fn col2im<E: Float>(g: &Conv2DGeometry, cols: &[E], dx: &mut [E]) {
+    let (h, w) = g.input;
+    let (oh, ow) = g.output;
+    let (kh, kw) = g.kernel;
+    let (sh, sw) = g.stride;
+    let (ph, pw) = g.padding;
+    let (dh, dw) = g.dilation;
+    let ohw = oh * ow;
+    let mut row = 0;
+    for c in 0..g.in_channels / g.groups {
+        let plane = &mut dx[c * h * w..][..h * w];
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let src = &cols[row * ohw..][..ohw];
+                row += 1;
+                let off = (kj * dw) as isize - pw as isize;
+                let (lo, hi) = valid_range(off, sw, w, ow);
+                if lo == hi {
+                    continue;
+                }
+                for oy in 0..oh {
+                    let iy = (oy * sh + ki * dh) as isize - ph as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let d = &mut plane[iy as usize * w..][..w];
+                    let s = &src[oy * ow..][lo..hi];
+                    let start = (lo as isize * sw as isize + off) as usize;
+                    if sw == 1 {
+                        for (d, s) in d[start..start + s.len()].iter_mut().zip(s) {
+                            *d += *s;
+                        }
+                    } else {
+                        for (i, s) in s.iter().enumerate() {
+                            d[start + i * sw] += *s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[inline]
+fn activate<E: Float>(act: Activation, v: E) -> E {
+    match act {
+        Activation::Identity => v,
+        Activation::Relu => v.max(E::zero()),
+        Activation::Sigmoid => E::one() / (E::one() + (-v).exp()),
+        Activation::Tanh => v.tanh(),
+    }
+}
+
+/// The activation's derivative, written in terms of its output `y`.
+#[inline]
+fn activation_grad<E: Float>(act: Activation, y: E) -> E {
+    match act {
+        Activation::Identity => E::one(),
+        Activation::Relu => {
+            if y > E::zero() {
+                E::one()
+            } else {
+                E::zero()
+            }
+        }
+        Activation::Sigmoid => y * (E::one() - y),
+        Activation::Tanh => E::one() - y * y,
+    }
+}
+
+/// Scratch buffers of one rayon task.
+struct Scratch<E> {
+    cols: Vec<E>,
+    y: Vec<E>,
+}
+
+impl<E: Float> Scratch<E> {
+    fn new(g: &Conv2DGeometry) -> Self {
+        let ohw = g.output.0 * g.output.1;
+        let cgkk = g.in_channels / g.groups * g.kernel.0 * g.kernel.1;
+        Scratch { cols: vec![E::zero(); cgkk * ohw], y: vec![E::zero(); g.out_channels * ohw] }
+    }
+}
+
+/// Forward for one image: `x`: (C, H, W), `out`: (O, POH*POW) or (O, OH*OW); `y_save`, when
+/// given, receives (O, OH*OW) for the backward pass.
+#[allow(clippy::too_many_arguments)]
+fn forward_image<E: Float>(
+    g: &Conv2DGeometry,
+    act: Activation,
+    pool_geom: Option<&crate::ops::Pool2DGeometry>,
+    x: &[E],
+    w: &[E],
+    b: Option<&[E]>,
+    out: &mut [E],
+    y_save: Option<&mut [E]>,
+    s: &mut Scratch<E>,
+) {
+    let (h, wd) = g.input;
+    let ohw = g.output.0 * g.output.1;
+    let cg = g.in_channels / g.groups;
+    let og = g.out_channels / g.groups;
+    let cgkk = cg * g.kernel.0 * g.kernel.1;
+    // Without pooling the output is y; otherwise y lives in scratch until pooled.
+    let y: &mut [E] = if pool_geom.is_none() { out } else { &mut s.y };
+    for grp in 0..g.groups {
+        im2col(g, &x[grp * cg * h * wd..][..cg * h * wd], &mut s.cols);
+        gemm(
+            (og, ohw, cgkk),
+            &mut y[grp * og * ohw..][..og * ohw],
+            ohw,
+            false,
+            &w[grp * og * cgkk..][..og * cgkk],
+            (cgkk, 1),
+            &s.cols,
+            (ohw, 1),
+        );
+    }
+    for (o, plane) in y.chunks_exact_mut(ohw).enumerate() {
+        let bias = b.map_or(E::zero(), |b| b[o]);
+        if act == Activation::Identity {
+            if b.is_some() {
+                plane.iter_mut().for_each(|v| *v += bias);
+            }
+        } else {
+            plane.iter_mut().for_each(|v| *v = activate(act, *v + bias));
+        }
+    }
+    if let Some(y_save) = y_save {
+        y_save.copy_from_slice(y);
+    }
+    if let Some(p) = pool_geom {
+        let pohw = p.output.0 * p.output.1;
+        for (src, dst) in s.y.chunks_exact(ohw).zip(out.chunks_exact_mut(pohw)) {
+            pool::plane_forward(p, src, dst);
+        }
+    }
+}
+
+/// Runs the fused forward pass over a batch; fills `y_save` (B, O, OH*OW) when it is non-empty.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward<E: Float>(
+    g: &Conv2DGeometry,
+    act: Activation,
+    pool_geom: Option<&crate::ops::Pool2DGeometry>,
+    x: &[E],
+    w: &[E],
+    b: Option<&[E]>,
+    out: &mut [E],
+    y_save: &mut [E],
+) {
+    let per_x = g.in_channels * g.input.0 * g.input.1;
+    let per_y = g.out_channels * g.output.0 * g.output.1;
+    let per_out = out.len() / g.batch;
+    let nb = images_per_task(g.batch);
+    let run = |s: &mut Scratch<E>, ci: usize, out: &mut [E], mut ys: Option<&mut [E]>| {
+        for (i, o) in out.chunks_exact_mut(per_out).enumerate() {
+            let n = ci * nb + i;
+            let y = ys.as_deref_mut().map(|ys| &mut ys[i * per_y..][..per_y]);
+            forward_image(g, act, pool_geom, &x[n * per_x..][..per_x], w, b, o, y, s);
+        }
+    };
+    if y_save.is_empty() {
+        out.par_chunks_mut(nb * per_out)
+            .enumerate()
+            .for_each_init(|| Scratch::new(g), |s, (ci, o)| run(s, ci, o, None));
+    } else {
+        out.par_chunks_mut(nb * per_out)
+            .zip(y_save.par_chunks_mut(nb * per_y))
+            .enumerate()
+            .for_each_init(|| Scratch::new(g), |s, (ci, (o, y))| run(s, ci, o, Some(y)));
+    }
+}
+
+/// Per-task gradient accumulators.
+struct Grads<E> {
+    dw: Vec<E>,
+    db: Vec<E>,
+    dy: Vec<E>,
+    cols: Vec<E>,
+    dcols: Vec<E>,
+}
+
+/// Backward pass over a batch.
+/// - `y`: the saved (B, O, OH*OW) activations, or empty when the fusion needs none
+/// - `gout`: the output gradient, (B, O, POH*POW) or (B, O, OH*OW)
+/// - `dx`: (B, C, H, W) or empty to skip the input gradient; added into
+/// - `dw`, `db`: added into
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward<E: Float>(
+    g: &Conv2DGeometry,
+    act: Activation,
+    pool_geom: Option<&crate::ops::Pool2DGeometry>,
+    x: &[E],
+    w: &[E],
+    y: &[E],
+    gout: &[E],
+    dx: &mut [E],
+    dw: &mut [E],
+    db: &mut [E],
+) {
+    let (h, wd) = g.input;
+    let ohw = g.output.0 * g.output.1;
+    let cg = g.in_channels / g.groups;
+    let og = g.out_channels / g.groups;
+    let cgkk = cg * g.kernel.0 * g.kernel.1;
+    let per_x = g.in_channels * h * wd;
+    let per_y = g.out_channels * ohw;
+    let per_out = gout.len() / g.batch;
+    let nb = images_per_task(g.batch);
+    let chunks = g.batch.div_ceil(nb);
+
+    let (dw_len, db_len) = (dw.len(), db.len());
+    let new = || Grads {
+        dw: vec![E::zero(); dw_len],
+        db: vec![E::zero(); db_len],
+        dy: vec![E::zero(); per_y],
+        cols: vec![E::zero(); cgkk * ohw],
+        dcols: vec![E::zero(); cgkk * ohw],
+    };
+    let image = |a: &mut Grads<E>, n: usize, dx: Option<&mut [E]>| {
+        let go = &gout[n * per_out..][..per_out];
+        let yn = if y.is_empty() { &[][..] } else { &y[n * per_y..][..per_y] };
+        // dy: the gradient at the activation's output, before pooling.
+        match pool_geom {
+            Some(p) => {
+                a.dy.fill(E::zero());
+                let pohw = p.output.0 * p.output.1;
+                for o in 0..g.out_channels {
+                    let src = if yn.is_empty() { &[][..] } else { &yn[o * ohw..][..ohw] };
+                    let d = &mut a.dy[o * ohw..][..ohw];
+                    pool::plane_backward(p, src, &go[o * pohw..][..pohw], d);
+                }
+            }
+            None => a.dy.copy_from_slice(go),
+        }
+        if act != Activation::Identity {
+            for (d, &yv) in a.dy.iter_mut().zip(yn) {
+                *d *= activation_grad(act, yv);
+            }
+        }
+        if !a.db.is_empty() {
+            for (o, plane) in a.dy.chunks_exact(ohw).enumerate() {
+                a.db[o] += plane.iter().fold(E::zero(), |s, &v| s + v);
+            }
+        }
+        let xn = &x[n * per_x..][..per_x];
+        let mut dx = dx;
+        for grp in 0..g.groups {
+            let dy = &a.dy[grp * og * ohw..][..og * ohw];
+            im2col(g, &xn[grp * cg * h * wd..][..cg * h * wd], &mut a.cols);
+            // dw_g (og, cgkk) += dy_g (og, ohw) * cols^T (ohw, cgkk)
+            gemm(
+                (og, cgkk, ohw),
+                &mut a.dw[grp * og * cgkk..][..og * cgkk],
+                cgkk,
+                true,
+                dy,
+                (ohw, 1),
+                &a.cols,
+                (1, ohw),
+            );
+            if let Some(dx) = dx.as_deref_mut() {
+                // dcols (cgkk, ohw) = w_g^T (cgkk, og) * dy_g (og, ohw)
+                gemm(
+                    (cgkk, ohw, og),
+                    &mut a.dcols,
+                    ohw,
+                    false,
+                    &w[grp * og * cgkk..][..og * cgkk],
+                    (1, cgkk),
+                    dy,
+                    (ohw, 1),
+                );
+                col2im(g, &a.dcols, &mut dx[grp * cg * h * wd..][..cg * h * wd]);
+            }
+        }
+    };
+    let sum = |mut a: Grads<E>, b: Grads<E>| {
+        a.dw.iter_mut().zip(&b.dw).for_each(|(a, b)| *a += *b);
+        a.db.iter_mut().zip(&b.db).for_each(|(a, b)| *a += *b);
+        a
+    };
+    let total = if dx.is_empty() {
+        (0..chunks)
+            .into_par_iter()
+            .fold(new, |mut a, ci| {
+                for n in ci * nb..((ci + 1) * nb).min(g.batch) {
+                    image(&mut a, n, None);
+                }
+                a
+            })
+            .reduce_with(sum)
+    } else {
+        dx.par_chunks_mut(nb * per_x)
+            .enumerate()
+            .fold(new, |mut a, (ci, dxc)| {
+                for (i, dxn) in dxc.chunks_exact_mut(per_x).enumerate() {
+                    image(&mut a, ci * nb + i, Some(dxn));
+                }
+                a
+            })
+            .reduce_with(sum)
+    };
+    if let Some(t) = total {
+        dw.iter_mut().zip(&t.dw).for_each(|(a, b)| *a += *b);
+        db.iter_mut().zip(&t.db).for_each(|(a, b)| *a += *b);
+    }
+}

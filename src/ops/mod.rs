@@ -1,0 +1,86 @@
+//! Ops that dfdx 0.13 only has on nightly: 2-D convolution and pooling, forward and backward.
+//!
+//! Each op is a folder: `mod.rs` wires it to dfdx's tape (generic over devices and tapes) and
+//! `cpu_kernel.rs` holds the host kernels, written against plain slices with their shapes in
+//! comments. Tests compare every kernel with a nested-loop reference (`tests/ops.rs`) and its
+//! gradients with finite differences.
+
+pub mod conv2d;
+pub mod pool2d;
+
+pub use conv2d::{Activation, Conv2DGeometry, try_conv2d};
+pub use pool2d::{Pool2DGeometry, PoolKind, try_pool2d};
+
+use crate::Float;
+
+/// `dst (m x n) = [dst +] lhs (m x k) * rhs (k x n)`, every matrix given as a slice with its row
+/// and column strides (`dst` has column stride 1). Bounds are checked here, so callers stay safe.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm<E: Float>(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [E],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: &[E],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[E],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                dst[i * dst_rs..i * dst_rs + n].fill(E::zero());
+            }
+        }
+        return;
+    }
+    assert!((m - 1) * dst_rs + n <= dst.len(), "gemm: dst too short");
+    assert!((m - 1) * lhs_rs + (k - 1) * lhs_cs < lhs.len(), "gemm: lhs too short");
+    assert!((k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.len(), "gemm: rhs too short");
+    // SAFETY: the asserts above keep every index gemm computes from the sizes and strides
+    // inside the three slices, and `dst` is borrowed mutably so it cannot alias `lhs`/`rhs`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            E::one(),
+            E::one(),
+            false,
+            false,
+            false,
+            // Our callers already run one gemm per rayon task.
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// Copies a tensor's data into a new host `Vec` (a `memcpy` on `Cpu`).
+pub(crate) fn to_host<S: dfdx::shapes::Shape, E: Float, D: dfdx::tensor_ops::Device<E>, T>(
+    t: &dfdx::tensor::Tensor<S, E, D, T>,
+) -> Vec<E> {
+    use dfdx::shapes::HasShape;
+    let mut v = vec![E::zero(); t.shape().num_elements()];
+    t.copy_into(&mut v);
+    v
+}
+
+/// How many images one rayon task takes: 4–8 images per chunk measured fastest for LeNet-sized
+/// layers (a chunk's buffers stay in cache), but keep every thread busy on small batches.
+pub(crate) fn images_per_task(batch: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    (batch / (2 * threads)).clamp(1, 8)
+}

@@ -1,0 +1,123 @@
+//! Host kernels for 2-D max and average pooling, one plane (one channel of one image) at a time.
+//! The fused conv kernel calls the same plane functions on its output.
+
+use super::{Pool2DGeometry, PoolKind};
+use crate::Float;
+use rayon::prelude::*;
+
+/// Half-open range of window offsets `k` for which `out * stride + k - pad` lands in `0..n`.
+#[inline]
+fn window(out: usize, stride: usize, pad: usize, kernel: usize, n: usize) -> (usize, usize) {
+    let start = (out * stride) as isize - pad as isize;
+    let lo = (-start).max(0) as usize;
+    let hi = ((n as isize - start).max(0) as usize).min(kernel);
+    (lo.min(hi), hi)
+}
+
+/// Pools one plane. `src`: (H, W), `dst`: (OH, OW).
+pub(crate) fn plane_forward<E: Float>(g: &Pool2DGeometry, src: &[E], dst: &mut [E]) {
+    let (h, w) = g.input;
+    let (oh, ow) = g.output;
+    let (kh, kw) = g.kernel;
+    let (sh, sw) = g.stride;
+    let (ph, pw) = g.padding;
+    // PyTorch's count_include_pad: padded zeros count, so the divisor is always the window size.
+    let inv = E::one() / E::from_usize(kh * kw).unwrap();
+    for oy in 0..oh {
+        let (ky0, ky1) = window(oy, sh, ph, kh, h);
+        let iy0 = oy * sh + ky0 - ph;
+        for ox in 0..ow {
+            let (kx0, kx1) = window(ox, sw, pw, kw, w);
+            let ix0 = ox * sw + kx0 - pw;
+            let v = match g.kind {
+                PoolKind::Max => {
+                    let mut m = E::neg_infinity();
+                    for y in 0..ky1 - ky0 {
+                        for &v in &src[(iy0 + y) * w + ix0..][..kx1 - kx0] {
+                            // `>` keeps the first maximum, and lets a NaN through as PyTorch does.
+                            if v > m || v.is_nan() {
+                                m = v;
+                            }
+                        }
+                    }
+                    m
+                }
+                PoolKind::Avg => {
+                    let mut s = E::zero();
+                    for y in 0..ky1 - ky0 {
+                        for &v in &src[(iy0 + y) * w + ix0..][..kx1 - kx0] {
+                            s += v;
+                        }
+                    }
+                    s * inv
+                }
+            };
+            dst[oy * ow + ox] = v;
+        }
+    }
+}
+
+/// Adds the gradient of one pooled plane into its input's gradient.
+/// `src`: the forward input (H, W) (read for max only), `gout`: (OH, OW), `dsrc`: (H, W).
+pub(crate) fn plane_backward<E: Float>(g: &Pool2DGeometry, src: &[E], gout: &[E], dsrc: &mut [E]) {
+    let (h, w) = g.input;
+    let (oh, ow) = g.output;
+    let (kh, kw) = g.kernel;
+    let (sh, sw) = g.stride;
+    let (ph, pw) = g.padding;
+    let inv = E::one() / E::from_usize(kh * kw).unwrap();
+    for oy in 0..oh {
+        let (ky0, ky1) = window(oy, sh, ph, kh, h);
+        let iy0 = oy * sh + ky0 - ph;
+        for ox in 0..ow {
+            let (kx0, kx1) = window(ox, sw, pw, kw, w);
+            let ix0 = ox * sw + kx0 - pw;
+            let go = gout[oy * ow + ox];
+            match g.kind {
+                PoolKind::Max => {
+                    // The gradient goes to the first maximum, as in the forward pass.
+                    let mut best = (iy0 * w + ix0, E::neg_infinity());
+                    for y in 0..ky1 - ky0 {
+                        let row = (iy0 + y) * w + ix0;
+                        for (x, &v) in src[row..][..kx1 - kx0].iter().enumerate() {
+                            if v > best.1 || v.is_nan() {
+                                best = (row + x, v);
+                            }
+                        }
+                    }
+                    dsrc[best.0] += go;
+                }
+                PoolKind::Avg => {
+                    let share = go * inv;
+                    for y in 0..ky1 - ky0 {
+                        for d in &mut dsrc[(iy0 + y) * w + ix0..][..kx1 - kx0] {
+                            *d += share;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pools `planes` planes: `x`: (planes, H, W) -> `out`: (planes, OH, OW), in parallel.
+pub(crate) fn forward<E: Float>(g: &Pool2DGeometry, x: &[E], out: &mut [E]) {
+    let (per_in, per_out) = (g.input.0 * g.input.1, g.output.0 * g.output.1);
+    out.par_chunks_mut(per_out)
+        .zip(x.par_chunks(per_in))
+        .with_min_len(16)
+        .for_each(|(o, i)| plane_forward(g, i, o));
+}
+
+/// Gradient of [`forward`]: adds into `dx`: (planes, H, W).
+pub(crate) fn backward<E: Float>(g: &Pool2DGeometry, x: &[E], gout: &[E], dx: &mut [E]) {
+    let (per_in, per_out) = (g.input.0 * g.input.1, g.output.0 * g.output.1);
+    dx.par_chunks_mut(per_in)
+        .zip(gout.par_chunks(per_out))
+        .enumerate()
+        .with_min_len(16)
+        .for_each(|(p, (d, go))| {
+            let src = if g.kind == PoolKind::Max { &x[p * per_in..][..per_in] } else { &[][..] };
+            plane_backward(g, src, go, d)
+        });
+}

@@ -1,0 +1,89 @@
+//! 2-D max and average pooling with PyTorch's semantics (floor mode; max pads with −∞; average
+//! counts padded zeros, `count_include_pad = true`), forward and backward on dfdx's tape.
+
+pub(crate) mod cpu_kernel;
+
+use crate::ops::to_host;
+use crate::{ConvDevice, Float};
+use dfdx::shapes::{HasShape, Shape};
+use dfdx::tensor::{PutTape, SplitTape, Tape, Tensor};
+use dfdx::tensor_ops::ReshapeTo;
+
+/// Which reduction a pooling window applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    /// The window's maximum (padding never wins).
+    Max,
+    /// The window's mean, padded zeros included.
+    Avg,
+}
+
+/// A pooling window over one `(H, W)` plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2DGeometry {
+    /// Max or average.
+    pub kind: PoolKind,
+    /// Input `(H, W)`.
+    pub input: (usize, usize),
+    /// Output `(OH, OW)`.
+    pub output: (usize, usize),
+    /// Window `(KH, KW)`.
+    pub kernel: (usize, usize),
+    /// Stride `(SH, SW)`.
+    pub stride: (usize, usize),
+    /// Padding on each side `(PH, PW)`, at most half the window (as PyTorch requires).
+    pub padding: (usize, usize),
+}
+
+impl Pool2DGeometry {
+    pub(crate) fn validate(&self) {
+        let expect = (
+            crate::shape::pool_out(self.input.0, self.kernel.0, self.stride.0, self.padding.0),
+            crate::shape::pool_out(self.input.1, self.kernel.1, self.stride.1, self.padding.1),
+        );
+        assert!(
+            self.output == expect
+                && expect.0 > 0
+                && expect.1 > 0
+                && 2 * self.padding.0 <= self.kernel.0
+                && 2 * self.padding.1 <= self.kernel.1,
+            "inconsistent pool2d geometry: {self:?} (output should be {expect:?})"
+        );
+    }
+}
+
+/// Pools every `(H, W)` plane of `x` (shape `(C, H, W)`, `(B, C, H, W)`, or anything whose
+/// element count is a multiple of `H * W`), returning `out_shape`.
+///
+/// # Panics
+/// If the geometry is inconsistent or the shapes' sizes disagree with it.
+pub fn try_pool2d<Sx: Shape, So: Shape, E: Float, D: ConvDevice<E>, T: Tape<E, D>>(
+    x: Tensor<Sx, E, D, T>,
+    geom: Pool2DGeometry,
+    out_shape: So,
+) -> Result<Tensor<So, E, D, T>, D::Err> {
+    geom.validate();
+    let planes = x.shape().num_elements() / (geom.input.0 * geom.input.1);
+    assert_eq!(planes * geom.input.0 * geom.input.1, x.shape().num_elements());
+    assert_eq!(out_shape.num_elements(), planes * geom.output.0 * geom.output.1);
+    let x = x.try_contiguous()?;
+    let (x, mut tape) = x.split_tape();
+    let dev = x.device().clone();
+    let xh = to_host(&x);
+    let mut out = vec![E::zero(); out_shape.num_elements()];
+    cpu_kernel::forward(&geom, &xh, &mut out);
+    let out = dev.try_tensor_from_vec(out, out_shape)?;
+    if T::OWNS_TAPE {
+        let (x_g, out_g) = (x.ghost(), out.ghost());
+        // Average pooling's gradient does not depend on the input.
+        let xh = if geom.kind == PoolKind::Max { xh } else { Vec::new() };
+        tape.add_backward_op(move |grads| {
+            grads.try_alloc_for(&out_g)?;
+            let gout = to_host(&grads.get(&out_g));
+            let mut dx = vec![E::zero(); planes * geom.input.0 * geom.input.1];
+            cpu_kernel::backward(&geom, &xh, &gout, &mut dx);
+            dev.add_host_into(grads.get_or_alloc_mut(&x_g)?, &dx)
+        });
+    }
+    Ok(out.put_tape(tape))
+}
