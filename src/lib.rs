@@ -22,9 +22,13 @@ mod device;
 pub mod nn;
 pub mod ops;
 pub mod shape;
+pub mod summary;
 pub mod train;
 
 pub use device::{ConvDevice, Float};
+pub use summary::{LayerRow, Summary};
+
+pub use cnn_macros::cnn;
 
 /// All a user imports: dfdx's prelude, this crate's layers and traits, and the `cnn!` macro.
 pub mod prelude {
@@ -36,7 +40,7 @@ pub mod prelude {
     // Named explicitly: dfdx's prelude exports nightly-only layers of the same names, and an
     // explicit import takes precedence over a glob.
     pub use crate::nn::{AvgPool2D, Conv2D, Flatten2D, MaxPool2D};
-    pub use crate::{ConvDevice, Float};
+    pub use crate::{ConvDevice, Float, cnn};
 }
 
 /// What the `cnn!` macro's expansion names, by absolute path; not a public API.

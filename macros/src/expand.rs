@@ -1,0 +1,604 @@
+//! Code generation: `quote!` only. Every number is in the plan already; every path is absolute
+//! through `::cnn::__private`, so that users need no imports.
+
+use std::fmt::Write as _;
+
+use proc_macro2::{Literal, TokenStream};
+use quote::{format_ident, quote};
+use syn::Ident;
+
+use crate::check::{Act, Conv, Field, FieldLayer, Linear, Mode, NetPlan, Plan, Pool, PoolKind, Row, Step, Unit, fmt_dims};
+
+pub fn net(plan: &Plan) -> TokenStream {
+    plan.nets.iter().map(one_net).collect()
+}
+
+fn dfdx() -> TokenStream {
+    quote!(::cnn::__private::dfdx)
+}
+
+fn lit(n: usize) -> Literal {
+    Literal::usize_unsuffixed(n)
+}
+
+fn one_net(net: &NetPlan) -> TokenStream {
+    let dfdx = dfdx();
+    let NetPlan { attrs, vis, ident: name, .. } = net;
+    let doc = struct_doc(net);
+
+    let fields = net.fields.iter().map(|field| {
+        let ident = &field.ident;
+        let ty = field_ty(&field.layer);
+        let doc = field_doc(&net.rows[field.row]);
+        quote! {
+            #[doc = #doc]
+            #vis #ident: #ty
+        }
+    });
+    // Without layers that hold tensors, `E` and `D` would be unused.
+    let marker = !net.fields.iter().any(|f| f.layer.has_tensors());
+    let marker_field = marker.then(|| quote!(__marker: ::core::marker::PhantomData<fn() -> (E, D)>,));
+
+    let collection = tensor_collection(net, marker);
+    let forward = forward(net);
+    let consts = consts(net);
+
+    quote! {
+        #(#attrs)*
+        #[doc = #doc]
+        #[derive(Debug, Clone)]
+        #vis struct #name<
+            E: #dfdx::shapes::Dtype = f32,
+            D: #dfdx::tensor::Storage<E> = #dfdx::tensor::Cpu,
+        > {
+            #(#fields,)*
+            #marker_field
+        }
+
+        #consts
+
+        const _: () = {
+            #collection
+
+            impl<E, D, E2, D2> #dfdx::nn::BuildOnDevice<D2, E2> for #name<E, D>
+            where
+                E: #dfdx::shapes::Dtype,
+                D: #dfdx::tensor::Storage<E>,
+                E2: #dfdx::shapes::Dtype,
+                D2: #dfdx::tensor_ops::Device<E2>,
+                #name<E2, D2>: #dfdx::nn::BuildModule<D2, E2>,
+            {
+                type Built = #name<E2, D2>;
+            }
+
+            #forward
+        };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Types and values of layers
+
+fn field_ty(layer: &FieldLayer) -> TokenStream {
+    let dfdx = dfdx();
+    match layer {
+        FieldLayer::Conv(conv) => conv_ty(conv),
+        FieldLayer::Linear(Linear { in_f, out_f, bias }) => {
+            let (i, o) = (lit(*in_f), lit(*out_f));
+            if *bias {
+                quote!(#dfdx::nn::modules::Linear<#i, #o, E, D>)
+            } else {
+                quote!(#dfdx::nn::modules::UnbiasedLinear<#i, #o, E, D>)
+            }
+        }
+        FieldLayer::BatchNorm { channels } => {
+            let c = lit(*channels);
+            quote!(#dfdx::nn::modules::BatchNorm2D<#c, E, D>)
+        }
+        FieldLayer::Unit(Unit::Act(Act::LeakyReLU(_))) => quote!(#dfdx::nn::modules::LeakyReLU<E>),
+        FieldLayer::Unit(unit) => unit_path(unit),
+        FieldLayer::Dropout(_) => quote!(#dfdx::nn::modules::Dropout),
+    }
+}
+
+fn conv_ty(conv: &Conv) -> TokenStream {
+    let Conv { in_c, out_c, kernel, input, output, stride, pad, pad_end, dilation, groups, bias } = conv;
+    let [in_c, out_c, kh, kw, h, w, oh, ow, sh, sw, ph, pw, dh, dw, g, in_per_group, ph_end, pw_end] = [
+        *in_c,
+        *out_c,
+        kernel.0,
+        kernel.1,
+        input.0,
+        input.1,
+        output.0,
+        output.1,
+        stride.0,
+        stride.1,
+        pad.0,
+        pad.1,
+        dilation.0,
+        dilation.1,
+        *groups,
+        in_c / groups,
+        pad_end.0,
+        pad_end.1,
+    ]
+    .map(lit);
+    quote! {
+        ::cnn::nn::Conv2D<
+            #in_c, #out_c, #kh, #kw, #h, #w, #oh, #ow, #sh, #sw, #ph, #pw, #dh, #dw,
+            #g, #in_per_group, #bias, #ph_end, #pw_end, E, D
+        >
+    }
+}
+
+/// The type of a stateless layer.
+fn unit_path(unit: &Unit) -> TokenStream {
+    unit_tokens(unit, quote!())
+}
+
+/// A stateless layer as a value: the unit struct, its generics written with a turbofish.
+fn unit_value(unit: &Unit) -> TokenStream {
+    match unit {
+        Unit::Act(Act::LeakyReLU(slope)) => {
+            let dfdx = dfdx();
+            quote!(#dfdx::nn::modules::LeakyReLU(__slope(#slope)))
+        }
+        _ => unit_tokens(unit, quote!(::)),
+    }
+}
+
+fn unit_tokens(unit: &Unit, turbofish: TokenStream) -> TokenStream {
+    let dfdx = dfdx();
+    match unit {
+        Unit::Act(act) => {
+            let ident = format_ident!("{}", act_type(*act));
+            quote!(#dfdx::nn::modules::#ident)
+        }
+        Unit::Pool(Pool { kind, kernel, input, output, stride, pad }) => {
+            let ident = match kind {
+                PoolKind::Max => format_ident!("MaxPool2D"),
+                PoolKind::Avg => format_ident!("AvgPool2D"),
+            };
+            let params = [kernel.0, kernel.1, input.0, input.1, output.0, output.1, stride.0, stride.1, pad.0, pad.1].map(lit);
+            quote!(::cnn::nn::#ident #turbofish <#(#params),*>)
+        }
+        Unit::Flatten(n) => {
+            let n = lit(*n);
+            quote!(::cnn::nn::Flatten2D #turbofish <#n>)
+        }
+    }
+}
+
+fn act_type(act: Act) -> &'static str {
+    match act {
+        Act::ReLU => "ReLU",
+        Act::LeakyReLU(_) => "LeakyReLU",
+        Act::Sigmoid => "Sigmoid",
+        Act::Tanh => "Tanh",
+        Act::GeLU => "AccurateGeLU",
+        Act::FastGeLU => "FastGeLU",
+        Act::Softmax => "Softmax",
+        Act::LogSoftmax => "LogSoftmax",
+        Act::Abs => "Abs",
+        Act::Exp => "Exp",
+        Act::Ln => "Ln",
+        Act::Sqrt => "Sqrt",
+        Act::Square => "Square",
+        Act::Sin => "Sin",
+        Act::Cos => "Cos",
+    }
+}
+
+/// The value a field without tensors is built with.
+fn field_init(layer: &FieldLayer) -> TokenStream {
+    match layer {
+        FieldLayer::Unit(unit) => unit_value(unit),
+        FieldLayer::Dropout(p) => {
+            let dfdx = dfdx();
+            let p = Literal::f32_suffixed(*p as f32);
+            quote!(#dfdx::nn::modules::Dropout { p: #p })
+        }
+        FieldLayer::Conv(_) | FieldLayer::Linear(_) | FieldLayer::BatchNorm { .. } => {
+            unreachable!("fields with tensors are visited")
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TensorCollection: what build_module, optimisers, save/load, to_device and to_dtype walk
+
+fn tensor_collection(net: &NetPlan, marker: bool) -> TokenStream {
+    let dfdx = dfdx();
+    let name = net.ident;
+    let visited: Vec<&Field> = net.fields.iter().filter(|f| f.layer.has_tensors()).collect();
+    let modules = visited.iter().map(|field| {
+        let ident = &field.ident;
+        let key = ident.to_string();
+        quote! {
+            <Self as #dfdx::nn::TensorCollection<E, D>>::module(#key, |s| &s.#ident, |s| &mut s.#ident)
+        }
+    });
+    let modules = nest(modules.collect());
+    let pattern = nest(visited.iter().map(|f| {
+        let ident = &f.ident;
+        quote!(#ident)
+    }).collect());
+    let inits = net.fields.iter().filter(|f| !f.layer.has_tensors()).map(|field| {
+        let ident = &field.ident;
+        let value = field_init(&field.layer);
+        quote!(#ident: #value)
+    });
+    let visited_idents = visited.iter().map(|f| &f.ident);
+    let marker = marker.then(|| quote!(__marker: ::core::marker::PhantomData,));
+    quote! {
+        impl<E: ::cnn::Float, D: ::cnn::ConvDevice<E>> #dfdx::nn::TensorCollection<E, D> for #name<E, D> {
+            type To<E2: #dfdx::shapes::Dtype, D2: #dfdx::tensor_ops::Device<E2>> = #name<E2, D2>;
+
+            fn iter_tensors<V: #dfdx::nn::ModuleVisitor<Self, E, D>>(
+                visitor: &mut V,
+            ) -> ::core::result::Result<::core::option::Option<Self::To<V::E2, V::D2>>, V::Err> {
+                visitor.visit_fields(
+                    #modules,
+                    |#pattern| #name { #(#visited_idents,)* #(#inits,)* #marker },
+                )
+            }
+        }
+
+        /// `leaky_relu`'s slope in the network's dtype.
+        #[allow(dead_code)]
+        fn __slope<E: #dfdx::shapes::Dtype>(slope: f64) -> E {
+            E::from_f64(slope).unwrap()
+        }
+    }
+}
+
+/// Tuples of at most 6 (the most `visit_fields` takes), nested as needed.
+fn nest(mut items: Vec<TokenStream>) -> TokenStream {
+    while items.len() > 6 {
+        items = items.chunks(6).map(|chunk| quote!((#(#chunk,)*))).collect();
+    }
+    quote!((#(#items,)*))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+
+fn forward(net: &NetPlan) -> TokenStream {
+    let dfdx = dfdx();
+    let name = net.ident;
+    let input = fmt_dims(&net.input);
+    let batch = format!("[B, {}", &input[1..]);
+    let output = fmt_dims(&net.output);
+
+    let input_trait = format_ident!("{}Input", name);
+    let train_trait = format_ident!("{}TrainInput", name);
+
+    // Inference: `forward`, `try_forward`.
+    let (tape, tape_param) = match net.mode {
+        Mode::Same | Mode::Dropout => (quote!(T), quote!(T: #dfdx::tensor::Tape<E, D>,)),
+        Mode::BatchNorm => (quote!(#dfdx::tensor::NoneTape), quote!()),
+    };
+    let body = steps(net, false);
+    let which = match net.mode {
+        Mode::BatchNorm => "an untraced",
+        _ => "a",
+    };
+    let message = format!("`{name}` takes {which} tensor of shape {input} or a batch {batch}, not `{{Self}}`");
+    let label = format!("not a {input} image or a {batch} batch for `{name}`");
+    let note = match net.mode {
+        Mode::BatchNorm => format!(
+            "`{name}` holds batch_norm2d: `forward` runs inference on a tensor without a tape, \
+             `forward_mut` trains on a traced one"
+        ),
+        _ => format!("`{name}` was declared by `cnn!` as `{input} -> {output}`"),
+    };
+    let inference = input_impls(net, &input_trait, &tape, &tape_param, &body, false, (&message, &label, &note));
+    // Expected output for a wrong input (tests/ui/forward-wrong-shape.stderr):
+    // error[E0277]: `LeNet` takes a tensor of shape [1, 28, 28] or a batch [B, 1, 28, 28], not `Tensor<(Const<1>, Const<32>, Const<32>), f32, Cpu>`
+    //   |     let _ = model.forward(dev.zeros::<Rank3<1, 32, 32>>());
+    //   |                   ------- ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ not a [1, 28, 28] image or a [B, 1, 28, 28] batch for `LeNet`
+    //   = note: `LeNet` was declared by `cnn!` as `[1, 28, 28] -> [10]`
+    let module = quote! {
+        impl<E, D, X> #dfdx::nn::Module<X> for #name<E, D>
+        where
+            E: ::cnn::Float,
+            D: ::cnn::ConvDevice<E>,
+            X: #input_trait<E, D>,
+        {
+            type Output = X::Output;
+            type Error = D::Err;
+
+            fn try_forward(&self, x: X) -> ::core::result::Result<Self::Output, D::Err> {
+                X::forward(self, x)
+            }
+        }
+    };
+
+    // Training: `forward_mut`, `try_forward_mut`.
+    let training = match net.mode {
+        Mode::Same => quote! {
+            impl<E: #dfdx::shapes::Dtype, D: #dfdx::tensor::Storage<E>> #dfdx::nn::NonMutableModule for #name<E, D> {}
+        },
+        Mode::Dropout | Mode::BatchNorm => {
+            let tape = quote!(#dfdx::tensor::OwnedTape<E, D>);
+            let body = steps(net, true);
+            let message = format!(
+                "`{name}::forward_mut` trains on a traced tensor of shape {input} or a batch {batch}, not `{{Self}}`"
+            );
+            let label = format!("not a traced {input} image or {batch} batch for `{name}`");
+            let note = format!(
+                "`{name}` holds dropout or batch_norm2d, which train only on a tensor with a tape (`.trace(grads)`); \
+                 `forward` runs inference"
+            );
+            let impls = input_impls(net, &train_trait, &tape, &quote!(), &body, true, (&message, &label, &note));
+            quote! {
+                #impls
+
+                impl<E, D, X> #dfdx::nn::ModuleMut<X> for #name<E, D>
+                where
+                    E: ::cnn::Float,
+                    D: ::cnn::ConvDevice<E>,
+                    X: #train_trait<E, D>,
+                {
+                    type Output = X::Output;
+                    type Error = D::Err;
+
+                    fn try_forward_mut(&mut self, x: X) -> ::core::result::Result<Self::Output, D::Err> {
+                        X::forward_mut(self, x)
+                    }
+                }
+            }
+        }
+    };
+    quote! {
+        #inference
+        #module
+        #training
+    }
+}
+
+/// A hidden trait implemented by the tensors the network takes, one image and a batch: a wrong
+/// tensor fails on it, with a message naming the network and the shapes it takes.
+fn input_impls(
+    net: &NetPlan,
+    trait_name: &Ident,
+    tape: &TokenStream,
+    tape_param: &TokenStream,
+    body: &TokenStream,
+    mutable: bool,
+    (message, label, note): (&str, &str, &str),
+) -> TokenStream {
+    let dfdx = dfdx();
+    let name = net.ident;
+    let vis = net.vis;
+    let input = const_dims(&net.input);
+    let output = const_dims(&net.output);
+    let (method, receiver) = if mutable {
+        (format_ident!("forward_mut"), quote!(&mut #name<E, D>))
+    } else {
+        (format_ident!("forward"), quote!(&#name<E, D>))
+    };
+    let tensor = |shape: TokenStream| quote!(#dfdx::tensor::Tensor<#shape, E, D, #tape>);
+    let one_in = tensor(quote!((#(#input,)*)));
+    let one_out = tensor(quote!((#(#output,)*)));
+    let batch_in = tensor(quote!((B, #(#input,)*)));
+    let batch_out = tensor(quote!((B, #(#output,)*)));
+    let implementation = |generics: TokenStream, input: &TokenStream, output: &TokenStream| {
+        quote! {
+            impl<#generics E: ::cnn::Float, D: ::cnn::ConvDevice<E>, #tape_param> #trait_name<E, D> for #input {
+                type Output = #output;
+
+                #[allow(clippy::needless_question_mark)]
+                fn #method(net: #receiver, x: Self) -> ::core::result::Result<Self::Output, D::Err> {
+                    #body
+                    ::core::result::Result::Ok(x)
+                }
+            }
+        }
+    };
+    let one = implementation(quote!(), &one_in, &one_out);
+    let batch = implementation(quote!(B: #dfdx::shapes::Dim,), &batch_in, &batch_out);
+    quote! {
+        #[diagnostic::on_unimplemented(message = #message, label = #label, note = #note)]
+        #vis trait #trait_name<E: #dfdx::shapes::Dtype, D: #dfdx::tensor_ops::Device<E>>: Sized {
+            type Output;
+            fn #method(net: #receiver, x: Self) -> ::core::result::Result<Self::Output, D::Err>;
+        }
+
+        #one
+        #batch
+    }
+}
+
+fn const_dims(dims: &[usize]) -> Vec<TokenStream> {
+    let dfdx = dfdx();
+    dims.iter().map(|&n| {
+        let n = lit(n);
+        quote!(#dfdx::shapes::Const<#n>)
+    }).collect()
+}
+
+/// The forward body: one `let x = ...?;` per step. Training (`mutable`) differs from inference
+/// only for dropout (identity in inference) and batch norm (running statistics in inference).
+fn steps(net: &NetPlan, mutable: bool) -> TokenStream {
+    let dfdx = dfdx();
+    let module = quote!(#dfdx::nn::Module::try_forward);
+    let module_mut = quote!(#dfdx::nn::ModuleMut::try_forward_mut);
+    let steps = net.steps.iter().filter_map(|step| {
+        let call = match step {
+            Step::Conv { field, act, pool } if act.is_none() && pool.is_none() => quote!(#module(&net.#field, x)),
+            Step::Conv { field, act, pool } => {
+                let act = act.map_or_else(|| quote!(()), |act| unit_value(&Unit::Act(act)));
+                let pool = pool.as_ref().map_or_else(|| quote!(()), |pool| unit_value(&Unit::Pool(pool.clone())));
+                quote!(#module(&net.#field.fused(#act, #pool), x))
+            }
+            Step::Field(field) => quote!(#module(&net.#field, x)),
+            Step::Unit(unit) => {
+                let value = unit_value(unit);
+                quote!(#module(&#value, x))
+            }
+            Step::BatchNorm(field) if mutable => quote!(#module_mut(&mut net.#field, x)),
+            Step::BatchNorm(field) => quote!(#module(&net.#field, x)),
+            Step::Dropout { field: Some(field), .. } if mutable => quote!(#module_mut(&mut net.#field, x)),
+            Step::Dropout { field: None, p } if mutable => {
+                let p = Literal::f32_suffixed(*p as f32);
+                quote!(#module_mut(&mut #dfdx::nn::modules::Dropout { p: #p }, x))
+            }
+            Step::Dropout { .. } => return None,
+        };
+        Some(quote!(let x = #call?;))
+    });
+    quote!(#(#steps)*)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Constants and summary
+
+fn consts(net: &NetPlan) -> TokenStream {
+    let name = net.ident;
+    let name_str = name.to_string();
+    let vis = net.vis;
+    let params = lit(net.params);
+    let macs = lit(net.macs);
+    let input = net.input.map(lit);
+    let output: Vec<_> = net.output.iter().map(|&n| lit(n)).collect();
+    let out_len = lit(net.output.len());
+    let rows = net.rows.iter().map(|row| {
+        let Row { name, kind, output, params, non_trainable, macs, receptive_field } = row;
+        let output = output.iter().map(|&n| lit(n));
+        let (params, non_trainable, macs) = (lit(*params), lit(*non_trainable), lit(*macs));
+        let receptive_field = match receptive_field {
+            Some((h, w)) => {
+                let (h, w) = (lit(*h), lit(*w));
+                quote!(::core::option::Option::Some((#h, #w)))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        quote! {
+            ::cnn::summary::LayerRow {
+                name: #name,
+                kind: #kind,
+                output: &[#(#output),*],
+                params: #params,
+                non_trainable: #non_trainable,
+                macs: #macs,
+                receptive_field: #receptive_field,
+            }
+        }
+    });
+    let params_doc = format!(
+        "Trainable parameters: {} (what `num_trainable_params` counts).",
+        thousands(net.params)
+    );
+    let macs_doc = format!("Multiply-adds for one image: {} (conv and linear layers; others count 0).", thousands(net.macs));
+    quote! {
+        impl #name {
+            #[doc = #params_doc]
+            #vis const PARAMS: usize = #params;
+            #[doc = #macs_doc]
+            #vis const MACS: usize = #macs;
+            /// The shape of one input image, `[C, H, W]`.
+            #vis const INPUT: [usize; 3] = [#(#input),*];
+            /// The shape of the output for one image.
+            #vis const OUTPUT: [usize; #out_len] = [#(#output),*];
+
+            /// The layer table: name, kind, output shape, parameters, multiply-adds and
+            /// receptive field of each layer, with totals. It is `Display`.
+            #vis const fn summary() -> ::cnn::summary::Summary {
+                const ROWS: &[::cnn::summary::LayerRow] = &[#(#rows),*];
+                ::cnn::summary::Summary { name: #name_str, input: &[#(#input),*], rows: ROWS }
+            }
+        }
+    }
+}
+
+/// The generated part of the struct's documentation: the summary as a Markdown table, so that
+/// hovering the type shows it.
+fn struct_doc(net: &NetPlan) -> String {
+    let name = net.ident;
+    let input = fmt_dims(&net.input);
+    let output = fmt_dims(&net.output);
+    let mut doc = String::new();
+    let _ = writeln!(doc, "\n\n# Network\n");
+    let _ = writeln!(
+        doc,
+        "`{input} -> {output}`, generated by `cnn!`: {} trainable parameters{}, {} multiply-adds per image.\n",
+        thousands(net.params),
+        if net.non_trainable > 0 { format!(" (and {} non-trainable)", thousands(net.non_trainable)) } else { String::new() },
+        thousands(net.macs),
+    );
+    let _ = writeln!(doc, "| layer | kind | output | params | mult-adds | receptive field |");
+    let _ = writeln!(doc, "|---|---|---|--:|--:|---|");
+    for row in &net.rows {
+        let name = if row.name.is_empty() { String::new() } else { format!("`{}`", row.name) };
+        let rf = row.receptive_field.map_or_else(|| "-".to_string(), |(h, w)| format!("{h}x{w}"));
+        let _ = writeln!(
+            doc,
+            "| {name} | `{}` | {} | {} | {} | {rf} |",
+            row.kind,
+            fmt_dims(&row.output),
+            thousands(row.params + row.non_trainable),
+            thousands(row.macs),
+        );
+    }
+    let _ = writeln!(
+        doc,
+        "| **total** | | {output} | {} | {} | |\n",
+        thousands(net.params + net.non_trainable),
+        thousands(net.macs)
+    );
+    let _ = writeln!(
+        doc,
+        "Build it with `dev.build_module::<{name}, f32>()`; the built model is a `{name}<f32, Cpu>`. \
+         `forward` takes one image `Tensor<Rank3<{}>, ..>` or a batch `Tensor<(B, Const<{}>, ..), ..>` \
+         (`B` a `usize` or a `Const`) and returns the output of shape `{output}` or `[B, {}`.\n",
+        net.input.map(|n| n.to_string()).join(", "),
+        net.input[0],
+        &output[1..],
+    );
+    let _ = writeln!(
+        doc,
+        "Fields are the layers with parameters, named by kind and ordinal unless named in the \
+         macro (`conv1`, `conv2`, ..., `linear1`, ..., `bn1`, ...); they are the keys of saved \
+         checkpoints."
+    );
+    match net.mode {
+        Mode::Same => {}
+        Mode::Dropout => {
+            let _ = writeln!(
+                doc,
+                "\nDropout is active only in `forward_mut` on a traced input (training); `forward` skips it."
+            );
+        }
+        Mode::BatchNorm => {
+            let _ = writeln!(
+                doc,
+                "\nTraining is `forward_mut` on a traced input (batch statistics, updating the running ones); \
+                 `forward` on an untraced input is inference (running statistics)."
+            );
+        }
+    }
+    doc
+}
+
+fn field_doc(row: &Row) -> String {
+    let mut doc = format!("`{}`: output {}", row.kind, fmt_dims(&row.output));
+    if row.params > 0 {
+        let _ = write!(doc, ", {} parameters", thousands(row.params));
+    }
+    doc
+}
+
+/// `61706` -> `61,706`.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,266 @@
+//! The `cnn!` macro end to end: the types it writes (asserted as types, nalgebra-macros style),
+//! the values they compute, and dfdx's machinery (building, optimisers, gradients, dtype
+//! conversion, save/load) working on them. The macro is invoked at module scope (`pub` and
+//! private, with doc comments) and at function scope.
+
+use cnn::prelude::*;
+use dfdx::optim::Optimizer;
+
+cnn! {
+    /// d2l's LeNet (section 7.6), on 28x28 Fashion-MNIST images.
+    pub struct LeNet: [1, 28, 28] -> [10] {
+        conv2d(6, kernel = 5, padding = 2), sigmoid,
+        avg_pool2d(kernel = 2, stride = 2),
+        conv2d(16, kernel = 5), sigmoid,
+        avg_pool2d(kernel = 2, stride = 2),
+        flatten,
+        linear(120), sigmoid,
+        linear(84), sigmoid,
+        linear(10),
+    }
+
+    // Private, two in one invocation, with named layers, inline shapes and explicit in-counts.
+    struct Named: [3, 32, 32] {
+        stem: conv2d(3 => 8, kernel = 3, padding = 1) -> [8, 32, 32], relu,
+        pool: max_pool2d(kernel = 2) -> [8, 16, 16],
+        conv2d(8 => 8, kernel = 3, padding = same, groups = 2, bias = false),
+        act: leaky_relu(0.2),
+        flatten -> [2048],
+        drop: dropout(0.25),
+        head: linear(2048 => 10, bias = false) -> [10],
+    }
+}
+
+fn same_type<T>(_: &T, _: &T) {}
+
+type Dev = Cpu;
+
+#[test]
+fn lenet_types_and_sizes() {
+    let dev: Dev = Default::default();
+    let model = dev.build_module::<LeNet, f32>();
+    let _: &LeNet<f32, Cpu> = &model;
+    let _: &Conv2D<1, 6, 5, 5, 28, 28, 28, 28, 1, 1, 2, 2, 1, 1, 1, 1, true, 2, 2, f32, Cpu> = &model.conv1;
+    let _: &Conv2D<6, 16, 5, 5, 14, 14, 10, 10, 1, 1, 0, 0, 1, 1, 1, 6, true, 0, 0, f32, Cpu> = &model.conv2;
+    let _: &modules::Linear<400, 120, f32, Cpu> = &model.linear1;
+    let _: &modules::Linear<120, 84, f32, Cpu> = &model.linear2;
+    let _: &modules::Linear<84, 10, f32, Cpu> = &model.linear3;
+
+    let y = model.forward(dev.zeros::<Rank3<1, 28, 28>>());
+    same_type(&y, &dev.zeros::<Rank1<10>>());
+    let y = model.forward(dev.zeros::<Rank4<4, 1, 28, 28>>());
+    same_type(&y, &dev.zeros::<Rank2<4, 10>>());
+    let y = model.forward(dev.zeros_like(&(3usize, Const::<1>, Const::<28>, Const::<28>)));
+    same_type(&y, &dev.zeros_like(&(3usize, Const::<10>)));
+    assert_eq!(y.shape().0, 3);
+
+    // d2l's count for LeNet.
+    assert_eq!(LeNet::PARAMS, 61_706);
+    assert_eq!(model.num_trainable_params(), LeNet::PARAMS);
+    assert_eq!(LeNet::MACS, 6 * 28 * 28 * 25 + 16 * 10 * 10 * 6 * 25 + 400 * 120 + 120 * 84 + 84 * 10);
+    assert_eq!(LeNet::INPUT, [1, 28, 28]);
+    assert_eq!(LeNet::OUTPUT, [10]);
+}
+
+#[test]
+fn lenet_summary() {
+    let summary = LeNet::summary();
+    assert_eq!(summary.params(), LeNet::PARAMS);
+    assert_eq!(summary.macs(), LeNet::MACS);
+    let expected = "\
+LeNet: [1, 28, 28] -> [10]
+layer    kind                            output        params  mult-adds  receptive field
+-------  ------------------------------  ------------  ------  ---------  ---------------
+conv1    conv2d(6, kernel=5, padding=2)  [6, 28, 28]      156    117,600  5x5
+         sigmoid                         [6, 28, 28]        0          0  5x5
+         avg_pool2d(kernel=2, stride=2)  [6, 14, 14]        0          0  6x6
+conv2    conv2d(16, kernel=5)            [16, 10, 10]   2,416    240,000  14x14
+         sigmoid                         [16, 10, 10]       0          0  14x14
+         avg_pool2d(kernel=2, stride=2)  [16, 5, 5]         0          0  16x16
+         flatten                         [400]              0          0  -
+linear1  linear(120)                     [120]         48,120     48,000  -
+         sigmoid                         [120]              0          0  -
+linear2  linear(84)                      [84]          10,164     10,080  -
+         sigmoid                         [84]               0          0  -
+linear3  linear(10)                      [10]             850        840  -
+-----------------------------------------------------------------------------------------
+params: 61,706 (trainable 61,706, non-trainable 0)
+mult-adds per image: 416,520
+output: [10]";
+    assert_eq!(summary.to_string(), expected);
+}
+
+#[test]
+fn named_layers_are_fields() {
+    let dev: Dev = Default::default();
+    let model = dev.build_module::<Named, f32>();
+    let _: &Conv2D<3, 8, 3, 3, 32, 32, 32, 32, 1, 1, 1, 1, 1, 1, 1, 3, true, 1, 1, f32, Cpu> = &model.stem;
+    let _: &MaxPool2D<2, 2, 32, 32, 16, 16, 2, 2, 0, 0> = &model.pool;
+    // `padding = same` with kernel 3, stride 1: 1 on every side. The unnamed conv is the
+    // second conv2d, so `conv2`.
+    let _: &Conv2D<8, 8, 3, 3, 16, 16, 16, 16, 1, 1, 1, 1, 1, 1, 2, 4, false, 1, 1, f32, Cpu> = &model.conv2;
+    assert!(model.conv2.bias.is_none());
+    let _: &modules::LeakyReLU<f32> = &model.act;
+    assert_eq!(model.act.0, 0.2);
+    assert_eq!(model.drop.p, 0.25);
+    let _: &modules::UnbiasedLinear<2048, 10, f32, Cpu> = &model.head;
+    assert_eq!(Named::PARAMS, 3 * 8 * 9 + 8 + 8 * 4 * 9 + 2048 * 10);
+    assert_eq!(model.num_trainable_params(), Named::PARAMS);
+
+    // Dropout: identity in `forward`, any tape.
+    let x = dev.sample_normal::<Rank4<2, 3, 32, 32>>();
+    let a = model.forward(x.clone());
+    let b = model.forward(x.clone().leaky_trace());
+    assert_eq!(a.array(), b.array());
+    same_type(&a, &dev.zeros::<Rank2<2, 10>>());
+}
+
+#[test]
+fn function_scope_and_odd_shapes() {
+    cnn! {
+        struct Odd: [2, 9, 7] {
+            conv2d(4, kernel = (3, 2), stride = (2, 1), padding = (1, 0), dilation = (1, 2)) -> [4, 5, 5],
+            max_pool2d(kernel = 3, stride = 2, padding = 1) -> [4, 3, 3],
+            conv2d(4, kernel = 2, padding = same, stride = 2) -> [4, 2, 2],
+            avg_pool2d(kernel = (2, 1)) -> [4, 1, 2],
+        }
+    }
+    let dev: Dev = Default::default();
+    let model = dev.build_module::<Odd, f64>();
+    let y = model.forward(dev.sample_normal::<Rank3<2, 9, 7>>());
+    same_type(&y, &dev.zeros::<Rank3<4, 1, 2>>());
+    assert_eq!(Odd::OUTPUT, [4, 1, 2]);
+    // padding = same, n = 3, k = 2, s = 2: out 2, total padding 1, all at the bottom/right.
+    let _: &Conv2D<4, 4, 2, 2, 3, 3, 2, 2, 2, 2, 0, 0, 1, 1, 1, 4, true, 1, 1, f64, Cpu> = &model.conv2;
+    let rf: Vec<_> = Odd::summary().rows.iter().map(|r| r.receptive_field).collect();
+    // conv (3, 2) dilated (1, 2) -> spans (3, 3); pool 3 s2 over j 2x1; conv 2 s2 over j 4x2;
+    // pool (2, 1) over j 8x4.
+    assert_eq!(rf, [Some((3, 3)), Some((7, 5)), Some((11, 7)), Some((19, 7))]);
+}
+
+#[test]
+fn stateless_network() {
+    cnn! {
+        /// No parameters at all: `E` and `D` are held by a marker.
+        pub(crate) struct Pools: [1, 4, 4] -> [4] {
+            max_pool2d(kernel = 2), flatten, softmax,
+        }
+    }
+    let dev: Dev = Default::default();
+    let model = dev.build_module::<Pools, f32>();
+    assert_eq!(Pools::PARAMS, 0);
+    assert_eq!(model.num_trainable_params(), 0);
+    let y = model.forward(dev.tensor([[[1.0, 2.0, 0.0, 0.0], [3.0, 4.0, 0.0, 1.0], [0.0; 4], [0.0; 4]]]));
+    let sum: f32 = y.array().iter().sum();
+    assert!((sum - 1.0).abs() < 1e-6);
+}
+
+#[test]
+fn many_fields_nest_tuples() {
+    // Eight parameterised layers: more than the 6 fields `visit_fields` takes in one tuple.
+    cnn! {
+        struct Deep: [1, 2, 2] -> [3] {
+            flatten,
+            linear(5), relu, linear(5), relu, linear(5), relu, linear(5), relu,
+            linear(5), relu, linear(5), relu, linear(5), relu, linear(3),
+        }
+    }
+    let dev: Dev = Default::default();
+    let model = dev.build_module::<Deep, f32>();
+    assert_eq!(Deep::PARAMS, (4 * 5 + 5) + 6 * (5 * 5 + 5) + (5 * 3 + 3));
+    assert_eq!(model.num_trainable_params(), Deep::PARAMS);
+    let _: &modules::Linear<5, 3, f32, Cpu> = &model.linear8;
+}
+
+#[test]
+fn fused_run_matches_the_layers() {
+    cnn! {
+        struct Block: [2, 6, 6] {
+            conv2d(3, kernel = 3, padding = 1), relu, max_pool2d(kernel = 2),
+        }
+    }
+    let dev: Dev = Default::default();
+    let model = dev.build_module::<Block, f64>();
+    let x = dev.sample_normal::<Rank4<2, 2, 6, 6>>();
+    let fused = model.forward(x.clone());
+    let conv = model.conv1.forward(x).relu();
+    let separate = MaxPool2D::<2, 2, 6, 6, 3, 3, 2, 2, 0, 0>.forward(conv);
+    for (a, b) in fused.as_vec().iter().zip(separate.as_vec()) {
+        assert!((a - b).abs() < 1e-12, "{a} != {b}");
+    }
+}
+
+#[test]
+fn training_step() {
+    let dev: Dev = Default::default();
+    let mut model = dev.build_module::<LeNet, f32>();
+    let mut grads = model.alloc_grads();
+    let mut opt = dfdx::optim::Sgd::new(&model, dfdx::optim::SgdConfig { lr: 0.1, momentum: None, weight_decay: None });
+    let x = dev.sample_normal::<Rank4<8, 1, 28, 28>>();
+    let y = dev.tensor([[0.1f32; 10]; 8]);
+    let before = model.conv1.weight.as_vec();
+    let logits = model.forward_mut(x.traced(grads));
+    let loss = cross_entropy_with_logits_loss(logits, y);
+    grads = loss.backward();
+    let g = grads.get(&model.conv1.weight);
+    same_type(&g, &model.conv1.weight);
+    opt.update(&mut model, &grads).expect("every parameter has a gradient");
+    model.zero_grads(&mut grads);
+    assert_ne!(before, model.conv1.weight.as_vec());
+}
+
+#[test]
+fn batch_norm_and_dropout_modes() {
+    cnn! {
+        struct Bn: [2, 4, 4] -> [3] {
+            conv2d(4, kernel = 3), batch_norm2d, relu, dropout(0.5), flatten, linear(3),
+        }
+    }
+    let dev: Dev = Default::default();
+    let mut model = dev.build_module::<Bn, f32>();
+    let _: &modules::BatchNorm2D<4, f32, Cpu> = &model.bn1;
+    // Trainable: conv 4*2*9 + 4, batch norm scale and bias 2*4, linear 16*3 + 3.
+    assert_eq!(Bn::PARAMS, 76 + 8 + 51);
+    assert_eq!(model.num_trainable_params(), Bn::PARAMS);
+    assert_eq!(Bn::summary().non_trainable(), 8);
+
+    // Inference: running statistics, no dropout; deterministic.
+    let x = dev.sample_normal::<Rank4<5, 2, 4, 4>>();
+    let a = model.forward(x.clone());
+    let b = model.forward(x.clone());
+    assert_eq!(a.array(), b.array());
+    assert_eq!(model.bn1.running_mean.array(), [0.0; 4]);
+
+    // Training: batch statistics, updating the running ones.
+    let grads = model.alloc_grads();
+    let y = model.forward_mut(x.clone().traced(grads));
+    same_type(&y, &dev.zeros::<Rank2<5, 3>>().traced(model.alloc_grads()));
+    assert_ne!(model.bn1.running_mean.array(), [0.0; 4]);
+}
+
+#[test]
+fn dtype_device_and_checkpoints() {
+    let dev: Dev = Default::default();
+    let mut model = dev.build_module::<LeNet, f32>();
+    let x = dev.sample_normal::<Rank3<1, 28, 28>>();
+    let y = model.forward(x.clone());
+
+    let wide: LeNet<f64, Cpu> = model.to_dtype::<f64>();
+    let y64 = wide.forward(x.clone().to_dtype::<f64>());
+    for (a, b) in y.as_vec().iter().zip(y64.as_vec()) {
+        assert!((*a as f64 - b).abs() < 1e-5);
+    }
+    let moved: LeNet<f32, Cpu> = model.to_device(&dev);
+    assert_eq!(moved.forward(x.clone()).array(), y.array());
+
+    let path = std::env::temp_dir().join(format!("cnn-macro-test-{}.safetensors", std::process::id()));
+    model.save_safetensors(&path).expect("save");
+    let mut loaded = dev.build_module::<LeNet, f32>();
+    assert_ne!(loaded.forward(x.clone()).array(), y.array());
+    loaded.load_safetensors(&path).expect("load");
+    std::fs::remove_file(&path).ok();
+    assert_eq!(loaded.forward(x.clone()).array(), y.array());
+
+    model.reset_params();
+    assert_ne!(model.forward(x).array(), y.array());
+}
