@@ -39,7 +39,7 @@ pub enum CheckpointError {
     Mismatch {
         /// The file.
         path: PathBuf,
-        /// The first difference, naming the tensor and both shapes.
+        /// Every difference, naming the tensors and both shapes.
         what: String,
     },
 }
@@ -108,30 +108,31 @@ where
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
     let file = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| CheckpointError::Format { path: path.to_path_buf(), what: format!("{e:?}") })?;
-    let mismatch = |what: String| CheckpointError::Mismatch { path: path.to_path_buf(), what };
+    // Every difference is listed: a checkpoint of another network usually differs in several.
+    let mut problems = Vec::new();
     let expected = layout::<E, D, M>();
     for (name, shape) in &expected {
-        let t = file.tensor(name).map_err(|_| {
-            let mut found: Vec<_> = file.names().into_iter().cloned().collect();
-            found.sort();
-            mismatch(format!("it has no tensor `{name}` (the model needs {shape:?}); it holds {found:?}"))
-        })?;
-        if t.shape() != shape.as_slice() {
-            return Err(mismatch(format!(
+        match file.tensor(name) {
+            Err(_) => problems.push(format!("it has no tensor `{name}` (the model needs {shape:?})")),
+            Ok(t) if t.shape() != shape.as_slice() => problems.push(format!(
                 "tensor `{name}` is {:?} in the checkpoint but {shape:?} in the model",
                 t.shape()
-            )));
-        }
-        if t.dtype() != E::safe_dtype() {
-            return Err(mismatch(format!(
+            )),
+            Ok(t) if t.dtype() != E::safe_dtype() => problems.push(format!(
                 "tensor `{name}` is {:?} in the checkpoint but {:?} in the model",
                 t.dtype(),
                 E::safe_dtype()
-            )));
+            )),
+            Ok(_) => {}
         }
     }
-    if let Some(extra) = file.names().into_iter().find(|n| !expected.iter().any(|(e, _)| e == *n)) {
-        return Err(mismatch(format!("it holds tensor `{extra}`, which the model does not have")));
+    let mut extra: Vec<_> = file.names().into_iter().filter(|n| !expected.iter().any(|(e, _)| e == *n)).collect();
+    extra.sort();
+    for name in extra {
+        problems.push(format!("it holds tensor `{name}`, which the model does not have"));
+    }
+    if !problems.is_empty() {
+        return Err(CheckpointError::Mismatch { path: path.to_path_buf(), what: problems.join("; ") });
     }
     model
         .load_safetensors(path)
