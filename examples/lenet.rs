@@ -161,12 +161,14 @@ where
     let history = match (args.adam, args.lr) {
         (true, lr) => {
             let cfg = AdamConfig { lr: lr.unwrap_or(1e-3), ..Default::default() };
-            trainer.fit_with(&mut model, &mut Adam::new(&model, cfg), &train, &test, save)?
+            let mut opt = Adam::new(&model, cfg);
+            trainer.fit_with(&mut model, &mut opt, &train, &test, save)?
         }
         (false, lr) => {
             let lr = lr.unwrap_or(if args.modern { 0.1 } else { 0.9 });
             let cfg = SgdConfig { lr, momentum: None, weight_decay: None };
-            trainer.fit_with(&mut model, &mut Sgd::new(&model, cfg), &train, &test, save)?
+            let mut opt = Sgd::new(&model, cfg);
+            trainer.fit_with(&mut model, &mut opt, &train, &test, save)?
         }
     };
     let plot = args.out.join(format!("{name}.png"));
