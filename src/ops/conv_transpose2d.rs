@@ -8,6 +8,7 @@
 //! conv's `(O, C / G, KH, KW)`.
 
 use super::conv2d::cpu_kernel;
+use crate::ops::buffer::Buffer;
 use crate::ops::{Activation, Conv2DGeometry, to_host};
 use crate::{ConvDevice, Float};
 use dfdx::shapes::{HasShape, Shape};
@@ -142,7 +143,7 @@ where
     let xh = to_host(&x);
     let wh = to_host(weight);
     // out = the adjoint conv's input gradient for output gradient x: col2im(W^T x)
-    let mut out = vec![E::zero(); out_shape.num_elements()];
+    let mut out = Buffer::zeroed(out_shape.num_elements());
     let id = Activation::Identity;
     cpu_kernel::backward(
         &adj,
@@ -163,7 +164,7 @@ where
             plane.iter_mut().for_each(|v| *v += bias);
         }
     }
-    let out = dev.try_tensor_from_vec(out, out_shape)?;
+    let out = dev.try_tensor_from_vec(out.into_vec(), out_shape)?;
 
     if T::OWNS_TAPE {
         let (x_g, w_g, b_g, out_g) = (
@@ -176,10 +177,10 @@ where
             grads.try_alloc_for(&out_g)?;
             let gout = to_host(&grads.get(&out_g));
             // dx = the adjoint conv applied to the output gradient
-            let mut dx = vec![E::zero(); xh.len()];
+            let mut dx = Buffer::zeroed(xh.len());
             cpu_kernel::forward(&adj, id, None, &gout, &wh, None, &mut dx, &mut []);
             // dw = the adjoint conv's weight gradient, with input gout and output gradient x
-            let mut dw = vec![E::zero(); wh.len()];
+            let mut dw = Buffer::zeroed(wh.len());
             cpu_kernel::backward(
                 &adj,
                 id,
@@ -195,7 +196,7 @@ where
             dev.add_host_into(grads.get_or_alloc_mut(&w_g)?, &dw)?;
             dev.add_host_into(grads.get_or_alloc_mut(&x_g)?, &dx)?;
             if let Some(b_g) = &b_g {
-                let mut db = vec![E::zero(); geom.out_channels];
+                let mut db = Buffer::zeroed(geom.out_channels);
                 for (i, plane) in gout.chunks_exact(ohw).enumerate() {
                     db[i % geom.out_channels] += plane.iter().fold(E::zero(), |s, &v| s + v);
                 }
