@@ -490,10 +490,17 @@ fn conv_spec(op: &Op) -> syn::Result<ConvSpec> {
 }
 
 fn pool_spec(op: &Op) -> syn::Result<PoolSpec> {
-    let mut args = Args::read(op, &["kernel", "stride", "padding"], 0)?;
+    let mut args = Args::read(op, &["kernel", "stride", "padding"], 1)?;
     let layer = op.ident.to_string();
-    let usage = format!("{layer}(kernel = K)");
-    let kernel = args.required("kernel", &usage).map(|v| pair(v, "kernel"));
+    let kernel = match args.positional(false) {
+        // PyTorch's spelling, `MaxPool2d(2)`: point at the keyword instead.
+        Some(value) => {
+            let message = format!("{layer} takes no positional arguments; write `kernel = {}`", describe_value(value));
+            args.errors.push(error(value.span(), message));
+            None
+        }
+        None => args.required("kernel", &format!("{layer}(kernel = K)")).map(|v| pair(v, "kernel")),
+    };
     let kernel = args.errors.ok(kernel.transpose()).flatten();
     // PyTorch's default: the stride is the kernel.
     let stride = match (args.named("stride"), kernel) {
