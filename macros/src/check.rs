@@ -28,6 +28,8 @@ pub struct NetPlan<'a> {
     pub ident: &'a Ident,
     /// `[C, H, W]` of one image.
     pub input: [usize; 3],
+    /// Where the input shape is written, for type errors about the input.
+    pub input_span: Span,
     /// The shape of one output, `[N]` after `flatten`, `[C, H, W]` without.
     pub output: Vec<usize>,
     /// The struct's fields, in layer order.
@@ -988,6 +990,7 @@ fn walk<'a>(net: &'a ast::Net, input: [usize; 3], specs: &[Spec], names: Vec<Opt
         vis: &net.vis,
         ident: &net.ident,
         input,
+        input_span: net.input.span(),
         output,
         fields,
         steps,

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use proc_macro2::{Literal, TokenStream};
+use proc_macro2::{Group, Literal, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote};
 use syn::Ident;
 
@@ -299,8 +299,11 @@ fn forward(net: &NetPlan) -> TokenStream {
     //   |     let _ = model.forward(dev.zeros::<Rank3<1, 32, 32>>());
     //   |                   ------- ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ not a [1, 28, 28] image or a [B, 1, 28, 28] batch for `LeNet`
     //   = note: `LeNet` was declared by `cnn!` as `[1, 28, 28] -> [10]`
+    // Spanned on the network's name: "required for `LeNet` to implement `Module<..>`" points
+    // there.
+    let header = respan(quote!(impl<E, D, X> #dfdx::nn::Module<X> for #name<E, D>), name.span());
     let module = quote! {
-        impl<E, D, X> #dfdx::nn::Module<X> for #name<E, D>
+        #header
         where
             E: ::cnn::Float,
             D: ::cnn::ConvDevice<E>,
@@ -332,10 +335,11 @@ fn forward(net: &NetPlan) -> TokenStream {
                  `forward` runs inference"
             );
             let impls = input_impls(net, &train_trait, &tape, &quote!(), &body, true, (&message, &label, &note));
+            let header_mut = respan(quote!(impl<E, D, X> #dfdx::nn::ModuleMut<X> for #name<E, D>), name.span());
             quote! {
                 #impls
 
-                impl<E, D, X> #dfdx::nn::ModuleMut<X> for #name<E, D>
+                #header_mut
                 where
                     E: ::cnn::Float,
                     D: ::cnn::ConvDevice<E>,
@@ -385,17 +389,22 @@ fn input_impls(
     let batch_in = tensor(quote!((B, #(#input,)*)));
     let batch_out = tensor(quote!((B, #(#output,)*)));
     let implementation = |generics: TokenStream, input: &TokenStream, output: &TokenStream| {
-        quote! {
-            impl<#generics E: ::cnn::Float, D: ::cnn::ConvDevice<E>, #tape_param> #trait_name<E, D> for #input {
-                type Output = #output;
+        // Spanned on the declared input shape, so that the compiler's "the following other
+        // types implement trait" points at `[C, H, W]`.
+        respan(
+            quote! {
+                impl<#generics E: ::cnn::Float, D: ::cnn::ConvDevice<E>, #tape_param> #trait_name<E, D> for #input {
+                    type Output = #output;
 
-                #[allow(clippy::needless_question_mark)]
-                fn #method(net: #receiver, x: Self) -> ::core::result::Result<Self::Output, D::Err> {
-                    #body
-                    ::core::result::Result::Ok(x)
+                    #[allow(clippy::needless_question_mark)]
+                    fn #method(net: #receiver, x: Self) -> ::core::result::Result<Self::Output, D::Err> {
+                        #body
+                        ::core::result::Result::Ok(x)
+                    }
                 }
-            }
-        }
+            },
+            net.input_span,
+        )
     };
     let one = implementation(quote!(), &one_in, &one_out);
     let batch = implementation(quote!(B: #dfdx::shapes::Dim,), &batch_in, &batch_out);
@@ -409,6 +418,23 @@ fn input_impls(
         #one
         #batch
     }
+}
+
+/// Gives every token of `tokens` the span `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let TokenTree::Group(group) = &token {
+                let mut inner = Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                token = TokenTree::Group(inner);
+            } else {
+                token.set_span(span);
+            }
+            token
+        })
+        .collect()
 }
 
 fn const_dims(dims: &[usize]) -> Vec<TokenStream> {
