@@ -64,7 +64,12 @@ pub const fn conv_transpose_out(
 
 /// Total padding `(begin, end)` that makes a convolution's output `ceil(n / stride)` long
 /// (TensorFlow's and Keras's `padding = "same"`): the odd one goes at the end (bottom/right).
-pub const fn same_padding(n: usize, kernel: usize, stride: usize, dilation: usize) -> (usize, usize) {
+pub const fn same_padding(
+    n: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+) -> (usize, usize) {
     if stride == 0 {
         return (0, 0);
     }
@@ -108,7 +113,11 @@ mod tests {
                 for s in 1..4 {
                     let (b, e) = same_padding(n, k, s, 1);
                     assert!(e == b || e == b + 1);
-                    assert_eq!(conv_out(n, k, s, b, e, 1), n.div_ceil(s), "n={n} k={k} s={s}");
+                    assert_eq!(
+                        conv_out(n, k, s, b, e, 1),
+                        n.div_ceil(s),
+                        "n={n} k={k} s={s}"
+                    );
                 }
             }
         }

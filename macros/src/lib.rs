@@ -15,5 +15,8 @@ use syn::parse_macro_input;
 #[proc_macro]
 pub fn cnn(input: TokenStream) -> TokenStream {
     let ast = parse_macro_input!(input as ast::Input);
-    check::net(&ast).map(|plan| expand::net(&plan)).unwrap_or_else(syn::Error::into_compile_error).into()
+    check::net(&ast)
+        .map(|plan| expand::net(&plan))
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }

@@ -1,7 +1,10 @@
 use super::{Fused, FusedActivation, FusedPool, OptionalField};
 use crate::ops::Conv2DGeometry;
 use crate::{ConvDevice, Float};
-use dfdx::nn::{BuildModule, BuildOnDevice, Module, ModuleVisitor, NonMutableModule, TensorCollection, TensorOptions};
+use dfdx::nn::{
+    BuildModule, BuildOnDevice, Module, ModuleVisitor, NonMutableModule, TensorCollection,
+    TensorOptions,
+};
 use dfdx::shapes::{Const, Dim, Dtype, Rank1, Rank4};
 use dfdx::tensor::{Cpu, Storage, Tape, Tensor};
 use dfdx::tensor_ops::Device;

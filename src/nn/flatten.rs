@@ -22,29 +22,50 @@ impl<const C: usize, const H: usize, const W: usize, const N: usize> Check<C, H,
     const OK: () = assert!(C * H * W == N, "Flatten2D: N must be C * H * W");
 }
 
-impl<const C: usize, const H: usize, const W: usize, const N: usize, E: Float, D: ConvDevice<E>, T: Tape<E, D>>
-    Module<Tensor<(Const<C>, Const<H>, Const<W>), E, D, T>> for Flatten2D<N>
+impl<
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const N: usize,
+    E: Float,
+    D: ConvDevice<E>,
+    T: Tape<E, D>,
+> Module<Tensor<(Const<C>, Const<H>, Const<W>), E, D, T>> for Flatten2D<N>
 {
     type Output = Tensor<(Const<N>,), E, D, T>;
     type Error = D::Err;
 
     /// # Shapes
     /// `(C, H, W) -> (C*H*W,)`
-    fn try_forward(&self, x: Tensor<(Const<C>, Const<H>, Const<W>), E, D, T>) -> Result<Self::Output, D::Err> {
+    fn try_forward(
+        &self,
+        x: Tensor<(Const<C>, Const<H>, Const<W>), E, D, T>,
+    ) -> Result<Self::Output, D::Err> {
         let () = Check::<C, H, W, N>::OK;
         x.try_reshape_like(&(Const,))
     }
 }
 
-impl<B: Dim, const C: usize, const H: usize, const W: usize, const N: usize, E: Float, D: ConvDevice<E>, T: Tape<E, D>>
-    Module<Tensor<(B, Const<C>, Const<H>, Const<W>), E, D, T>> for Flatten2D<N>
+impl<
+    B: Dim,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const N: usize,
+    E: Float,
+    D: ConvDevice<E>,
+    T: Tape<E, D>,
+> Module<Tensor<(B, Const<C>, Const<H>, Const<W>), E, D, T>> for Flatten2D<N>
 {
     type Output = Tensor<(B, Const<N>), E, D, T>;
     type Error = D::Err;
 
     /// # Shapes
     /// `(B, C, H, W) -> (B, C*H*W)`
-    fn try_forward(&self, x: Tensor<(B, Const<C>, Const<H>, Const<W>), E, D, T>) -> Result<Self::Output, D::Err> {
+    fn try_forward(
+        &self,
+        x: Tensor<(B, Const<C>, Const<H>, Const<W>), E, D, T>,
+    ) -> Result<Self::Output, D::Err> {
         let () = Check::<C, H, W, N>::OK;
         let b = x.shape().0;
         x.try_reshape_like(&(b, Const))

@@ -26,7 +26,11 @@ pub struct Fused<'a, C, A, P> {
 
 impl<'a, C, A, P> Fused<'a, C, A, P> {
     pub(crate) fn new(conv: &'a C, _act: A, _pool: P) -> Self {
-        Fused { conv, marker: PhantomData, input_grad: true }
+        Fused {
+            conv,
+            marker: PhantomData,
+            input_grad: true,
+        }
     }
 
     /// Skips the gradient with respect to this op's input. The first layer of a network sees
@@ -75,9 +79,18 @@ impl<const H: usize, const W: usize> FusedPool<H, W> for () {
 
 macro_rules! fused_pool {
     ($name:ident) => {
-        impl<const KH: usize, const KW: usize, const H: usize, const W: usize, const OH: usize, const OW: usize,
-             const SH: usize, const SW: usize, const PH: usize, const PW: usize>
-            FusedPool<H, W> for $name<KH, KW, H, W, OH, OW, SH, SW, PH, PW>
+        impl<
+            const KH: usize,
+            const KW: usize,
+            const H: usize,
+            const W: usize,
+            const OH: usize,
+            const OW: usize,
+            const SH: usize,
+            const SW: usize,
+            const PH: usize,
+            const PW: usize,
+        > FusedPool<H, W> for $name<KH, KW, H, W, OH, OW, SH, SW, PH, PW>
         {
             type OutH = Const<OH>;
             type OutW = Const<OW>;

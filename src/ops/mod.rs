@@ -38,8 +38,14 @@ pub(crate) fn gemm<E: Float>(
         return;
     }
     assert!((m - 1) * dst_rs + n <= dst.len(), "gemm: dst too short");
-    assert!((m - 1) * lhs_rs + (k - 1) * lhs_cs < lhs.len(), "gemm: lhs too short");
-    assert!((k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.len(), "gemm: rhs too short");
+    assert!(
+        (m - 1) * lhs_rs + (k - 1) * lhs_cs < lhs.len(),
+        "gemm: lhs too short"
+    );
+    assert!(
+        (k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.len(),
+        "gemm: rhs too short"
+    );
     // SAFETY: the asserts above keep every index gemm computes from the sizes and strides
     // inside the three slices, and `dst` is borrowed mutably so it cannot alias `lhs`/`rhs`.
     unsafe {

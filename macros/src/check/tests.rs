@@ -52,11 +52,20 @@ const LENET: &str = "
 fn conv_out_matches_the_shared_table() {
     let table = include_str!("../../../tests/shape_cases.in");
     let mut cases = 0;
-    for line in table.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in table
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let (args, out) = line.split_once("->").expect("`n k s p d -> out`");
-        let args: Vec<usize> = args.split_whitespace().map(|a| a.parse().expect("a number")).collect();
+        let args: Vec<usize> = args
+            .split_whitespace()
+            .map(|a| a.parse().expect("a number"))
+            .collect();
         let out: usize = out.trim().parse().expect("a number");
-        let [n, k, s, p, d] = args[..] else { panic!("five numbers before `->`: {line}") };
+        let [n, k, s, p, d] = args[..] else {
+            panic!("five numbers before `->`: {line}")
+        };
         assert_eq!(conv_out(n, k, s, p, p, d).unwrap_or(0), out, "{line}");
         cases += 1;
     }
@@ -71,8 +80,15 @@ fn same_padding_gives_ceil() {
             for s in 1..5 {
                 for d in 1..4 {
                     let (begin, end) = same_padding(n, k, s, d);
-                    assert!(begin == end || begin + 1 == end, "n {n} k {k} s {s} d {d}: {begin} {end}");
-                    assert_eq!(conv_out(n, k, s, begin, end, d), Some(n.div_ceil(s)), "n {n} k {k} s {s} d {d}");
+                    assert!(
+                        begin == end || begin + 1 == end,
+                        "n {n} k {k} s {s} d {d}: {begin} {end}"
+                    );
+                    assert_eq!(
+                        conv_out(n, k, s, begin, end, d),
+                        Some(n.div_ceil(s)),
+                        "n {n} k {k} s {s} d {d}"
+                    );
                 }
             }
         }
@@ -96,7 +112,9 @@ fn lenet_plan() {
         assert_eq!(net.mode, Mode::Same);
         let names: Vec<_> = net.fields.iter().map(|f| f.ident.to_string()).collect();
         assert_eq!(names, ["conv1", "conv2", "linear1", "linear2", "linear3"]);
-        let FieldLayer::Conv(conv) = &net.fields[1].layer else { panic!("conv2 is a conv") };
+        let FieldLayer::Conv(conv) = &net.fields[1].layer else {
+            panic!("conv2 is a conv")
+        };
         assert_eq!(
             *conv,
             Conv {
@@ -114,9 +132,27 @@ fn lenet_plan() {
             }
         );
         let kinds: Vec<_> = net.rows.iter().map(|r| r.kind.as_str()).collect();
-        assert_eq!(kinds[..3], ["conv2d(6, kernel=5, padding=2)", "sigmoid", "avg_pool2d(kernel=2, stride=2)"]);
+        assert_eq!(
+            kinds[..3],
+            [
+                "conv2d(6, kernel=5, padding=2)",
+                "sigmoid",
+                "avg_pool2d(kernel=2, stride=2)"
+            ]
+        );
         let rf: Vec<_> = net.rows.iter().map(|r| r.receptive_field).collect();
-        assert_eq!(rf[..7], [Some((5, 5)), Some((5, 5)), Some((6, 6)), Some((14, 14)), Some((14, 14)), Some((16, 16)), None]);
+        assert_eq!(
+            rf[..7],
+            [
+                Some((5, 5)),
+                Some((5, 5)),
+                Some((6, 6)),
+                Some((14, 14)),
+                Some((14, 14)),
+                Some((16, 16)),
+                None
+            ]
+        );
     });
 }
 
@@ -125,11 +161,27 @@ fn conv_activation_pool_runs_are_fused() {
     plan_of(LENET, |net| {
         // conv+sigmoid+pool twice, then flatten, then linear, sigmoid, ...
         assert_eq!(net.steps.len(), 2 + 1 + 5);
-        let Step::Conv { field, act: Some(Act::Sigmoid), pool: Some(pool) } = &net.steps[0] else {
-            panic!("conv1, sigmoid and the pool are one step")
+        let Step::Conv {
+            field,
+            act: Some(Act::Sigmoid),
+            pool: Some(pool),
+            input_grad: false,
+        } = &net.steps[0]
+        else {
+            panic!("conv1, sigmoid and the pool are one step, without the image's gradient")
         };
+        assert!(matches!(
+            net.steps[1],
+            Step::Conv {
+                input_grad: true,
+                ..
+            }
+        ));
         assert_eq!(field, "conv1");
-        assert_eq!((pool.kind, pool.input, pool.output), (PoolKind::Avg, (28, 28), (14, 14)));
+        assert_eq!(
+            (pool.kind, pool.input, pool.output),
+            (PoolKind::Avg, (28, 28), (14, 14))
+        );
     });
     // Only relu, sigmoid and tanh fuse; a pool fuses without an activation; batch norm breaks
     // the run.
@@ -144,7 +196,9 @@ fn conv_activation_pool_runs_are_fused() {
             .steps
             .iter()
             .map(|step| match step {
-                Step::Conv { field, act, pool } => format!("{field}+{act:?}+{}", pool.is_some()),
+                Step::Conv {
+                    field, act, pool, ..
+                } => format!("{field}+{act:?}+{}", pool.is_some()),
                 Step::Field(field) | Step::BatchNorm(field) => field.to_string(),
                 Step::Unit(Unit::Act(act)) => format!("{act:?}"),
                 Step::Unit(Unit::Pool(_)) => "pool".into(),
@@ -171,7 +225,9 @@ fn conv_activation_pool_runs_are_fused() {
 
 #[test]
 fn modes() {
-    plan_of(&stack("flatten, dropout, linear(2)"), |net| assert_eq!(net.mode, Mode::Dropout));
+    plan_of(&stack("flatten, dropout, linear(2)"), |net| {
+        assert_eq!(net.mode, Mode::Dropout)
+    });
     plan_of(&stack("batch_norm2d, dropout(0.1)"), |net| {
         assert_eq!(net.mode, Mode::BatchNorm);
         assert_eq!((net.params, net.non_trainable), (2, 2));
@@ -180,7 +236,9 @@ fn modes() {
 
 #[test]
 fn field_names_count_every_layer_of_a_kind() {
-    let src = stack("c: conv2d(2, kernel = 1), conv2d(2, kernel = 1), p: max_pool2d(kernel = 2), relu, flatten, linear(3)");
+    let src = stack(
+        "c: conv2d(2, kernel = 1), conv2d(2, kernel = 1), p: max_pool2d(kernel = 2), relu, flatten, linear(3)",
+    );
     plan_of(&src, |net| {
         let names: Vec<_> = net.fields.iter().map(|f| f.ident.to_string()).collect();
         assert_eq!(names, ["c", "conv2", "p", "linear1"]);
@@ -189,10 +247,18 @@ fn field_names_count_every_layer_of_a_kind() {
 
 #[test]
 fn describe_normalises() {
-    let src = stack("conv2d( 1=>2 , kernel=(3,3), padding = same, bias=false ), dropout(0.5), flatten()");
+    let src =
+        stack("conv2d( 1=>2 , kernel=(3,3), padding = same, bias=false ), dropout(0.5), flatten()");
     plan_of(&src, |net| {
         let kinds: Vec<_> = net.rows.iter().map(|r| r.kind.as_str()).collect();
-        assert_eq!(kinds, ["conv2d(1 => 2, kernel=(3, 3), padding=same, bias=false)", "dropout(0.5)", "flatten"]);
+        assert_eq!(
+            kinds,
+            [
+                "conv2d(1 => 2, kernel=(3, 3), padding=same, bias=false)",
+                "dropout(0.5)",
+                "flatten"
+            ]
+        );
     });
 }
 
@@ -210,23 +276,50 @@ fn no_layers_is_the_identity() {
 #[test]
 fn kernel_too_large() {
     let src = stack("conv2d(6, kernel = 5), max_pool2d(kernel = 6), conv2d(1, kernel = 5)");
-    assert_eq!(error(&src), "kernel 5 does not fit input 4x4 (padding 0, dilation 1)");
+    assert_eq!(
+        error(&src),
+        "kernel 5 does not fit input 4x4 (padding 0, dilation 1)"
+    );
     assert_eq!(
         error(&stack("conv2d(1, kernel = 11, dilation = 3, padding = 1)")),
         "kernel 11 does not fit input 28x28 (padding 1, dilation 3: the kernel spans 31)"
     );
-    assert_eq!(error(&stack("avg_pool2d(kernel = (29, 2))")), "kernel 29x2 does not fit input 28x28 (padding 0)");
+    assert_eq!(
+        error(&stack("avg_pool2d(kernel = (29, 2))")),
+        "kernel 29x2 does not fit input 28x28 (padding 0)"
+    );
 }
 
 #[test]
 fn zero_arguments() {
-    assert_eq!(error(&stack("conv2d(6, kernel = 0)")), "kernel must be at least 1, not 0");
-    assert_eq!(error(&stack("conv2d(6, kernel = 3, stride = (1, 0))")), "stride must be at least 1, not (1, 0)");
-    assert_eq!(error(&stack("conv2d(6, kernel = 3, dilation = 0)")), "dilation must be at least 1, not 0");
-    assert_eq!(error(&stack("conv2d(6, kernel = 3, groups = 0)")), "groups must be at least 1, not 0");
-    assert_eq!(error(&stack("conv2d(0, kernel = 3)")), "out-channels must be at least 1, not 0");
-    assert_eq!(error(&stack("flatten, linear(0)")), "out-features must be at least 1, not 0");
-    assert_eq!(error(&stack("max_pool2d(kernel = 2, stride = 0)")), "stride must be at least 1, not 0");
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = 0)")),
+        "kernel must be at least 1, not 0"
+    );
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = 3, stride = (1, 0))")),
+        "stride must be at least 1, not (1, 0)"
+    );
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = 3, dilation = 0)")),
+        "dilation must be at least 1, not 0"
+    );
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = 3, groups = 0)")),
+        "groups must be at least 1, not 0"
+    );
+    assert_eq!(
+        error(&stack("conv2d(0, kernel = 3)")),
+        "out-channels must be at least 1, not 0"
+    );
+    assert_eq!(
+        error(&stack("flatten, linear(0)")),
+        "out-features must be at least 1, not 0"
+    );
+    assert_eq!(
+        error(&stack("max_pool2d(kernel = 2, stride = 0)")),
+        "stride must be at least 1, not 0"
+    );
 }
 
 #[test]
@@ -248,7 +341,9 @@ fn explicit_counts_are_checked() {
         "in-channels 2 differ from the actual 1 (made by the network's input [1, 28, 28])"
     );
     assert_eq!(
-        error(&stack("conv2d(16, kernel = 5, stride = 5), flatten, linear(500 => 10)")),
+        error(&stack(
+            "conv2d(16, kernel = 5, stride = 5), flatten, linear(500 => 10)"
+        )),
         "in-features 500 differ from the actual 400 (made by flatten: 16x5x5 = 400)"
     );
     assert_eq!(
@@ -307,50 +402,109 @@ fn pool_padding_at_most_half_the_kernel() {
 
 #[test]
 fn unknown_duplicated_and_missing() {
-    assert!(error(&stack("conv3d(6, kernel = 5)")).starts_with("unknown layer `conv3d`; expected one of: conv2d, max_pool2d,"));
+    assert!(
+        error(&stack("conv3d(6, kernel = 5)"))
+            .starts_with("unknown layer `conv3d`; expected one of: conv2d, max_pool2d,")
+    );
     assert_eq!(
         error(&stack("conv2d(6, kernel = 5, strides = 2)")),
         "unknown argument `strides` for conv2d; expected one of: kernel, stride, padding, dilation, groups, bias"
     );
-    assert_eq!(error(&stack("relu(inplace = true)")), "unknown argument `inplace` for relu; relu takes no named arguments");
-    assert_eq!(error(&stack("conv2d(6, kernel = 5, kernel = 3)")), "duplicate argument `kernel`");
-    assert_eq!(error(&stack("conv2d(6)")), "missing argument `kernel`, as in `conv2d(OUT, kernel = K)`");
-    assert_eq!(error(&stack("conv2d(kernel = 5)")), "missing the out-channels, as in `conv2d(OUT, kernel = K)`");
+    assert_eq!(
+        error(&stack("relu(inplace = true)")),
+        "unknown argument `inplace` for relu; relu takes no named arguments"
+    );
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = 5, kernel = 3)")),
+        "duplicate argument `kernel`"
+    );
+    assert_eq!(
+        error(&stack("conv2d(6)")),
+        "missing argument `kernel`, as in `conv2d(OUT, kernel = K)`"
+    );
+    assert_eq!(
+        error(&stack("conv2d(kernel = 5)")),
+        "missing the out-channels, as in `conv2d(OUT, kernel = K)`"
+    );
     assert_eq!(
         errors(&stack("conv2d")),
-        ["missing the out-channels, as in `conv2d(OUT, kernel = K)`", "missing argument `kernel`, as in `conv2d(OUT, kernel = K)`"]
+        [
+            "missing the out-channels, as in `conv2d(OUT, kernel = K)`",
+            "missing argument `kernel`, as in `conv2d(OUT, kernel = K)`"
+        ]
     );
-    assert_eq!(error(&stack("flatten, linear")), "missing the out-features, as in `linear(OUT)`");
-    assert_eq!(error(&stack("max_pool2d(2)")), "max_pool2d takes no positional arguments; write `kernel = 2`");
-    assert_eq!(error(&stack("flatten(2)")), "flatten takes no positional arguments");
-    assert_eq!(error(&stack("flatten, linear(10, 20)")), "linear takes one positional argument");
-    assert_eq!(error(&stack("dropout(1 => 0.5)")), "dropout takes no `IN =>` count");
+    assert_eq!(
+        error(&stack("flatten, linear")),
+        "missing the out-features, as in `linear(OUT)`"
+    );
+    assert_eq!(
+        error(&stack("max_pool2d(2)")),
+        "max_pool2d takes no positional arguments; write `kernel = 2`"
+    );
+    assert_eq!(
+        error(&stack("flatten(2)")),
+        "flatten takes no positional arguments"
+    );
+    assert_eq!(
+        error(&stack("flatten, linear(10, 20)")),
+        "linear takes one positional argument"
+    );
+    assert_eq!(
+        error(&stack("dropout(1 => 0.5)")),
+        "dropout takes no `IN =>` count"
+    );
 }
 
 #[test]
 fn argument_values() {
-    assert_eq!(error(&stack("conv2d(6, kernel = same)")), "expected an integer or a pair `(h, w)` for `kernel`");
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = same)")),
+        "expected an integer or a pair `(h, w)` for `kernel`"
+    );
     assert_eq!(
         error(&stack("conv2d(6, kernel = 3, padding = full)")),
         "expected an integer, a pair `(h, w)`, `same` or `valid` for `padding`"
     );
-    assert_eq!(error(&stack("conv2d(6, kernel = 3, bias = 1)")), "expected `true` or `false` for `bias`");
-    assert_eq!(error(&stack("conv2d(6.0, kernel = 3)")), "expected an integer for out-channels");
-    assert_eq!(error(&stack("dropout(1.5)")), "dropout probability must be in [0, 1), not 1.5");
-    assert_eq!(error(&stack("max_pool2d(kernel = 2, padding = same)")), "expected an integer or a pair `(h, w)` for `padding`");
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = 3, bias = 1)")),
+        "expected `true` or `false` for `bias`"
+    );
+    assert_eq!(
+        error(&stack("conv2d(6.0, kernel = 3)")),
+        "expected an integer for out-channels"
+    );
+    assert_eq!(
+        error(&stack("dropout(1.5)")),
+        "dropout probability must be in [0, 1), not 1.5"
+    );
+    assert_eq!(
+        error(&stack("max_pool2d(kernel = 2, padding = same)")),
+        "expected an integer or a pair `(h, w)` for `padding`"
+    );
 }
 
 #[test]
 fn input_shape() {
-    assert_eq!(error("struct N: [28, 28] {}"), "the input must be one image [C, H, W], not [28, 28]");
-    assert_eq!(error("struct N: [1, 0, 28] {}"), "input dimensions must be at least 1, not [1, 0, 28]");
+    assert_eq!(
+        error("struct N: [28, 28] {}"),
+        "the input must be one image [C, H, W], not [28, 28]"
+    );
+    assert_eq!(
+        error("struct N: [1, 0, 28] {}"),
+        "input dimensions must be at least 1, not [1, 0, 28]"
+    );
 }
 
 #[test]
 fn names_are_unique() {
-    assert_eq!(error(&stack("a: relu, a: relu")), "layer name `a` is used twice");
     assert_eq!(
-        error(&stack("conv2: conv2d(1, kernel = 1), conv2d(1, kernel = 1)")),
+        error(&stack("a: relu, a: relu")),
+        "layer name `a` is used twice"
+    );
+    assert_eq!(
+        error(&stack(
+            "conv2: conv2d(1, kernel = 1), conv2d(1, kernel = 1)"
+        )),
         "layer name `conv2` is already the default name of another layer (unnamed layers with parameters are \
          conv1, conv2, ..., linear1, ..., bn1, ... by kind)"
     );
@@ -359,19 +513,31 @@ fn names_are_unique() {
 /// Independent mistakes are reported together; a shape error stops the walk.
 #[test]
 fn errors_are_combined() {
-    let all = errors(&stack("conv2d(6, kernel = 5, strides = 2), pool(2), flatten, linear(10, bias = maybe)"));
+    let all = errors(&stack(
+        "conv2d(6, kernel = 5, strides = 2), pool(2), flatten, linear(10, bias = maybe)",
+    ));
     assert_eq!(
         all,
         [
             "unknown argument `strides` for conv2d; expected one of: kernel, stride, padding, dilation, groups, bias",
-            &format!("unknown layer `pool`; expected one of: {}", LAYERS.join(", ")),
+            &format!(
+                "unknown layer `pool`; expected one of: {}",
+                LAYERS.join(", ")
+            ),
             "expected `true` or `false` for `bias`",
         ]
     );
-    let all = errors(&format!("{} {}", stack("conv2d(0, kernel = 1)"), "struct M: [1, 2, 2] { linear(2) }"));
+    let all = errors(&format!(
+        "{} {}",
+        stack("conv2d(0, kernel = 1)"),
+        "struct M: [1, 2, 2] { linear(2) }"
+    ));
     assert_eq!(all.len(), 2, "{all:?}");
     let all = errors(&stack("linear(10), conv2d(1 => 2, kernel = 50)"));
-    assert_eq!(all, ["linear needs a flat input, not [1, 28, 28]; add `flatten` before it"]);
+    assert_eq!(
+        all,
+        ["linear needs a flat input, not [1, 28, 28]; add `flatten` before it"]
+    );
 }
 
 #[test]
@@ -379,6 +545,8 @@ fn syntax_errors() {
     assert_eq!(errors("struct N [1, 2, 2] {}"), ["expected `:`"]);
     assert_eq!(
         errors(&stack("conv2d(6, kernel = [3])")),
-        ["expected one of: integer literal, floating point literal, boolean literal, identifier, parentheses"]
+        [
+            "expected one of: integer literal, floating point literal, boolean literal, identifier, parentheses"
+        ]
     );
 }

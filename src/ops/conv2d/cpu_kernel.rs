@@ -17,9 +17,17 @@ use rayon::prelude::*;
 /// Range of `ox` for which `ox * stride + offset` lands in `0..n` (half-open, clipped to `out`).
 #[inline]
 fn valid_range(offset: isize, stride: usize, n: usize, out: usize) -> (usize, usize) {
-    let lo = if offset >= 0 { 0 } else { ((-offset) as usize).div_ceil(stride) };
+    let lo = if offset >= 0 {
+        0
+    } else {
+        ((-offset) as usize).div_ceil(stride)
+    };
     let last = n as isize - 1 - offset;
-    let hi = if last < 0 { 0 } else { (last as usize / stride + 1).min(out) };
+    let hi = if last < 0 {
+        0
+    } else {
+        (last as usize / stride + 1).min(out)
+    };
     (lo.min(hi), hi)
 }
 
@@ -146,7 +154,10 @@ impl<E: Float> Scratch<E> {
     fn new(g: &Conv2DGeometry) -> Self {
         let ohw = g.output.0 * g.output.1;
         let cgkk = g.in_channels / g.groups * g.kernel.0 * g.kernel.1;
-        Scratch { cols: vec![E::zero(); cgkk * ohw], y: vec![E::zero(); g.out_channels * ohw] }
+        Scratch {
+            cols: vec![E::zero(); cgkk * ohw],
+            y: vec![E::zero(); g.out_channels * ohw],
+        }
     }
 }
 
@@ -288,14 +299,22 @@ pub(crate) fn backward<E: Float>(
     };
     let image = |a: &mut Grads<E>, n: usize, dx: Option<&mut [E]>| {
         let go = &gout[n * per_out..][..per_out];
-        let yn = if y.is_empty() { &[][..] } else { &y[n * per_y..][..per_y] };
+        let yn = if y.is_empty() {
+            &[][..]
+        } else {
+            &y[n * per_y..][..per_y]
+        };
         // dy: the gradient at the activation's output, before pooling.
         match pool_geom {
             Some(p) => {
                 a.dy.fill(E::zero());
                 let pohw = p.output.0 * p.output.1;
                 for o in 0..g.out_channels {
-                    let src = if yn.is_empty() { &[][..] } else { &yn[o * ohw..][..ohw] };
+                    let src = if yn.is_empty() {
+                        &[][..]
+                    } else {
+                        &yn[o * ohw..][..ohw]
+                    };
                     let d = &mut a.dy[o * ohw..][..ohw];
                     pool::plane_backward(p, src, &go[o * pohw..][..pohw], d);
                 }

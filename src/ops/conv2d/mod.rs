@@ -110,13 +110,25 @@ where
     let (oh, ow) = geom.output;
     if let Some(p) = &pool {
         p.validate();
-        assert_eq!(p.input, geom.output, "fused pool's input is not the conv's output");
+        assert_eq!(
+            p.input, geom.output,
+            "fused pool's input is not the conv's output"
+        );
     }
     let (poh, pow) = pool.map_or(geom.output, |p| p.output);
     let cg = geom.in_channels / geom.groups;
-    assert_eq!(x.shape().num_elements(), geom.batch * geom.in_channels * geom.input.0 * geom.input.1);
-    assert_eq!(weight.shape().num_elements(), geom.out_channels * cg * geom.kernel.0 * geom.kernel.1);
-    assert_eq!(out_shape.num_elements(), geom.batch * geom.out_channels * poh * pow);
+    assert_eq!(
+        x.shape().num_elements(),
+        geom.batch * geom.in_channels * geom.input.0 * geom.input.1
+    );
+    assert_eq!(
+        weight.shape().num_elements(),
+        geom.out_channels * cg * geom.kernel.0 * geom.kernel.1
+    );
+    assert_eq!(
+        out_shape.num_elements(),
+        geom.batch * geom.out_channels * poh * pow
+    );
     if let Some(b) = bias {
         assert_eq!(b.shape().num_elements(), geom.out_channels);
     }
@@ -132,19 +144,52 @@ where
     // Backward needs the activation's output (for its derivative and for max pooling's argmax).
     let keep_y = T::OWNS_TAPE
         && (act != Activation::Identity || pool.is_some_and(|p| p.kind == super::PoolKind::Max));
-    let mut y = if keep_y { vec![E::zero(); geom.batch * geom.out_channels * oh * ow] } else { Vec::new() };
-    cpu_kernel::forward(&geom, act, pool.as_ref(), &xh, &wh, bh.as_deref(), &mut out, &mut y);
+    let mut y = if keep_y {
+        vec![E::zero(); geom.batch * geom.out_channels * oh * ow]
+    } else {
+        Vec::new()
+    };
+    cpu_kernel::forward(
+        &geom,
+        act,
+        pool.as_ref(),
+        &xh,
+        &wh,
+        bh.as_deref(),
+        &mut out,
+        &mut y,
+    );
     let out = dev.try_tensor_from_vec(out, out_shape)?;
 
     if T::OWNS_TAPE {
-        let (x_g, w_g, b_g, out_g) = (x.ghost(), weight.ghost(), bias.map(|b| b.ghost()), out.ghost());
+        let (x_g, w_g, b_g, out_g) = (
+            x.ghost(),
+            weight.ghost(),
+            bias.map(|b| b.ghost()),
+            out.ghost(),
+        );
         tape.add_backward_op(move |grads| {
             grads.try_alloc_for(&out_g)?;
             let gout = to_host(&grads.get(&out_g));
-            let mut dx = if input_grad { vec![E::zero(); xh.len()] } else { Vec::new() };
+            let mut dx = if input_grad {
+                vec![E::zero(); xh.len()]
+            } else {
+                Vec::new()
+            };
             let mut dw = vec![E::zero(); wh.len()];
             let mut db = vec![E::zero(); if b_g.is_some() { geom.out_channels } else { 0 }];
-            cpu_kernel::backward(&geom, act, pool.as_ref(), &xh, &wh, &y, &gout, &mut dx, &mut dw, &mut db);
+            cpu_kernel::backward(
+                &geom,
+                act,
+                pool.as_ref(),
+                &xh,
+                &wh,
+                &y,
+                &gout,
+                &mut dx,
+                &mut dw,
+                &mut db,
+            );
             dev.add_host_into(grads.get_or_alloc_mut(&w_g)?, &dw)?;
             if let Some(b_g) = &b_g {
                 dev.add_host_into(grads.get_or_alloc_mut(b_g)?, &db)?;

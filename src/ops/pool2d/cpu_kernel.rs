@@ -117,7 +117,11 @@ pub(crate) fn backward<E: Float>(g: &Pool2DGeometry, x: &[E], gout: &[E], dx: &m
         .enumerate()
         .with_min_len(16)
         .for_each(|(p, (d, go))| {
-            let src = if g.kind == PoolKind::Max { &x[p * per_in..][..per_in] } else { &[][..] };
+            let src = if g.kind == PoolKind::Max {
+                &x[p * per_in..][..per_in]
+            } else {
+                &[][..]
+            };
             plane_backward(g, src, go, d)
         });
 }

@@ -64,8 +64,14 @@ pub fn try_pool2d<Sx: Shape, So: Shape, E: Float, D: ConvDevice<E>, T: Tape<E, D
 ) -> Result<Tensor<So, E, D, T>, D::Err> {
     geom.validate();
     let planes = x.shape().num_elements() / (geom.input.0 * geom.input.1);
-    assert_eq!(planes * geom.input.0 * geom.input.1, x.shape().num_elements());
-    assert_eq!(out_shape.num_elements(), planes * geom.output.0 * geom.output.1);
+    assert_eq!(
+        planes * geom.input.0 * geom.input.1,
+        x.shape().num_elements()
+    );
+    assert_eq!(
+        out_shape.num_elements(),
+        planes * geom.output.0 * geom.output.1
+    );
     let x = x.try_contiguous()?;
     let (x, mut tape) = x.split_tape();
     let dev = x.device().clone();
@@ -76,7 +82,11 @@ pub fn try_pool2d<Sx: Shape, So: Shape, E: Float, D: ConvDevice<E>, T: Tape<E, D
     if T::OWNS_TAPE {
         let (x_g, out_g) = (x.ghost(), out.ghost());
         // Average pooling's gradient does not depend on the input.
-        let xh = if geom.kind == PoolKind::Max { xh } else { Vec::new() };
+        let xh = if geom.kind == PoolKind::Max {
+            xh
+        } else {
+            Vec::new()
+        };
         tape.add_backward_op(move |grads| {
             grads.try_alloc_for(&out_g)?;
             let gout = to_host(&grads.get(&out_g));
