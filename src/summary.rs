@@ -17,23 +17,23 @@
 //! let summary = Tiny::summary();
 //! assert_eq!(summary.params(), Tiny::PARAMS);
 //! assert_eq!(summary.output(), &[4]);
-//! println!("{summary}");
-//! ```
-//! prints
-//! ```text
+//! assert_eq!(summary.to_string(), "\
 //! Tiny: [1, 8, 8] -> [4]
-//! layer    kind                    output     params  mult-adds  receptive field
-//! -------  ----------------------  ---------  ------  ---------  ---------------
-//! conv1    conv2d(2, kernel=3)     [2, 6, 6]      20        648  3x3
-//!          relu                    [2, 6, 6]       0          0  3x3
-//!          max_pool2d(kernel=2)    [2, 3, 3]       0          0  4x4
-//!          flatten                 [18]            0          0  -
-//! linear1  linear(4)               [4]            76         72  -
-//! ------------------------------------------------------------------------------
+//! layer    kind                  output     params  mult-adds  receptive field
+//! -------  --------------------  ---------  ------  ---------  ---------------
+//! conv1    conv2d(2, kernel=3)   [2, 6, 6]      20        648  3x3
+//!          relu                  [2, 6, 6]       0          0  3x3
+//!          max_pool2d(kernel=2)  [2, 3, 3]       0          0  4x4
+//!          flatten               [18]            0          0  -
+//! linear1  linear(4)             [4]            76         72  -
+//! ----------------------------------------------------------------------------
 //! params: 96 (trainable 96, non-trainable 0)
 //! mult-adds per image: 720
-//! output: [4]
+//! output: [4]");
 //! ```
+//!
+//! The params column counts every parameter of the layer, trainable or not; the totals split
+//! them.
 
 use std::fmt;
 
