@@ -33,20 +33,24 @@ cnn! {
 
 fn same_type<T>(_: &T, _: &T) {}
 
+/// The device the tests run on: `Cuda` with `--features cuda`, as dfdx's `TestDevice`.
+#[cfg(not(feature = "cuda"))]
 type Dev = Cpu;
+#[cfg(feature = "cuda")]
+type Dev = Cuda;
 
 #[test]
 fn lenet_types_and_sizes() {
     let dev: Dev = Default::default();
     let model = dev.build_module::<LeNet, f32>();
-    let _: &LeNet<f32, Cpu> = &model;
-    let _: &Conv2D<1, 6, 5, 5, 28, 28, 28, 28, 1, 1, 2, 2, 1, 1, 1, 1, true, 2, 2, f32, Cpu> =
+    let _: &LeNet<f32, Dev> = &model;
+    let _: &Conv2D<1, 6, 5, 5, 28, 28, 28, 28, 1, 1, 2, 2, 1, 1, 1, 1, true, 2, 2, f32, Dev> =
         &model.conv1;
-    let _: &Conv2D<6, 16, 5, 5, 14, 14, 10, 10, 1, 1, 0, 0, 1, 1, 1, 6, true, 0, 0, f32, Cpu> =
+    let _: &Conv2D<6, 16, 5, 5, 14, 14, 10, 10, 1, 1, 0, 0, 1, 1, 1, 6, true, 0, 0, f32, Dev> =
         &model.conv2;
-    let _: &modules::Linear<400, 120, f32, Cpu> = &model.linear1;
-    let _: &modules::Linear<120, 84, f32, Cpu> = &model.linear2;
-    let _: &modules::Linear<84, 10, f32, Cpu> = &model.linear3;
+    let _: &modules::Linear<400, 120, f32, Dev> = &model.linear1;
+    let _: &modules::Linear<120, 84, f32, Dev> = &model.linear2;
+    let _: &modules::Linear<84, 10, f32, Dev> = &model.linear3;
 
     let y = model.forward(dev.zeros::<Rank3<1, 28, 28>>());
     same_type(&y, &dev.zeros::<Rank1<10>>());
@@ -99,18 +103,18 @@ output: [10]";
 fn named_layers_are_fields() {
     let dev: Dev = Default::default();
     let model = dev.build_module::<Named, f32>();
-    let _: &Conv2D<3, 8, 3, 3, 32, 32, 32, 32, 1, 1, 1, 1, 1, 1, 1, 3, true, 1, 1, f32, Cpu> =
+    let _: &Conv2D<3, 8, 3, 3, 32, 32, 32, 32, 1, 1, 1, 1, 1, 1, 1, 3, true, 1, 1, f32, Dev> =
         &model.stem;
     let _: &MaxPool2D<2, 2, 32, 32, 16, 16, 2, 2, 0, 0> = &model.pool;
     // `padding = same` with kernel 3, stride 1: 1 on every side. The unnamed conv is the
     // second conv2d, so `conv2`.
-    let _: &Conv2D<8, 8, 3, 3, 16, 16, 16, 16, 1, 1, 1, 1, 1, 1, 2, 4, false, 1, 1, f32, Cpu> =
+    let _: &Conv2D<8, 8, 3, 3, 16, 16, 16, 16, 1, 1, 1, 1, 1, 1, 2, 4, false, 1, 1, f32, Dev> =
         &model.conv2;
     assert!(model.conv2.bias.is_none());
     let _: &modules::LeakyReLU<f32> = &model.act;
     assert_eq!(model.act.0, 0.2);
     assert_eq!(model.drop.p, 0.25);
-    let _: &modules::UnbiasedLinear<2048, 10, f32, Cpu> = &model.head;
+    let _: &modules::UnbiasedLinear<2048, 10, f32, Dev> = &model.head;
     assert_eq!(Named::PARAMS, 3 * 8 * 9 + 8 + 8 * 4 * 9 + 2048 * 10);
     assert_eq!(model.num_trainable_params(), Named::PARAMS);
 
@@ -138,7 +142,7 @@ fn function_scope_and_odd_shapes() {
     same_type(&y, &dev.zeros::<Rank3<4, 1, 2>>());
     assert_eq!(Odd::OUTPUT, [4, 1, 2]);
     // padding = same, n = 3, k = 2, s = 2: out 2, total padding 1, all at the bottom/right.
-    let _: &Conv2D<4, 4, 2, 2, 3, 3, 2, 2, 2, 2, 0, 0, 1, 1, 1, 4, true, 1, 1, f64, Cpu> =
+    let _: &Conv2D<4, 4, 2, 2, 3, 3, 2, 2, 2, 2, 0, 0, 1, 1, 1, 4, true, 1, 1, f64, Dev> =
         &model.conv2;
     let rf: Vec<_> = Odd::summary()
         .rows
@@ -189,7 +193,7 @@ fn many_fields_nest_tuples() {
     let model = dev.build_module::<Deep, f32>();
     assert_eq!(Deep::PARAMS, (4 * 5 + 5) + 6 * (5 * 5 + 5) + (5 * 3 + 3));
     assert_eq!(model.num_trainable_params(), Deep::PARAMS);
-    let _: &modules::Linear<5, 3, f32, Cpu> = &model.linear8;
+    let _: &modules::Linear<5, 3, f32, Dev> = &model.linear8;
 }
 
 #[test]
@@ -246,7 +250,7 @@ fn batch_norm_and_dropout_modes() {
     }
     let dev: Dev = Default::default();
     let mut model = dev.build_module::<Bn, f32>();
-    let _: &modules::BatchNorm2D<4, f32, Cpu> = &model.bn1;
+    let _: &modules::BatchNorm2D<4, f32, Dev> = &model.bn1;
     // Trainable: conv 4*2*9 + 4, batch norm scale and bias 2*4, linear 16*3 + 3.
     assert_eq!(Bn::PARAMS, 76 + 8 + 51);
     assert_eq!(model.num_trainable_params(), Bn::PARAMS);
@@ -273,12 +277,12 @@ fn dtype_device_and_checkpoints() {
     let x = dev.sample_normal::<Rank3<1, 28, 28>>();
     let y = model.forward(x.clone());
 
-    let wide: LeNet<f64, Cpu> = model.to_dtype::<f64>();
+    let wide: LeNet<f64, Dev> = model.to_dtype::<f64>();
     let y64 = wide.forward(x.clone().to_dtype::<f64>());
     for (a, b) in y.as_vec().iter().zip(y64.as_vec()) {
         assert!((*a as f64 - b).abs() < 1e-5);
     }
-    let moved: LeNet<f32, Cpu> = model.to_device(&dev);
+    let moved: LeNet<f32, Dev> = model.to_device(&dev);
     assert_eq!(moved.forward(x.clone()).array(), y.array());
 
     let path =
