@@ -446,11 +446,11 @@ fn spec(layer: &ast::Layer) -> syn::Result<Spec<'_>> {
         "avg_pool2d" => LayerSpec::Pool(PoolKind::Avg, pool_spec(op)?),
         "linear" => LayerSpec::Linear(linear_spec(op)?),
         "flatten" => {
-            Args::read(op, &[], 0)?.finish()?;
+            Args::read(op, &[], 0).finish()?;
             LayerSpec::Flatten
         }
         "batch_norm2d" => {
-            let mut args = Args::read(op, &[], 1)?;
+            let mut args = Args::read(op, &[], 1);
             let channels = args
                 .positional(false)
                 .map(|v| num(v, "channels"))
@@ -460,14 +460,14 @@ fn spec(layer: &ast::Layer) -> syn::Result<Spec<'_>> {
             LayerSpec::BatchNorm(channels)
         }
         "dropout" => {
-            let mut args = Args::read(op, &[], 1)?;
+            let mut args = Args::read(op, &[], 1);
             let p = args.positional(false).map(probability).transpose();
             let p = args.errors.ok(p).flatten().unwrap_or(0.5);
             args.finish()?;
             LayerSpec::Dropout(p)
         }
         "leaky_relu" => {
-            let mut args = Args::read(op, &[], 1)?;
+            let mut args = Args::read(op, &[], 1);
             let slope = args
                 .positional(false)
                 .map(|v| float(v, "the slope"))
@@ -478,7 +478,7 @@ fn spec(layer: &ast::Layer) -> syn::Result<Spec<'_>> {
         }
         _ => match ACTIVATIONS.iter().find(|(keyword, _)| *keyword == name) {
             Some((_, act)) => {
-                Args::read(op, &[], 0)?.finish()?;
+                Args::read(op, &[], 0).finish()?;
                 LayerSpec::Act(*act)
             }
             // Rule: a layer is one of `LAYERS`.
@@ -501,7 +501,7 @@ fn conv_spec(op: &Op) -> syn::Result<ConvSpec> {
         op,
         &["kernel", "stride", "padding", "dilation", "groups", "bias"],
         1,
-    )?;
+    );
     let (in_c, out_c) = args.channels("out-channels", "conv2d(OUT, kernel = K)");
     let kernel = args
         .required("kernel", "conv2d(OUT, kernel = K)")
@@ -574,7 +574,7 @@ fn conv_spec(op: &Op) -> syn::Result<ConvSpec> {
 }
 
 fn pool_spec(op: &Op) -> syn::Result<PoolSpec> {
-    let mut args = Args::read(op, &["kernel", "stride", "padding"], 1)?;
+    let mut args = Args::read(op, &["kernel", "stride", "padding"], 1);
     let layer = op.ident.to_string();
     let kernel = match args.positional(false) {
         // PyTorch's spelling, `MaxPool2d(2)`: point at the keyword instead.
@@ -627,7 +627,7 @@ fn pool_spec(op: &Op) -> syn::Result<PoolSpec> {
 }
 
 fn linear_spec(op: &Op) -> syn::Result<LinearSpec> {
-    let mut args = Args::read(op, &["bias"], 1)?;
+    let mut args = Args::read(op, &["bias"], 1);
     let (in_f, out_f) = args.channels("out-features", "linear(OUT)");
     let bias = args.bool_or("bias", true);
     if let Some(Num { value: 0, span }) = out_f {
@@ -653,7 +653,7 @@ struct Args<'a> {
 }
 
 impl<'a> Args<'a> {
-    fn read(op: &'a Op, keys: &[&str], max_positional: usize) -> syn::Result<Self> {
+    fn read(op: &'a Op, keys: &[&str], max_positional: usize) -> Self {
         let layer = op.ident.to_string();
         let mut errors = Errors::default();
         let mut positional = Vec::new();
@@ -689,12 +689,12 @@ impl<'a> Args<'a> {
                 }
             }
         }
-        Ok(Args {
+        Args {
             op,
             positional: positional.into_iter(),
             named,
             errors,
-        })
+        }
     }
 
     fn named(&mut self, key: &str) -> Option<&'a Value> {
