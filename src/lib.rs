@@ -11,15 +11,19 @@
 //! - [`ops`]: the ops beneath them, forward and backward on dfdx's tape, with our own kernels.
 //! - [`shape`]: the output-size formulas.
 //! - [`data`]: IDX files and Fashion-MNIST/MNIST, found on disk or downloaded.
+//! - [`checkpoint`]: safetensors save/load that refuses another network's weights by name.
+//! - [`train`]: a training loop for any classifier: metrics, progress, Xavier init, plots.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod checkpoint;
 pub mod data;
 mod device;
 pub mod nn;
 pub mod ops;
 pub mod shape;
 pub mod summary;
+pub mod train;
 
 pub use device::{ConvDevice, Float};
 pub use summary::{LayerRow, Summary};
@@ -29,6 +33,9 @@ pub use cnn_macros::cnn;
 /// All a user imports: dfdx's prelude, this crate's layers and traits, and the `cnn!` macro.
 pub mod prelude {
     pub use dfdx::prelude::*;
+    // dfdx's prelude leaves out the optimizers themselves and one-hot encoding.
+    pub use dfdx::data::OneHotEncode;
+    pub use dfdx::optim::{Adam, RMSprop, Sgd};
 
     // Named explicitly: dfdx's prelude exports nightly-only layers of the same names, and an
     // explicit import takes precedence over a glob.

@@ -6,8 +6,10 @@
 //! gradients with finite differences.
 
 pub mod conv2d;
+pub mod conv_transpose2d;
 pub mod pool2d;
 
+pub use conv_transpose2d::{ConvTranspose2DGeometry, try_conv_transpose2d};
 pub use conv2d::{Activation, Conv2DGeometry, try_conv2d};
 pub use pool2d::{Pool2DGeometry, PoolKind, try_pool2d};
 

@@ -264,7 +264,7 @@ struct Grads<E> {
 /// - `y`: the saved (B, O, OH*OW) activations, or empty when the fusion needs none
 /// - `gout`: the output gradient, (B, O, POH*POW) or (B, O, OH*OW)
 /// - `dx`: (B, C, H, W) or empty to skip the input gradient; added into
-/// - `dw`, `db`: added into
+/// - `dw`, `db`: added into; either may be empty to skip it (`x` may then be empty too)
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<E: Float>(
     g: &Conv2DGeometry,
@@ -331,22 +331,24 @@ pub(crate) fn backward<E: Float>(
                 a.db[o] += plane.iter().fold(E::zero(), |s, &v| s + v);
             }
         }
-        let xn = &x[n * per_x..][..per_x];
+        let xn = if x.is_empty() { &[][..] } else { &x[n * per_x..][..per_x] };
         let mut dx = dx;
         for grp in 0..g.groups {
             let dy = &a.dy[grp * og * ohw..][..og * ohw];
-            im2col(g, &xn[grp * cg * h * wd..][..cg * h * wd], &mut a.cols);
-            // dw_g (og, cgkk) += dy_g (og, ohw) * cols^T (ohw, cgkk)
-            gemm(
-                (og, cgkk, ohw),
-                &mut a.dw[grp * og * cgkk..][..og * cgkk],
-                cgkk,
-                true,
-                dy,
-                (ohw, 1),
-                &a.cols,
-                (1, ohw),
-            );
+            if !a.dw.is_empty() {
+                im2col(g, &xn[grp * cg * h * wd..][..cg * h * wd], &mut a.cols);
+                // dw_g (og, cgkk) += dy_g (og, ohw) * cols^T (ohw, cgkk)
+                gemm(
+                    (og, cgkk, ohw),
+                    &mut a.dw[grp * og * cgkk..][..og * cgkk],
+                    cgkk,
+                    true,
+                    dy,
+                    (ohw, 1),
+                    &a.cols,
+                    (1, ohw),
+                );
+            }
             if let Some(dx) = dx.as_deref_mut() {
                 // dcols (cgkk, ohw) = w_g^T (cgkk, og) * dy_g (og, ohw)
                 gemm(

@@ -1,0 +1,138 @@
+//! LeNet throughput on the CPU: the cases of `../shared/bench/torch_lenet.py`, so
+//! `../shared/bench/compare.sh` can put our figures beside PyTorch's from the same run.
+//!
+//! - `train` = forward + backward + SGD step; `infer` = forward without a tape.
+//! - `sigmoid` = d2l's LeNet (sigmoid, average pooling); `relu` = ReLU and max pooling.
+//!
+//! Run: `cargo run --release --example bench` (a table), or `-- --json` for one JSON line per
+//! case, `{"case": "train_sigmoid_b256", "images_per_s": 12345.6}`. `--rounds N` (default 3)
+//! and `--steps N` (default 30) as in the PyTorch script; each figure is the median of the
+//! rounds, taken round-robin so drift in machine speed hits every case alike.
+
+use cnn::prelude::*;
+use std::time::Instant;
+
+cnn! {
+    /// d2l's LeNet (6.6): sigmoid and average pooling.
+    struct LeNetSigmoid: [1, 28, 28] -> [10] {
+        conv2d(6, kernel = 5, padding = 2), sigmoid,
+        avg_pool2d(kernel = 2, stride = 2),
+        conv2d(16, kernel = 5), sigmoid,
+        avg_pool2d(kernel = 2, stride = 2),
+        flatten,
+        linear(120), sigmoid,
+        linear(84), sigmoid,
+        linear(10),
+    }
+
+    /// The modern variant: ReLU and max pooling.
+    struct LeNetRelu: [1, 28, 28] -> [10] {
+        conv2d(6, kernel = 5, padding = 2), relu,
+        max_pool2d(kernel = 2, stride = 2),
+        conv2d(16, kernel = 5), relu,
+        max_pool2d(kernel = 2, stride = 2),
+        flatten,
+        linear(120), relu,
+        linear(84), relu,
+        linear(10),
+    }
+}
+
+type Dev = Cpu;
+type Batch = (usize, Const<1>, Const<28>, Const<28>);
+
+/// Images per second of `steps` training steps (after 3 warm-up steps).
+fn train<M>(batch: usize, steps: usize) -> f64
+where
+    M: BuildOnDevice<Dev, f32>,
+    M::Built: ModuleMut<
+            Tensor<Batch, f32, Dev, OwnedTape<f32, Dev>>,
+            Output = Tensor<(usize, Const<10>), f32, Dev, OwnedTape<f32, Dev>>,
+        >,
+{
+    let dev = Dev::seed_from_u64(0);
+    let mut model = dev.build_module::<M, f32>();
+    let mut opt = Sgd::new(&model, SgdConfig { lr: 0.1, momentum: None, weight_decay: None });
+    let mut grads = model.alloc_grads();
+    let x: Tensor<Batch, f32, Dev> = dev.sample_normal_like(&(batch, Const, Const, Const));
+    let labels: Vec<usize> = (0..batch).map(|i| (i * 7) % 10).collect();
+    let y = dev.one_hot_encode(Const::<10>, labels);
+    let mut step = || {
+        let logits = model.forward_mut(x.trace(grads.clone()));
+        let loss = cross_entropy_with_logits_loss(logits, y.clone());
+        grads = loss.backward();
+        opt.update(&mut model, &grads).expect("every parameter has a gradient");
+        model.zero_grads(&mut grads);
+    };
+    for _ in 0..3 {
+        step();
+    }
+    let t = Instant::now();
+    for _ in 0..steps {
+        step();
+    }
+    (batch * steps) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Images per second of `steps` forward passes without a tape.
+fn infer<M>(batch: usize, steps: usize) -> f64
+where
+    M: BuildOnDevice<Dev, f32>,
+    M::Built: Module<Tensor<Batch, f32, Dev>, Output = Tensor<(usize, Const<10>), f32, Dev>>,
+{
+    let dev = Dev::seed_from_u64(0);
+    let model = dev.build_module::<M, f32>();
+    let x: Tensor<Batch, f32, Dev> = dev.sample_normal_like(&(batch, Const, Const, Const));
+    let step = || std::hint::black_box(model.forward(x.clone()));
+    for _ in 0..3 {
+        step();
+    }
+    let t = Instant::now();
+    for _ in 0..steps {
+        step();
+    }
+    (batch * steps) as f64 / t.elapsed().as_secs_f64()
+}
+
+fn arg(args: &[String], name: &str, default: usize) -> usize {
+    match args.iter().position(|a| a == name) {
+        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+            eprintln!("{name} needs a positive number");
+            std::process::exit(2)
+        }),
+        None => default,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let json = args.iter().any(|a| a == "--json");
+    let rounds = arg(&args, "--rounds", 3).max(1);
+    let steps = arg(&args, "--steps", 30).max(1);
+    type Case = (&'static str, fn(usize) -> f64);
+    let cases: [Case; 5] = [
+        ("train_sigmoid_b256", |s| train::<LeNetSigmoid>(256, s)),
+        ("infer_sigmoid_b256", |s| infer::<LeNetSigmoid>(256, s)),
+        ("train_relu_b256", |s| train::<LeNetRelu>(256, s)),
+        ("infer_relu_b256", |s| infer::<LeNetRelu>(256, s)),
+        ("train_sigmoid_b64", |s| train::<LeNetSigmoid>(64, s)),
+    ];
+    let mut seen = vec![Vec::new(); cases.len()];
+    for _ in 0..rounds {
+        for (i, (_, run)) in cases.iter().enumerate() {
+            seen[i].push(run(steps));
+        }
+    }
+    if !json {
+        println!("{:24} {:>12}  (median of {rounds} rounds, {steps} steps each, {} threads)", "case", "images/s", rayon::current_num_threads());
+    }
+    for ((name, _), mut v) in cases.iter().zip(seen) {
+        v.sort_by(f64::total_cmp);
+        let median = v[v.len() / 2];
+        if json {
+            println!("{{\"case\": \"{name}\", \"images_per_s\": {median:.1}}}");
+        } else {
+            println!("{name:24} {median:12.0}");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! 2-D transposed convolution, PyTorch's `conv_transpose2d`, forward and backward on dfdx's tape.
+//!
+//! A transposed convolution is the adjoint of a convolution: its forward pass is a conv's input
+//! gradient, its input gradient is a conv's forward pass, and its weight gradient is the same
+//! conv's weight gradient with the roles of input and output swapped. So it is built from the
+//! conv kernels (`conv2d/cpu_kernel.rs`) run on the *adjoint* geometry, the conv that maps this
+//! op's output back to its input. PyTorch's weight layout `(IN, OUT / G, KH, KW)` is exactly that
+//! conv's `(O, C / G, KH, KW)`.
+
+use super::conv2d::cpu_kernel;
+use crate::ops::{Activation, Conv2DGeometry, to_host};
+use crate::{ConvDevice, Float};
+use dfdx::shapes::{HasShape, Shape};
+use dfdx::tensor::{PutTape, SplitTape, Tape, Tensor};
+use dfdx::tensor_ops::ReshapeTo;
+
+/// Everything a 2-D transposed convolution's kernels need to know, as run-time numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTranspose2DGeometry {
+    /// Images in the batch.
+    pub batch: usize,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Groups, dividing both channel counts.
+    pub groups: usize,
+    /// Input `(H, W)`.
+    pub input: (usize, usize),
+    /// Output `(OH, OW)`: `(n - 1) * s - 2 * p + d * (k - 1) + output_padding + 1` per axis.
+    pub output: (usize, usize),
+    /// Kernel `(KH, KW)`.
+    pub kernel: (usize, usize),
+    /// Stride `(SH, SW)`.
+    pub stride: (usize, usize),
+    /// Padding `(PH, PW)`, removed from each side of the full output.
+    pub padding: (usize, usize),
+    /// Extra rows/columns at the bottom/right, `(OPH, OPW)`.
+    pub output_padding: (usize, usize),
+    /// Dilation `(DH, DW)`.
+    pub dilation: (usize, usize),
+}
+
+impl ConvTranspose2DGeometry {
+    /// The convolution this op is the transpose of: it maps our output back to our input.
+    pub fn adjoint(&self) -> Conv2DGeometry {
+        Conv2DGeometry {
+            batch: self.batch,
+            in_channels: self.out_channels,
+            out_channels: self.in_channels,
+            groups: self.groups,
+            input: self.output,
+            output: self.input,
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+        }
+    }
+
+    fn validate(&self) {
+        let axis = |i: usize, k: usize, s: usize, p: usize, op: usize, d: usize| {
+            crate::shape::conv_transpose_out(i, k, s, p, op, d)
+        };
+        let expect = (
+            axis(self.input.0, self.kernel.0, self.stride.0, self.padding.0, self.output_padding.0, self.dilation.0),
+            axis(self.input.1, self.kernel.1, self.stride.1, self.padding.1, self.output_padding.1, self.dilation.1),
+        );
+        assert!(
+            expect == self.output
+                && self.groups > 0
+                && self.in_channels % self.groups == 0
+                && self.out_channels % self.groups == 0,
+            "inconsistent conv_transpose2d geometry: {self:?} (output should be {expect:?})"
+        );
+    }
+}
+
+/// Transposed convolution of `x` (`(B, IN, H, W)` read row-major) with `weight`
+/// (`(IN, OUT / G, KH, KW)`) plus `bias` (`(OUT,)`), returning `out_shape`
+/// (`B * OUT * OH * OW` elements). Gradients flow to all three when `x` carries a tape.
+///
+/// # Panics
+/// If the geometry is inconsistent or the shapes' sizes disagree with it.
+pub fn try_conv_transpose2d<Sx, Sw, Sb, So, E, D, T>(
+    x: Tensor<Sx, E, D, T>,
+    weight: &Tensor<Sw, E, D>,
+    bias: Option<&Tensor<Sb, E, D>>,
+    geom: ConvTranspose2DGeometry,
+    out_shape: So,
+) -> Result<Tensor<So, E, D, T>, D::Err>
+where
+    Sx: Shape,
+    Sw: Shape,
+    Sb: Shape,
+    So: Shape,
+    E: Float,
+    D: ConvDevice<E>,
+    T: Tape<E, D>,
+{
+    geom.validate();
+    let adj = geom.adjoint();
+    let ohw = geom.output.0 * geom.output.1;
+    assert_eq!(x.shape().num_elements(), geom.batch * geom.in_channels * geom.input.0 * geom.input.1);
+    assert_eq!(
+        weight.shape().num_elements(),
+        geom.in_channels * geom.out_channels / geom.groups * geom.kernel.0 * geom.kernel.1
+    );
+    assert_eq!(out_shape.num_elements(), geom.batch * geom.out_channels * ohw);
+    if let Some(b) = bias {
+        assert_eq!(b.shape().num_elements(), geom.out_channels);
+    }
+
+    let x = x.try_contiguous()?;
+    let (x, mut tape) = x.split_tape();
+    let dev = x.device().clone();
+    let xh = to_host(&x);
+    let wh = to_host(weight);
+    // out = the adjoint conv's input gradient for output gradient x: col2im(W^T x)
+    let mut out = vec![E::zero(); out_shape.num_elements()];
+    let id = Activation::Identity;
+    cpu_kernel::backward(&adj, id, None, &[], &wh, &[], &xh, &mut out, &mut [], &mut []);
+    if let Some(b) = bias {
+        let bh = to_host(b);
+        for (i, plane) in out.chunks_exact_mut(ohw).enumerate() {
+            let bias = bh[i % geom.out_channels];
+            plane.iter_mut().for_each(|v| *v += bias);
+        }
+    }
+    let out = dev.try_tensor_from_vec(out, out_shape)?;
+
+    if T::OWNS_TAPE {
+        let (x_g, w_g, b_g, out_g) = (x.ghost(), weight.ghost(), bias.map(|b| b.ghost()), out.ghost());
+        tape.add_backward_op(move |grads| {
+            grads.try_alloc_for(&out_g)?;
+            let gout = to_host(&grads.get(&out_g));
+            // dx = the adjoint conv applied to the output gradient
+            let mut dx = vec![E::zero(); xh.len()];
+            cpu_kernel::forward(&adj, id, None, &gout, &wh, None, &mut dx, &mut []);
+            // dw = the adjoint conv's weight gradient, with input gout and output gradient x
+            let mut dw = vec![E::zero(); wh.len()];
+            cpu_kernel::backward(&adj, id, None, &gout, &wh, &[], &xh, &mut [], &mut dw, &mut []);
+            dev.add_host_into(grads.get_or_alloc_mut(&w_g)?, &dw)?;
+            dev.add_host_into(grads.get_or_alloc_mut(&x_g)?, &dx)?;
+            if let Some(b_g) = &b_g {
+                let mut db = vec![E::zero(); geom.out_channels];
+                for (i, plane) in gout.chunks_exact(ohw).enumerate() {
+                    db[i % geom.out_channels] += plane.iter().fold(E::zero(), |s, &v| s + v);
+                }
+                dev.add_host_into(grads.get_or_alloc_mut(b_g)?, &db)?;
+            }
+            Ok(())
+        });
+    }
+    Ok(out.put_tape(tape))
+}

@@ -1,0 +1,144 @@
+//! d2l's animator, after the fact: loss, train accuracy and test accuracy per epoch as a PNG.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+
+use super::{EpochStats, TrainError};
+
+/// DejaVu Sans cut down to Latin-1, so that text renders without system fonts; see
+/// `fonts/README.md` for its origin and licence.
+const FONT: &[u8] = include_bytes!("fonts/DejaVuSans-Latin1.ttf");
+
+/// Registers [`FONT`] as plotters' `sans-serif` once; false if it could not be parsed.
+fn font_ready() -> bool {
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(|| register_font("sans-serif", FontStyle::Normal, FONT).is_ok())
+}
+
+// d2l's colours and line styles: loss 'b-', train acc 'm--', test acc 'g-.'
+const LOSS: RGBColor = RGBColor(31, 119, 180);
+const TRAIN: RGBColor = RGBColor(191, 0, 191);
+const TEST: RGBColor = RGBColor(0, 128, 0);
+
+/// Draws loss, train accuracy and test accuracy against the epoch, as d2l's animator does at the
+/// end of training, into an 800x500 image at `path` (PNG for a `.png` path).
+///
+/// The x axis runs over the epochs `1..=n`; the y axis from 0 to the largest finite loss or 1,
+/// whichever is larger, so the accuracies always fit. Non-finite values are left out (without a
+/// marker; the line joins their neighbours).
+///
+/// # Errors
+/// [`TrainError::Plot`] when `history` is empty, the embedded font cannot be loaded, or the
+/// image cannot be rendered or written (an unwritable path, an unknown extension).
+pub fn plot_history(history: &[EpochStats], path: &Path) -> Result<(), TrainError> {
+    let plot_err = |message: String| TrainError::Plot {
+        path: path.to_path_buf(),
+        message,
+    };
+    if history.is_empty() {
+        return Err(plot_err("no epochs to plot".into()));
+    }
+    if !font_ready() {
+        return Err(plot_err("the embedded font could not be loaded".into()));
+    }
+    draw(history, path).map_err(|err| plot_err(err.to_string()))
+}
+
+fn draw(history: &[EpochStats], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let last = history.iter().map(|s| s.epoch).max().unwrap_or(1);
+    let first = history.iter().map(|s| s.epoch).min().unwrap_or(1);
+    // A single epoch would make an empty range; centre it instead.
+    let x_range = if first == last {
+        first.saturating_sub(1)..last + 1
+    } else {
+        first..last
+    };
+    let y_max = history
+        .iter()
+        .map(|s| s.loss)
+        .filter(|l| l.is_finite())
+        .fold(1.0f64, f64::max);
+
+    let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x_range.clone(), 0.0..y_max * 1.02)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("loss / accuracy")
+        .x_labels((x_range.end - x_range.start + 1).min(12))
+        .y_labels(8)
+        .x_label_formatter(&|x| x.to_string())
+        .y_label_formatter(&|y| format!("{y:.1}"))
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 18))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+
+    let series = |pick: fn(&EpochStats) -> f64| -> Vec<(usize, f64)> {
+        history
+            .iter()
+            .map(|s| (s.epoch, pick(s)))
+            .filter(|(_, v)| v.is_finite())
+            .collect()
+    };
+    let loss = series(|s| s.loss);
+    let train = series(|s| s.train_acc);
+    let test = series(|s| s.test_acc);
+
+    chart
+        .draw_series(LineSeries::new(loss.clone(), LOSS.stroke_width(2)))?
+        .label("train loss")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 24, y)], LOSS.stroke_width(2)));
+    chart
+        .draw_series(DashedLineSeries::new(
+            train.clone(),
+            8,
+            5,
+            TRAIN.stroke_width(2),
+        ))?
+        .label("train acc")
+        .legend(|(x, y)| {
+            EmptyElement::at((x, y))
+                + PathElement::new([(0, 0), (9, 0)], TRAIN.stroke_width(2))
+                + PathElement::new([(15, 0), (24, 0)], TRAIN.stroke_width(2))
+        });
+    chart
+        .draw_series(DashedLineSeries::new(
+            test.clone(),
+            12,
+            4,
+            TEST.stroke_width(2),
+        ))?
+        .label("test acc")
+        .legend(|(x, y)| {
+            EmptyElement::at((x, y))
+                + PathElement::new([(0, 0), (10, 0)], TEST.stroke_width(2))
+                + PathElement::new([(14, 0), (24, 0)], TEST.stroke_width(2))
+        });
+    // A marker per epoch, since there are few points and a line alone hides where they are.
+    for (points, colour) in [(&loss, LOSS), (&train, TRAIN), (&test, TEST)] {
+        chart.draw_series(
+            points
+                .iter()
+                .map(|&point| Circle::new(point, 3, colour.filled())),
+        )?;
+    }
+
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::MiddleRight)
+        .label_font(("sans-serif", 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

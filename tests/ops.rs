@@ -1,0 +1,431 @@
+//! The conv and pool ops against independent oracles: a nested-loop reference written straight
+//! from the definition (d2l 6.2–6.5, PyTorch's docs), central finite differences of that
+//! reference for every gradient, and the numbers printed in d2l.
+
+mod common;
+
+use cnn::ops::{Activation, Conv2DGeometry, Pool2DGeometry, PoolKind, try_conv2d, try_pool2d};
+use common::{Rng, TestDevice, max_diff};
+use dfdx::prelude::*;
+
+const NO_BIAS: Option<&Tensor<(usize,), f64, TestDevice>> = None;
+
+/// PyTorch's conv2d, from its definition, with `act` and `pool` after it.
+fn reference_conv(
+    g: &Conv2DGeometry,
+    act: Activation,
+    pool: Option<&Pool2DGeometry>,
+    x: &[f64],
+    w: &[f64],
+    b: Option<&[f64]>,
+) -> Vec<f64> {
+    let (h, wd) = g.input;
+    let (oh, ow) = g.output;
+    let (kh, kw) = g.kernel;
+    let (cg, og) = (g.in_channels / g.groups, g.out_channels / g.groups);
+    let mut y = vec![0.0; g.batch * g.out_channels * oh * ow];
+    for n in 0..g.batch {
+        for o in 0..g.out_channels {
+            let grp = o / og;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = b.map_or(0.0, |b| b[o]);
+                    for c in 0..cg {
+                        for ki in 0..kh {
+                            for kj in 0..kw {
+                                let iy = (oy * g.stride.0 + ki * g.dilation.0) as isize
+                                    - g.padding.0 as isize;
+                                let ix = (ox * g.stride.1 + kj * g.dilation.1) as isize
+                                    - g.padding.1 as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                    continue;
+                                }
+                                let xv = x[((n * g.in_channels + grp * cg + c) * h + iy as usize)
+                                    * wd
+                                    + ix as usize];
+                                s += xv * w[((o * cg + c) * kh + ki) * kw + kj];
+                            }
+                        }
+                    }
+                    y[((n * g.out_channels + o) * oh + oy) * ow + ox] = match act {
+                        Activation::Identity => s,
+                        Activation::Relu => s.max(0.0),
+                        Activation::Sigmoid => 1.0 / (1.0 + (-s).exp()),
+                        Activation::Tanh => s.tanh(),
+                    };
+                }
+            }
+        }
+    }
+    match pool {
+        Some(p) => reference_pool(p, &y),
+        None => y,
+    }
+}
+
+/// PyTorch's max_pool2d / avg_pool2d (count_include_pad), from the definition.
+fn reference_pool(p: &Pool2DGeometry, x: &[f64]) -> Vec<f64> {
+    let (h, w) = p.input;
+    let (oh, ow) = p.output;
+    let planes = x.len() / (h * w);
+    let mut out = Vec::with_capacity(planes * oh * ow);
+    for plane in x.chunks(h * w) {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut vals = vec![];
+                for ky in 0..p.kernel.0 {
+                    for kx in 0..p.kernel.1 {
+                        let iy = (oy * p.stride.0 + ky) as isize - p.padding.0 as isize;
+                        let ix = (ox * p.stride.1 + kx) as isize - p.padding.1 as isize;
+                        let inside = iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize;
+                        match (inside, p.kind) {
+                            (true, _) => vals.push(plane[iy as usize * w + ix as usize]),
+                            (false, PoolKind::Avg) => vals.push(0.0),
+                            (false, PoolKind::Max) => {}
+                        }
+                    }
+                }
+                out.push(match p.kind {
+                    PoolKind::Max => vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+                    PoolKind::Avg => vals.iter().sum::<f64>() / (p.kernel.0 * p.kernel.1) as f64,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Central finite differences of `sum(f(v) * r)` with respect to every element of `v`.
+fn finite_diff(v: &[f64], r: &[f64], f: impl Fn(&[f64]) -> Vec<f64>) -> Vec<f64> {
+    let eps = 1e-6;
+    let mut v = v.to_vec();
+    (0..v.len())
+        .map(|i| {
+            let keep = v[i];
+            v[i] = keep + eps;
+            let up: f64 = f(&v).iter().zip(r).map(|(a, b)| a * b).sum();
+            v[i] = keep - eps;
+            let down: f64 = f(&v).iter().zip(r).map(|(a, b)| a * b).sum();
+            v[i] = keep;
+            (up - down) / (2.0 * eps)
+        })
+        .collect()
+}
+
+fn pool_geom(
+    kind: PoolKind,
+    input: (usize, usize),
+    k: (usize, usize),
+    s: (usize, usize),
+    p: (usize, usize),
+) -> Pool2DGeometry {
+    let output = (
+        cnn::shape::pool_out(input.0, k.0, s.0, p.0),
+        cnn::shape::pool_out(input.1, k.1, s.1, p.1),
+    );
+    Pool2DGeometry {
+        kind,
+        input,
+        output,
+        kernel: k,
+        stride: s,
+        padding: p,
+    }
+}
+
+/// Runs the op forward and backward on the test device and checks both against the oracles.
+fn check_conv(
+    g: Conv2DGeometry,
+    act: Activation,
+    pool: Option<Pool2DGeometry>,
+    bias: bool,
+    seed: u64,
+) {
+    let dev: TestDevice = Default::default();
+    let mut rng = Rng::new(seed);
+    let cg = g.in_channels / g.groups;
+    let x = rng.vec(g.batch * g.in_channels * g.input.0 * g.input.1);
+    let w = rng.vec(g.out_channels * cg * g.kernel.0 * g.kernel.1);
+    let b = bias.then(|| rng.vec(g.out_channels));
+    let expect = reference_conv(&g, act, pool.as_ref(), &x, &w, b.as_deref());
+    let r = rng.vec(expect.len());
+
+    let xt = dev.tensor_from_vec(x.clone(), (x.len(),));
+    let wt = dev.tensor_from_vec(w.clone(), (w.len(),));
+    let bt = b.clone().map(|b| dev.tensor_from_vec(b, (g.out_channels,)));
+    let rt = dev.tensor_from_vec(r.clone(), (r.len(),));
+    let out = try_conv2d(
+        xt.leaky_trace(),
+        &wt,
+        bt.as_ref(),
+        g,
+        act,
+        pool,
+        (expect.len(),),
+        true,
+    )
+    .unwrap();
+    let got = out.as_vec();
+    assert!(
+        max_diff(&got, &expect) < 1e-12,
+        "forward differs: {g:?} {act:?} {pool:?}"
+    );
+
+    let grads = (out * rt).sum().backward();
+    let fx = finite_diff(&x, &r, |x| {
+        reference_conv(&g, act, pool.as_ref(), x, &w, b.as_deref())
+    });
+    let fw = finite_diff(&w, &r, |w| {
+        reference_conv(&g, act, pool.as_ref(), &x, w, b.as_deref())
+    });
+    let tol = 1e-6;
+    assert!(
+        max_diff(&grads.get(&xt).as_vec(), &fx) < tol,
+        "input gradient differs: {g:?} {act:?} {pool:?}"
+    );
+    assert!(
+        max_diff(&grads.get(&wt).as_vec(), &fw) < tol,
+        "weight gradient differs: {g:?} {act:?} {pool:?}"
+    );
+    if let (Some(b), Some(bt)) = (&b, &bt) {
+        let fb = finite_diff(b, &r, |b| {
+            reference_conv(&g, act, pool.as_ref(), &x, &w, Some(b))
+        });
+        assert!(
+            max_diff(&grads.get(bt).as_vec(), &fb) < tol,
+            "bias gradient differs: {g:?} {act:?} {pool:?}"
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn geom(
+    batch: usize,
+    (c, o, groups): (usize, usize, usize),
+    input: (usize, usize),
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dilation: (usize, usize),
+) -> Conv2DGeometry {
+    let output = (
+        cnn::shape::conv_out(
+            input.0, kernel.0, stride.0, padding.0, padding.0, dilation.0,
+        ),
+        cnn::shape::conv_out(
+            input.1, kernel.1, stride.1, padding.1, padding.1, dilation.1,
+        ),
+    );
+    Conv2DGeometry {
+        batch,
+        in_channels: c,
+        out_channels: o,
+        groups,
+        input,
+        output,
+        kernel,
+        stride,
+        padding,
+        dilation,
+    }
+}
+
+#[test]
+fn conv_matches_reference_for_every_option() {
+    use Activation::*;
+    let cases = [
+        // plain, batch 1
+        (
+            geom(1, (1, 1, 1), (5, 5), (3, 3), (1, 1), (0, 0), (1, 1)),
+            Identity,
+            true,
+        ),
+        // rectangular kernel, stride and padding; batch > 1
+        (
+            geom(3, (2, 3, 1), (7, 6), (3, 2), (2, 1), (1, 0), (1, 1)),
+            Identity,
+            true,
+        ),
+        // dilation
+        (
+            geom(2, (2, 2, 1), (8, 7), (3, 2), (1, 2), (2, 1), (2, 3)),
+            Tanh,
+            false,
+        ),
+        // groups
+        (
+            geom(2, (4, 6, 2), (6, 6), (3, 3), (1, 1), (1, 1), (1, 1)),
+            Sigmoid,
+            true,
+        ),
+        // depthwise
+        (
+            geom(2, (3, 3, 3), (5, 6), (3, 3), (2, 2), (1, 1), (1, 1)),
+            Identity,
+            false,
+        ),
+        // 1x1
+        (
+            geom(2, (3, 4, 1), (4, 5), (1, 1), (1, 1), (0, 0), (1, 1)),
+            Relu,
+            true,
+        ),
+        // more images than one task takes, uneven split
+        (
+            geom(19, (2, 2, 1), (5, 5), (3, 3), (1, 1), (1, 1), (1, 1)),
+            Sigmoid,
+            true,
+        ),
+    ];
+    for (i, (g, act, bias)) in cases.into_iter().enumerate() {
+        check_conv(g, act, None, bias, i as u64);
+    }
+}
+
+#[test]
+fn fused_conv_act_pool_matches_reference() {
+    let g = geom(3, (2, 3, 1), (8, 8), (3, 3), (1, 1), (1, 1), (1, 1));
+    for (i, act) in [
+        Activation::Identity,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Relu,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for kind in [PoolKind::Max, PoolKind::Avg] {
+            check_conv(
+                g,
+                act,
+                Some(pool_geom(kind, (8, 8), (2, 2), (2, 2), (0, 0))),
+                true,
+                10 + i as u64,
+            );
+            check_conv(
+                g,
+                act,
+                Some(pool_geom(kind, (8, 8), (3, 2), (2, 1), (1, 1))),
+                false,
+                20 + i as u64,
+            );
+        }
+    }
+}
+
+#[test]
+fn conv_skips_input_gradient_when_told() {
+    let dev: TestDevice = Default::default();
+    let g = geom(2, (1, 2, 1), (5, 5), (3, 3), (1, 1), (0, 0), (1, 1));
+    let x = dev.tensor_from_vec(Rng::new(1).vec(50), (50,));
+    let w = dev.tensor_from_vec(Rng::new(2).vec(18), (18,));
+    let out = try_conv2d(
+        x.leaky_trace(),
+        &w,
+        NO_BIAS,
+        g,
+        Activation::Identity,
+        None,
+        (2 * 2 * 9,),
+        false,
+    )
+    .unwrap();
+    let mut grads = out.sum().backward();
+    // The weight still gets its gradient; the input's is never written (so it stays zero).
+    assert!(grads.get(&w).as_vec().iter().any(|v| *v != 0.0));
+    assert!(grads.get_or_alloc_mut(&x).is_ok());
+    assert!(grads.get(&x).as_vec().iter().all(|v| *v == 0.0));
+}
+
+fn check_pool(p: Pool2DGeometry, planes: usize, seed: u64) {
+    let dev: TestDevice = Default::default();
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(planes * p.input.0 * p.input.1);
+    let expect = reference_pool(&p, &x);
+    let r = rng.vec(expect.len());
+    let xt = dev.tensor_from_vec(x.clone(), (x.len(),));
+    let out = try_pool2d(xt.leaky_trace(), p, (expect.len(),)).unwrap();
+    assert!(
+        max_diff(&out.as_vec(), &expect) < 1e-12,
+        "pool forward differs: {p:?}"
+    );
+    let rt = dev.tensor_from_vec(r.clone(), (r.len(),));
+    let grads = (out * rt).sum().backward();
+    let fx = finite_diff(&x, &r, |x| reference_pool(&p, x));
+    assert!(
+        max_diff(&grads.get(&xt).as_vec(), &fx) < 1e-6,
+        "pool gradient differs: {p:?}"
+    );
+}
+
+#[test]
+fn pooling_matches_reference() {
+    let mut seed = 100;
+    for kind in [PoolKind::Max, PoolKind::Avg] {
+        for (input, k, s, p) in [
+            ((4, 4), (2, 2), (2, 2), (0, 0)),
+            ((5, 7), (3, 2), (2, 1), (1, 1)),
+            ((6, 5), (3, 3), (1, 2), (1, 0)),
+            ((7, 7), (2, 3), (3, 2), (1, 1)),
+            ((3, 3), (3, 3), (1, 1), (1, 1)),
+        ] {
+            check_pool(pool_geom(kind, input, k, s, p), 5, seed);
+            seed += 1;
+        }
+    }
+}
+
+// d2l 6.2.1: corr2d(X, K) with X = arange(9) 3x3 and K = arange(4) 2x2 is [[19, 25], [37, 43]].
+#[test]
+fn d2l_corr2d() {
+    let dev: TestDevice = Default::default();
+    let x = dev.tensor_from_vec((0..9).map(f64::from).collect(), (9,));
+    let k = dev.tensor_from_vec(vec![0.0, 1.0, 2.0, 3.0], (4,));
+    let g = geom(1, (1, 1, 1), (3, 3), (2, 2), (1, 1), (0, 0), (1, 1));
+    let y = try_conv2d(x, &k, NO_BIAS, g, Activation::Identity, None, (4,), true).unwrap();
+    assert_eq!(y.as_vec(), [19.0, 25.0, 37.0, 43.0]);
+}
+
+// d2l 6.4.1: two input channels, X = [arange(9), arange(9) + 1], K = [arange(4), arange(4) + 1]
+// gives [[56, 72], [104, 120]].
+#[test]
+fn d2l_corr2d_multi_in() {
+    let dev: TestDevice = Default::default();
+    let x: Vec<f64> = (0..9).chain(1..10).map(f64::from).collect();
+    let k: Vec<f64> = (0..4).chain(1..5).map(f64::from).collect();
+    let x = dev.tensor_from_vec(x, (18,));
+    let k = dev.tensor_from_vec(k, (8,));
+    let g = geom(1, (2, 1, 1), (3, 3), (2, 2), (1, 1), (0, 0), (1, 1));
+    let y = try_conv2d(x, &k, NO_BIAS, g, Activation::Identity, None, (4,), true).unwrap();
+    assert_eq!(y.as_vec(), [56.0, 72.0, 104.0, 120.0]);
+}
+
+// d2l 6.5.1/6.5.2: pooling arange(9) 3x3 with a 2x2 window: max [[4, 5], [7, 8]], avg
+// [[2, 3], [5, 6]]; arange(16) 4x4 with max pool 3, padding 1, stride 2: [[5, 7], [13, 15]].
+#[test]
+fn d2l_pooling() {
+    let dev: TestDevice = Default::default();
+    let x9 = || dev.tensor_from_vec((0..9).map(f64::from).collect(), (9,));
+    let max = try_pool2d(
+        x9(),
+        pool_geom(PoolKind::Max, (3, 3), (2, 2), (1, 1), (0, 0)),
+        (4,),
+    )
+    .unwrap();
+    assert_eq!(max.as_vec(), [4.0, 5.0, 7.0, 8.0]);
+    let avg = try_pool2d(
+        x9(),
+        pool_geom(PoolKind::Avg, (3, 3), (2, 2), (1, 1), (0, 0)),
+        (4,),
+    )
+    .unwrap();
+    assert_eq!(avg.as_vec(), [2.0, 3.0, 5.0, 6.0]);
+    let x16 = dev.tensor_from_vec((0..16).map(f64::from).collect(), (16,));
+    let padded = try_pool2d(
+        x16,
+        pool_geom(PoolKind::Max, (4, 4), (3, 3), (2, 2), (1, 1)),
+        (4,),
+    )
+    .unwrap();
+    assert_eq!(padded.as_vec(), [5.0, 7.0, 13.0, 15.0]);
+}
