@@ -3,7 +3,10 @@
 //! conversion, save/load) working on them. The macro is invoked at module scope (`pub` and
 //! private, with doc comments) and at function scope.
 
+mod common;
+
 use cnn::prelude::*;
+use common::{TestDevice, same_type};
 use dfdx::optim::Optimizer;
 
 cnn! {
@@ -31,13 +34,8 @@ cnn! {
     }
 }
 
-fn same_type<T>(_: &T, _: &T) {}
-
-/// The device the tests run on: `Cuda` with `--features cuda`, as dfdx's `TestDevice`.
-#[cfg(not(feature = "cuda"))]
-type Dev = Cpu;
-#[cfg(feature = "cuda")]
-type Dev = Cuda;
+/// The device the tests run on: `Cuda` under `--features cuda`.
+type Dev = TestDevice;
 
 #[test]
 fn lenet_types_and_sizes() {
@@ -296,4 +294,21 @@ fn dtype_device_and_checkpoints() {
 
     model.reset_params();
     assert_ne!(model.forward(x).array(), y.array());
+}
+
+#[test]
+fn dropout_applies_only_in_forward_mut() {
+    cnn! {
+        struct Drop: [1, 1, 64] -> [64] { flatten, dropout(0.5) }
+    }
+    let dev: Dev = Default::default();
+    let mut model = dev.build_module::<Drop, f32>();
+    let x = dev.ones::<Rank3<1, 1, 64>>();
+    // Inference: identity, with or without a tape.
+    assert_eq!(model.forward(x.clone()).array(), [1.0; 64]);
+    assert_eq!(model.forward(x.clone().leaky_trace()).array(), [1.0; 64]);
+    // Training: each unit zeroed or scaled by 1 / (1 - p).
+    let y = model.forward_mut(x.leaky_trace()).array();
+    assert!(y.iter().all(|&v| v == 0.0 || v == 2.0), "{y:?}");
+    assert!(y.contains(&0.0) && y.contains(&2.0));
 }
