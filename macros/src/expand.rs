@@ -805,10 +805,10 @@ pub fn thousands(n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    /// Prints LeNet's expansion: `cargo test -p cnn-macros expansion -- --ignored --nocapture`
-    /// (pipe through `rustfmt` to read it).
+    /// LeNet's expansion carries the literal sizes and the fused, input-gradient-free first
+    /// block. To read it: `cargo test -p cnn-macros expansion -- --nocapture` (pipe through
+    /// `rustfmt`).
     #[test]
-    #[ignore = "a tool, not a test"]
     fn expansion() {
         let input: crate::ast::Input = syn::parse_str(
             "pub struct LeNet: [1, 28, 28] -> [10] {
@@ -824,6 +824,12 @@ mod tests {
         )
         .unwrap();
         let plan = crate::check::net(&input).unwrap();
-        println!("{}", super::net(&plan));
+        let code = super::net(&plan).to_string();
+        println!("{code}");
+        let code: String = code.split_whitespace().collect();
+        assert!(code.contains("Conv2D<1,6,5,5,28,28,28,28,1,1,2,2,1,1,1,1,true,2,2,E,D>"), "{code}");
+        assert!(code.contains("Linear<400,120,E,D>"), "{code}");
+        assert!(code.contains(".without_input_grad()"), "{code}");
+        assert!(code.contains("Flatten2D::<400>"), "{code}");
     }
 }
