@@ -31,33 +31,46 @@ impl Float for f64 {
 /// A dfdx device that can run this crate's conv and pooling ops (forward and backward).
 ///
 /// The ops compute on host memory with our own kernels (`src/ops/*/cpu_kernel.rs`). On `Cpu`
-/// that *is* the device memory, and the only extra traffic is one `memcpy` per operand. Other
-/// devices implement the one method below to fold a host-side gradient into their gradient
-/// buffer.
+/// that *is* the device memory: gradients are read and accumulated in place, and the only extra
+/// traffic is one `memcpy` per operand. Other devices implement the two methods below with a
+/// copy each way.
 pub trait ConvDevice<E: Float>: dfdx::tensor_ops::Device<E> {
-    /// Adds `src` element-wise into the gradient buffer `dst` (never overwrites: a tensor may
-    /// receive gradient from several uses).
-    fn add_host_into(
+    /// Copies a gradient buffer into `dst` on the host.
+    fn read_host(&self, src: &<Self as dfdx::tensor::Storage<E>>::Vec, dst: &mut [E]) -> Result<(), Self::Err>;
+
+    /// Runs `f` on a gradient buffer seen as a host slice. `f` must add into it, never
+    /// overwrite: a tensor may receive gradient from several uses.
+    fn update_host<R>(
         &self,
-        dst: &mut <Self as dfdx::tensor::Storage<E>>::Vec,
-        src: &[E],
-    ) -> Result<(), Self::Err>;
+        buf: &mut <Self as dfdx::tensor::Storage<E>>::Vec,
+        f: impl FnOnce(&mut [E]) -> R,
+    ) -> Result<R, Self::Err>;
+
+    /// Adds `src` element-wise into the gradient buffer `dst`.
+    fn add_host_into(&self, dst: &mut <Self as dfdx::tensor::Storage<E>>::Vec, src: &[E]) -> Result<(), Self::Err> {
+        self.update_host(dst, |dst| {
+            assert_eq!(dst.len(), src.len(), "gradient buffer and host gradient differ in length");
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d += *s;
+            }
+        })
+    }
 }
 
 macro_rules! cpu_conv_device {
     ($($e:ty),*) => {$(
         impl ConvDevice<$e> for Cpu {
-            fn add_host_into(
-                &self,
-                dst: &mut <Self as dfdx::tensor::Storage<$e>>::Vec,
-                src: &[$e],
-            ) -> Result<(), Self::Err> {
-                let dst: &mut [$e] = dst;
-                assert_eq!(dst.len(), src.len(), "gradient buffer and host gradient differ in length");
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d += *s;
-                }
+            fn read_host(&self, src: &<Self as dfdx::tensor::Storage<$e>>::Vec, dst: &mut [$e]) -> Result<(), Self::Err> {
+                dst.copy_from_slice(src);
                 Ok(())
+            }
+
+            fn update_host<R>(
+                &self,
+                buf: &mut <Self as dfdx::tensor::Storage<$e>>::Vec,
+                f: impl FnOnce(&mut [$e]) -> R,
+            ) -> Result<R, Self::Err> {
+                Ok(f(buf))
             }
         }
     )*};
@@ -67,24 +80,26 @@ cpu_conv_device!(f32, f64);
 #[cfg(feature = "cuda")]
 macro_rules! cuda_conv_device {
     ($($e:ty),*) => {$(
-impl ConvDevice<$e> for dfdx::tensor::Cuda {
-    // A round trip through host memory: correct on any CUDA device, but not fast. The CUDA
-    // issue replaces this (and the host kernels behind it) with device kernels.
-    fn add_host_into(
-        &self,
-        dst: &mut <Self as dfdx::tensor::Storage<$e>>::Vec,
-        src: &[$e],
-    ) -> Result<(), Self::Err> {
-        let dev = dst.device();
-        let mut host = dev.dtoh_sync_copy(dst).map_err(dfdx::tensor::CudaError::from)?;
-        for (d, s) in host.iter_mut().zip(src) {
-            *d += *s;
+        // A round trip through host memory: correct on any CUDA device, but not fast. The CUDA
+        // issue replaces this (and the host kernels behind it) with device kernels.
+        impl ConvDevice<$e> for dfdx::tensor::Cuda {
+            fn read_host(&self, src: &<Self as dfdx::tensor::Storage<$e>>::Vec, dst: &mut [$e]) -> Result<(), Self::Err> {
+                src.device().dtoh_sync_copy_into(src, dst).map_err(dfdx::tensor::CudaError::from)?;
+                Ok(())
+            }
+
+            fn update_host<R>(
+                &self,
+                buf: &mut <Self as dfdx::tensor::Storage<$e>>::Vec,
+                f: impl FnOnce(&mut [$e]) -> R,
+            ) -> Result<R, Self::Err> {
+                let dev = buf.device();
+                let mut host = dev.dtoh_sync_copy(buf).map_err(dfdx::tensor::CudaError::from)?;
+                let r = f(&mut host);
+                dev.htod_sync_copy_into(&host, buf).map_err(dfdx::tensor::CudaError::from)?;
+                Ok(r)
+            }
         }
-        dev.htod_sync_copy_into(&host, dst)
-            .map_err(dfdx::tensor::CudaError::from)?;
-        Ok(())
-    }
-}
     )*};
 }
 #[cfg(feature = "cuda")]

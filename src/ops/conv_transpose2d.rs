@@ -164,6 +164,7 @@ where
             plane.iter_mut().for_each(|v| *v += bias);
         }
     }
+    let n_out = out.len();
     let out = dev.try_tensor_from_vec(out.into_vec(), out_shape)?;
 
     if T::OWNS_TAPE {
@@ -174,8 +175,8 @@ where
             out.ghost(),
         );
         tape.add_backward_op(move |grads| {
-            grads.try_alloc_for(&out_g)?;
-            let gout = to_host(&grads.get(&out_g));
+            let mut gout = Buffer::zeroed(n_out);
+            dev.read_host(grads.get_or_alloc_mut(&out_g)?, &mut gout)?;
             // dx = the adjoint conv applied to the output gradient
             let mut dx = Buffer::zeroed(xh.len());
             cpu_kernel::forward(&adj, id, None, &gout, &wh, None, &mut dx, &mut []);

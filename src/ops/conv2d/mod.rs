@@ -160,6 +160,7 @@ where
         &mut out,
         &mut y,
     );
+    let n_out = out.len();
     let out = dev.try_tensor_from_vec(out.into_vec(), out_shape)?;
 
     if T::OWNS_TAPE {
@@ -170,33 +171,22 @@ where
             out.ghost(),
         );
         tape.add_backward_op(move |grads| {
-            grads.try_alloc_for(&out_g)?;
-            let gout = to_host(&grads.get(&out_g));
-            let mut dx = if input_grad {
-                Buffer::zeroed(xh.len())
-            } else {
-                Buffer::zeroed(0)
-            };
+            let mut gout = Buffer::zeroed(n_out);
+            dev.read_host(grads.get_or_alloc_mut(&out_g)?, &mut gout)?;
             let mut dw = Buffer::zeroed(wh.len());
             let mut db = Buffer::zeroed(if b_g.is_some() { geom.out_channels } else { 0 });
-            cpu_kernel::backward(
-                &geom,
-                act,
-                pool.as_ref(),
-                &xh,
-                &wh,
-                &y,
-                &gout,
-                &mut dx,
-                &mut dw,
-                &mut db,
-            );
+            let mut run = |dx: &mut [E]| {
+                cpu_kernel::backward(&geom, act, pool.as_ref(), &xh, &wh, &y, &gout, dx, &mut dw, &mut db)
+            };
+            // The input gradient is accumulated in place; the weight's and bias's are added after.
+            if input_grad {
+                dev.update_host(grads.get_or_alloc_mut(&x_g)?, run)?;
+            } else {
+                run(&mut []);
+            }
             dev.add_host_into(grads.get_or_alloc_mut(&w_g)?, &dw)?;
             if let Some(b_g) = &b_g {
                 dev.add_host_into(grads.get_or_alloc_mut(b_g)?, &db)?;
-            }
-            if input_grad {
-                dev.add_host_into(grads.get_or_alloc_mut(&x_g)?, &dx)?;
             }
             Ok(())
         });

@@ -79,6 +79,7 @@ pub fn try_pool2d<Sx: Shape, So: Shape, E: Float, D: ConvDevice<E>, T: Tape<E, D
     let xh = to_host(&x);
     let mut out = Buffer::zeroed(out_shape.num_elements());
     cpu_kernel::forward(&geom, &xh, &mut out);
+    let n_out = out.len();
     let out = dev.try_tensor_from_vec(out.into_vec(), out_shape)?;
     if T::OWNS_TAPE {
         let (x_g, out_g) = (x.ghost(), out.ghost());
@@ -89,11 +90,9 @@ pub fn try_pool2d<Sx: Shape, So: Shape, E: Float, D: ConvDevice<E>, T: Tape<E, D
             Buffer::zeroed(0)
         };
         tape.add_backward_op(move |grads| {
-            grads.try_alloc_for(&out_g)?;
-            let gout = to_host(&grads.get(&out_g));
-            let mut dx = Buffer::zeroed(planes * geom.input.0 * geom.input.1);
-            cpu_kernel::backward(&geom, &xh, &gout, &mut dx);
-            dev.add_host_into(grads.get_or_alloc_mut(&x_g)?, &dx)
+            let mut gout = Buffer::zeroed(n_out);
+            dev.read_host(grads.get_or_alloc_mut(&out_g)?, &mut gout)?;
+            dev.update_host(grads.get_or_alloc_mut(&x_g)?, |dx| cpu_kernel::backward(&geom, &xh, &gout, dx))
         });
     }
     Ok(out.put_tape(tape))
