@@ -412,3 +412,36 @@ fn d2l_pooling() {
     .unwrap();
     assert_eq!(padded.as_vec(), [5.0, 7.0, 13.0, 15.0]);
 }
+
+// f32 takes its own sigmoid (a vectorised exp); it must agree with the f64 reference to f32's
+// precision.
+#[test]
+fn f32_fused_sigmoid_matches_reference() {
+    let dev: TestDevice = Default::default();
+    let g = geom(4, (2, 3, 1), (9, 9), (3, 3), (1, 1), (1, 1), (1, 1));
+    let pool = Some(pool_geom(PoolKind::Avg, (9, 9), (2, 2), (2, 2), (0, 0)));
+    let mut rng = Rng::new(7);
+    let (x, w, b) = (rng.vec(4 * 2 * 81), rng.vec(3 * 2 * 9), rng.vec(3));
+    let expect = reference_conv(&g, Activation::Sigmoid, pool.as_ref(), &x, &w, Some(&b));
+    let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+    let xt = dev.tensor_from_vec(f32s(&x), (x.len(),));
+    let wt = dev.tensor_from_vec(f32s(&w), (w.len(),));
+    let bt = dev.tensor_from_vec(f32s(&b), (3,));
+    let out = try_conv2d(
+        xt,
+        &wt,
+        Some(&bt),
+        g,
+        Activation::Sigmoid,
+        pool,
+        (expect.len(),),
+        true,
+    )
+    .unwrap();
+    let got: Vec<f64> = out.as_vec().into_iter().map(f64::from).collect();
+    assert!(
+        max_diff(&got, &expect) < 1e-6,
+        "f32 differs by {}",
+        max_diff(&got, &expect)
+    );
+}

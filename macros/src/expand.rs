@@ -827,7 +827,10 @@ mod tests {
         let code = super::net(&plan).to_string();
         println!("{code}");
         let code: String = code.split_whitespace().collect();
-        assert!(code.contains("Conv2D<1,6,5,5,28,28,28,28,1,1,2,2,1,1,1,1,true,2,2,E,D>"), "{code}");
+        assert!(
+            code.contains("Conv2D<1,6,5,5,28,28,28,28,1,1,2,2,1,1,1,1,true,2,2,E,D>"),
+            "{code}"
+        );
         assert!(code.contains("Linear<400,120,E,D>"), "{code}");
         assert!(code.contains(".without_input_grad()"), "{code}");
         assert!(code.contains("Flatten2D::<400>"), "{code}");

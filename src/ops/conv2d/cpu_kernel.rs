@@ -180,8 +180,14 @@ fn forward_image<E: Float>(
     let cg = g.in_channels / g.groups;
     let og = g.out_channels / g.groups;
     let cgkk = cg * g.kernel.0 * g.kernel.1;
-    // Without pooling the output is y; otherwise y lives in scratch until pooled.
-    let y: &mut [E] = if pool_geom.is_none() { out } else { &mut s.y };
+    // y, the activation's output: without pooling it is the output itself; with pooling it is
+    // written straight into the saved copy when backward needs one, else into scratch.
+    let (y, out, save_after): (&mut [E], Option<&mut [E]>, Option<&mut [E]>) =
+        match (pool_geom, y_save) {
+            (None, save) => (out, None, save),
+            (Some(_), Some(save)) => (save, Some(out), None),
+            (Some(_), None) => (&mut s.y[..], Some(out), None),
+        };
     for grp in 0..g.groups {
         im2col(g, &x[grp * cg * h * wd..][..cg * h * wd], &mut s.cols);
         gemm(
@@ -197,20 +203,19 @@ fn forward_image<E: Float>(
     }
     for (o, plane) in y.chunks_exact_mut(ohw).enumerate() {
         let bias = b.map_or(E::zero(), |b| b[o]);
-        if act == Activation::Identity {
-            if b.is_some() {
-                plane.iter_mut().for_each(|v| *v += bias);
-            }
-        } else {
-            plane.iter_mut().for_each(|v| *v = activate(act, *v + bias));
+        match act {
+            Activation::Identity if b.is_some() => plane.iter_mut().for_each(|v| *v += bias),
+            Activation::Identity => {}
+            Activation::Sigmoid => E::sigmoid_in_place(plane, bias),
+            _ => plane.iter_mut().for_each(|v| *v = activate(act, *v + bias)),
         }
     }
-    if let Some(y_save) = y_save {
-        y_save.copy_from_slice(y);
+    if let Some(save) = save_after {
+        save.copy_from_slice(y);
     }
-    if let Some(p) = pool_geom {
+    if let (Some(p), Some(out)) = (pool_geom, out) {
         let pohw = p.output.0 * p.output.1;
-        for (src, dst) in s.y.chunks_exact(ohw).zip(out.chunks_exact_mut(pohw)) {
+        for (src, dst) in y.chunks_exact(ohw).zip(out.chunks_exact_mut(pohw)) {
             pool::plane_forward(p, src, dst);
         }
     }

@@ -176,7 +176,18 @@ where
             let mut dw = Buffer::zeroed(wh.len());
             let mut db = Buffer::zeroed(if b_g.is_some() { geom.out_channels } else { 0 });
             let mut run = |dx: &mut [E]| {
-                cpu_kernel::backward(&geom, act, pool.as_ref(), &xh, &wh, &y, &gout, dx, &mut dw, &mut db)
+                cpu_kernel::backward(
+                    &geom,
+                    act,
+                    pool.as_ref(),
+                    &xh,
+                    &wh,
+                    &y,
+                    &gout,
+                    dx,
+                    &mut dw,
+                    &mut db,
+                )
             };
             // The input gradient is accumulated in place; the weight's and bias's are added after.
             if input_grad {

@@ -92,7 +92,9 @@ pub fn try_pool2d<Sx: Shape, So: Shape, E: Float, D: ConvDevice<E>, T: Tape<E, D
         tape.add_backward_op(move |grads| {
             let mut gout = Buffer::zeroed(n_out);
             dev.read_host(grads.get_or_alloc_mut(&out_g)?, &mut gout)?;
-            dev.update_host(grads.get_or_alloc_mut(&x_g)?, |dx| cpu_kernel::backward(&geom, &xh, &gout, dx))
+            dev.update_host(grads.get_or_alloc_mut(&x_g)?, |dx| {
+                cpu_kernel::backward(&geom, &xh, &gout, dx)
+            })
         });
     }
     Ok(out.put_tape(tape))
