@@ -23,9 +23,14 @@ pub struct Input {
 ///
 /// ```text
 /// net   := attr* VIS `struct` IDENT `:` dims (`->` dims)? `{` stack `}`
+/// attr  := `#[cnn(` (option `,`)* option? `)]` | any other outer attribute
 /// ```
 pub struct Net {
+    /// The attributes for the struct, passed through: every one but `#[cnn(...)]`.
     pub attrs: Vec<Attribute>,
+    /// The options of every `#[cnn(...)]`, in order; the macro reads them and drops the
+    /// attribute.
+    pub options: Vec<NetOption>,
     pub vis: Visibility,
     pub ident: Ident,
     /// The shape of one input image, `[C, H, W]`.
@@ -33,6 +38,16 @@ pub struct Net {
     /// The declared output shape of one image, checked when given.
     pub output: Option<Dims>,
     pub body: Stack,
+}
+
+/// One option of `#[cnn(...)]`: `input_grad = false`.
+///
+/// ```text
+/// option := IDENT `=` value
+/// ```
+pub struct NetOption {
+    pub key: Ident,
+    pub value: Value,
 }
 
 /// A shape written as a list of integers, `[16, 5, 5]`.
@@ -135,7 +150,17 @@ impl Parse for Input {
 
 impl Parse for Net {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let attrs = input.call(Attribute::parse_outer)?;
+        let mut attrs = Vec::new();
+        let mut options = Vec::new();
+        for attr in input.call(Attribute::parse_outer)? {
+            if attr.path().is_ident("cnn") {
+                let list =
+                    attr.parse_args_with(Punctuated::<NetOption, Token![,]>::parse_terminated)?;
+                options.extend(list);
+            } else {
+                attrs.push(attr);
+            }
+        }
         let vis = input.parse()?;
         input.parse::<Token![struct]>()?;
         let ident = input.parse()?;
@@ -152,12 +177,22 @@ impl Parse for Net {
         let body = content.parse()?;
         Ok(Net {
             attrs,
+            options,
             vis,
             ident,
             input: shape,
             output,
             body,
         })
+    }
+}
+
+impl Parse for NetOption {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let key = input.parse()?;
+        input.parse::<Token![=]>()?;
+        let value = input.parse()?;
+        Ok(NetOption { key, value })
     }
 }
 

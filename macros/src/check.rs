@@ -42,6 +42,9 @@ pub struct NetPlan<'a> {
     pub non_trainable: usize,
     pub macs: usize,
     pub mode: Mode,
+    /// Whether a traced input gets its gradient: false only with `#[cnn(input_grad = false)]`,
+    /// which makes the first conv2d skip it.
+    pub input_grad: bool,
 }
 
 /// Whether training (`forward_mut` on a traced input) and inference (`forward`) differ.
@@ -65,6 +68,7 @@ pub struct Field {
 
 pub enum FieldLayer {
     Conv(Conv),
+    ConvTranspose(ConvTranspose),
     Linear(Linear),
     BatchNorm {
         channels: usize,
@@ -79,7 +83,10 @@ impl FieldLayer {
     pub fn has_tensors(&self) -> bool {
         matches!(
             self,
-            FieldLayer::Conv(_) | FieldLayer::Linear(_) | FieldLayer::BatchNorm { .. }
+            FieldLayer::Conv(_)
+                | FieldLayer::ConvTranspose(_)
+                | FieldLayer::Linear(_)
+                | FieldLayer::BatchNorm { .. }
         )
     }
 }
@@ -97,6 +104,24 @@ pub struct Conv {
     pub pad: (usize, usize),
     /// Bottom and right padding: `pad` but for `padding = same` with an odd total.
     pub pad_end: (usize, usize),
+    pub dilation: (usize, usize),
+    pub groups: usize,
+    pub bias: bool,
+}
+
+/// Every const parameter of `::cnn::nn::ConvTranspose2D`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvTranspose {
+    pub in_c: usize,
+    pub out_c: usize,
+    pub kernel: (usize, usize),
+    pub input: (usize, usize),
+    pub output: (usize, usize),
+    pub stride: (usize, usize),
+    /// Rows and columns removed from each side of the full output.
+    pub pad: (usize, usize),
+    /// Extra rows and columns at the bottom and right.
+    pub output_pad: (usize, usize),
     pub dilation: (usize, usize),
     pub groups: usize,
     pub bias: bool,
@@ -164,16 +189,19 @@ pub enum Step {
     /// the rule the library's `Conv2D::fused` serves (about twice as fast as three layers). Only
     /// `relu`, `sigmoid` and `tanh` fuse; other activations run on their own.
     ///
-    /// `input_grad` is false for a conv that is the network's first layer: its input is the
-    /// image, whose gradient training never reads, and skipping it saves about a fifth of a
-    /// LeNet training step (`Fused::without_input_grad`).
+    /// `input_grad` is false only for the first layer of a network declared with
+    /// `#[cnn(input_grad = false)]`: its input is then data whose gradient nobody reads, and
+    /// skipping it saves about a fifth of a LeNet training step (`Fused::without_input_grad`).
+    /// By default it is true, so that a network placed after another one passes the gradient
+    /// back to it, and saliency maps (gradients with respect to the image) work.
     Conv {
         field: Ident,
         act: Option<Act>,
         pool: Option<Pool>,
         input_grad: bool,
     },
-    /// A layer stored in a field that runs the same in training and inference.
+    /// A layer stored in a field that runs the same in training and inference (a transposed
+    /// conv, a linear layer, a named stateless layer).
     Field(Ident),
     /// A stateless layer without a name, written in place.
     Unit(Unit),
@@ -204,6 +232,7 @@ pub struct Row {
 /// The keywords of every layer, as the "unknown layer" error lists them.
 pub const LAYERS: &[&str] = &[
     "conv2d",
+    "conv_transpose2d",
     "max_pool2d",
     "avg_pool2d",
     "flatten",
@@ -244,6 +273,9 @@ const ACTIVATIONS: &[(&str, Act)] = &[
     ("cos", Act::Cos),
 ];
 
+/// The keys of `#[cnn(...)]`, as the "unknown option" error lists them.
+pub const OPTIONS: &[&str] = &["input_grad"];
+
 /// Checks every network of the invocation.
 pub fn net(input: &ast::Input) -> syn::Result<Plan<'_>> {
     let mut errors = Errors::default();
@@ -277,6 +309,27 @@ pub fn conv_out(
     let span = d.checked_mul(k - 1)?.checked_add(1)?;
     let padded = n.checked_add(p_begin)?.checked_add(p_end)?;
     padded.checked_sub(span).map(|room| room / s + 1)
+}
+
+/// Output length along one axis of a transposed convolution:
+/// `(n - 1)*s - 2*p + d*(k - 1) + op + 1`. `None` when `k`, `s` or `d` is 0, when `op` is not
+/// smaller than `s` or `d` (PyTorch's rule), or when the padding removes the whole output.
+pub fn conv_transpose_out(
+    n: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    op: usize,
+    d: usize,
+) -> Option<usize> {
+    if n == 0 || k == 0 || s == 0 || d == 0 || (op >= s && op >= d) {
+        return None;
+    }
+    let full = (n - 1)
+        .checked_mul(s)?
+        .checked_add(d.checked_mul(k - 1)?)?
+        .checked_add(op + 1)?;
+    full.checked_sub(p.checked_mul(2)?).filter(|&out| out > 0)
 }
 
 /// Padding `(begin, end)` of `padding = same` along one axis: the output is `ceil(n / s)`, and
@@ -324,6 +377,22 @@ fn error(span: Span, message: impl std::fmt::Display) -> syn::Error {
 fn one_net(net: &ast::Net) -> syn::Result<NetPlan<'_>> {
     let mut errors = Errors::default();
 
+    // Rule: the network is not named `E` or `D`, the struct's own type parameters
+    // (`LeNet<E = f32, D = Cpu>`): inside the struct and its derives the name would mean the
+    // parameter.
+    if net.ident == "E" || net.ident == "D" {
+        errors.push(error(
+            net.ident.span(),
+            format!(
+                "a network cannot be named `{0}`: `{0}` is a type parameter of the generated \
+                 struct (`{0}<E = f32, D = Cpu>`); choose another name",
+                net.ident
+            ),
+        ));
+    }
+
+    let options = errors.ok(options(net));
+
     // The input is one image: `[C, H, W]`, none of them 0.
     let input = errors.ok(input_shape(&net.input));
 
@@ -339,16 +408,82 @@ fn one_net(net: &ast::Net) -> syn::Result<NetPlan<'_>> {
     // checkpoint keys: the n-th `conv2d` is `conv{n}` whether or not other layers are named.
     let names = errors.ok(field_names(&net.body, &specs));
 
+    // Rule: `input_grad = false` needs a conv2d first, the one layer that can skip its input's
+    // gradient (a first layer that failed to read has its own error already).
+    if let Some(Options {
+        no_input_grad: Some(span),
+    }) = options
+    {
+        match specs.first() {
+            Some(Some(Spec {
+                layer: LayerSpec::Conv(_),
+                ..
+            })) => {}
+            Some(None) => {}
+            _ => errors.push(error(
+                span,
+                "`input_grad = false` needs conv2d as the first layer, the only layer that can \
+                 skip its input's gradient",
+            )),
+        }
+    }
+
     match (
         input,
+        options,
         specs.into_iter().collect::<Option<Vec<_>>>(),
         names,
         errors.0,
     ) {
-        (Some(input), Some(specs), Some(names), None) => walk(net, input, &specs, names),
+        (Some(input), Some(options), Some(specs), Some(names), None) => {
+            walk(net, input, &options, &specs, names)
+        }
         (.., Some(error)) => Err(error),
         _ => unreachable!("every missing part comes with its error"),
     }
+}
+
+/// What `#[cnn(...)]` asked for.
+struct Options {
+    /// Where `input_grad = false` was written, if it was.
+    no_input_grad: Option<Span>,
+}
+
+fn options(net: &ast::Net) -> syn::Result<Options> {
+    let mut errors = Errors::default();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut no_input_grad = None;
+    for option in &net.options {
+        let key = option.key.to_string();
+        // Rule: every option is one the macro knows, given once.
+        if !OPTIONS.contains(&key.as_str()) {
+            errors.push(error(
+                option.key.span(),
+                format!(
+                    "unknown option `{key}` in #[cnn(...)]; expected one of: {}",
+                    OPTIONS.join(", ")
+                ),
+            ));
+            continue;
+        }
+        if !seen.insert(key.clone()) {
+            errors.push(error(
+                option.key.span(),
+                format!("duplicate option `{key}`"),
+            ));
+            continue;
+        }
+        // `input_grad`, the only option so far.
+        match &option.value {
+            Value::Bool(b) if !b.value => no_input_grad = Some(option.key.span()),
+            Value::Bool(_) => {}
+            value => errors.push(error(
+                value.span(),
+                format!("expected `true` or `false` for `{key}`"),
+            )),
+        }
+    }
+    errors.finish(Options { no_input_grad })
 }
 
 fn input_shape(dims: &ast::Dims) -> syn::Result<[usize; 3]> {
@@ -388,6 +523,7 @@ struct Spec<'a> {
 
 enum LayerSpec {
     Conv(ConvSpec),
+    ConvTranspose(ConvTransposeSpec),
     Pool(PoolKind, PoolSpec),
     Flatten,
     Linear(LinearSpec),
@@ -425,6 +561,18 @@ struct ConvSpec {
     bias: bool,
 }
 
+struct ConvTransposeSpec {
+    in_c: Option<Num>,
+    out_c: usize,
+    kernel: Pair,
+    stride: Pair,
+    padding: Pair,
+    output_padding: Pair,
+    dilation: Pair,
+    groups: Num,
+    bias: bool,
+}
+
 struct PoolSpec {
     kernel: Pair,
     stride: Pair,
@@ -442,6 +590,7 @@ fn spec(layer: &ast::Layer) -> syn::Result<Spec<'_>> {
     let name = op.ident.to_string();
     let layer = match name.as_str() {
         "conv2d" => LayerSpec::Conv(conv_spec(op)?),
+        "conv_transpose2d" => LayerSpec::ConvTranspose(conv_transpose_spec(op)?),
         "max_pool2d" => LayerSpec::Pool(PoolKind::Max, pool_spec(op)?),
         "avg_pool2d" => LayerSpec::Pool(PoolKind::Avg, pool_spec(op)?),
         "linear" => LayerSpec::Linear(linear_spec(op)?),
@@ -533,32 +682,9 @@ fn conv_spec(op: &Op) -> syn::Result<ConvSpec> {
             None
         }
     };
-    let groups = match args.named("groups") {
-        Some(value) => args.errors.ok(num(value, "groups")),
-        None => Some(Num {
-            value: 1,
-            span: op.span(),
-        }),
-    };
+    let groups = args.groups();
     let bias = args.bool_or("bias", true);
-    // Rule: kernel, stride, dilation and groups are at least 1; so are the out-channels.
-    for (what, pair) in [
-        ("kernel", &kernel),
-        ("stride", &stride),
-        ("dilation", &dilation),
-    ] {
-        if let Some(pair) = pair {
-            args.at_least_one(what, pair);
-        }
-    }
-    if let Some(groups) = groups.filter(|g| g.value == 0) {
-        args.errors
-            .push(error(groups.span, "groups must be at least 1, not 0"));
-    }
-    if let Some(Num { value: 0, span }) = out_c {
-        args.errors
-            .push(error(span, "out-channels must be at least 1, not 0"));
-    }
+    args.conv_at_least_one([kernel, stride, dilation], groups, out_c);
     args.finish()?;
     let some = "checked by finish";
     Ok(ConvSpec {
@@ -567,6 +693,62 @@ fn conv_spec(op: &Op) -> syn::Result<ConvSpec> {
         kernel: kernel.expect(some),
         stride: stride.expect(some),
         padding: padding.expect(some),
+        dilation: dilation.expect(some),
+        groups: groups.expect(some),
+        bias: bias.expect(some),
+    })
+}
+
+fn conv_transpose_spec(op: &Op) -> syn::Result<ConvTransposeSpec> {
+    const USAGE: &str = "conv_transpose2d(OUT, kernel = K)";
+    let mut args = Args::read(
+        op,
+        &[
+            "kernel",
+            "stride",
+            "padding",
+            "output_padding",
+            "dilation",
+            "groups",
+            "bias",
+        ],
+        1,
+    );
+    let (in_c, out_c) = args.channels("out-channels", USAGE);
+    let kernel = args.required("kernel", USAGE).map(|v| pair(v, "kernel"));
+    let kernel = args.errors.ok(kernel.transpose()).flatten();
+    let stride = args.pair_or("stride", 1);
+    let padding = args.pair_or("padding", 0);
+    let output_padding = args.pair_or("output_padding", 0);
+    let dilation = args.pair_or("dilation", 1);
+    let groups = args.groups();
+    let bias = args.bool_or("bias", true);
+    args.conv_at_least_one([kernel, stride, dilation], groups, out_c);
+    // Rule (PyTorch's): along each axis the output padding is smaller than the stride or the
+    // dilation; beyond that its rows would lie past every kernel tap.
+    if let (Some(op), Some(s), Some(d)) = (output_padding, stride, dilation) {
+        let fits = |op: usize, s: usize, d: usize| op < s || op < d;
+        if !fits(op.h, s.h, d.h) || !fits(op.w, s.w, d.w) {
+            args.errors.push(error(
+                op.span,
+                format!(
+                    "output_padding {} must be smaller than the stride {} or the dilation {}",
+                    fmt_pair((op.h, op.w)),
+                    fmt_pair((s.h, s.w)),
+                    fmt_pair((d.h, d.w)),
+                ),
+            ));
+        }
+    }
+    args.finish()?;
+    let some = "checked by finish";
+    Ok(ConvTransposeSpec {
+        in_c,
+        out_c: out_c.expect(some).value,
+        kernel: kernel.expect(some),
+        stride: stride.expect(some),
+        padding: padding.expect(some),
+        output_padding: output_padding.expect(some),
         dilation: dilation.expect(some),
         groups: groups.expect(some),
         bias: bias.expect(some),
@@ -762,6 +944,44 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// `groups`, 1 when not given.
+    fn groups(&mut self) -> Option<Num> {
+        match self.named("groups") {
+            Some(value) => self.errors.ok(num(value, "groups")),
+            None => Some(Num {
+                value: 1,
+                span: self.op.span(),
+            }),
+        }
+    }
+
+    /// Rule: a convolution's kernel, stride, dilation and groups are at least 1; so are its
+    /// out-channels.
+    fn conv_at_least_one(
+        &mut self,
+        [kernel, stride, dilation]: [Option<Pair>; 3],
+        groups: Option<Num>,
+        out_c: Option<Num>,
+    ) {
+        for (what, pair) in [
+            ("kernel", kernel),
+            ("stride", stride),
+            ("dilation", dilation),
+        ] {
+            if let Some(pair) = pair {
+                self.at_least_one(what, &pair);
+            }
+        }
+        if let Some(groups) = groups.filter(|g| g.value == 0) {
+            self.errors
+                .push(error(groups.span, "groups must be at least 1, not 0"));
+        }
+        if let Some(Num { value: 0, span }) = out_c {
+            self.errors
+                .push(error(span, "out-channels must be at least 1, not 0"));
+        }
+    }
+
     fn at_least_one(&mut self, what: &str, pair: &Pair) {
         if pair.h == 0 || pair.w == 0 {
             let got = if pair.h == pair.w {
@@ -849,6 +1069,7 @@ fn field_names(body: &ast::Stack, specs: &[Option<Spec>]) -> syn::Result<Vec<Opt
     for (layer, spec) in body.layers.iter().zip(specs) {
         let prefix = spec.as_ref().and_then(|spec| match spec.layer {
             LayerSpec::Conv(_) => Some("conv"),
+            LayerSpec::ConvTranspose(_) => Some("conv_transpose"),
             LayerSpec::Linear(_) => Some("linear"),
             LayerSpec::BatchNorm(_) => Some("bn"),
             _ => None,
@@ -875,7 +1096,8 @@ fn field_names(body: &ast::Stack, specs: &[Option<Spec>]) -> syn::Result<Vec<Opt
                 (_, Some(_)) => format!("layer name `{name}` is used twice"),
                 _ => format!(
                     "layer name `{name}` is already the default name of another layer (unnamed layers \
-                     with parameters are conv1, conv2, ..., linear1, ..., bn1, ... by kind)"
+                     with parameters are conv1, conv2, ..., conv_transpose1, ..., linear1, ..., bn1, ... \
+                     by kind)"
                 ),
             };
             errors.push(error(
@@ -947,6 +1169,7 @@ struct Placed {
 
 enum Placing {
     Conv(Conv),
+    ConvTranspose(ConvTranspose),
     Linear(Linear),
     BatchNorm(usize),
     Unit(Unit),
@@ -956,6 +1179,7 @@ enum Placing {
 fn walk<'a>(
     net: &'a ast::Net,
     input: [usize; 3],
+    options: &Options,
     specs: &[Spec],
     names: Vec<Option<Ident>>,
 ) -> syn::Result<NetPlan<'a>> {
@@ -991,25 +1215,7 @@ fn walk<'a>(
         let (next, layer_plan) = match &spec.layer {
             LayerSpec::Conv(conv) => {
                 let (c, h, w) = needs_image(&shape)?;
-                // Rule: an explicit in-channel count is the actual one.
-                if let Some(in_c) = conv.in_c.filter(|in_c| in_c.value != c) {
-                    return Err(error(
-                        in_c.span,
-                        format!(
-                            "in-channels {} differ from the actual {c} (made by {made_by})",
-                            in_c.value
-                        ),
-                    ));
-                }
-                // Rule: groups divide both channel counts.
-                for (what, n) in [("in-channels", c), ("out-channels", conv.out_c)] {
-                    if n % conv.groups.value != 0 {
-                        return Err(error(
-                            conv.groups.span,
-                            format!("groups {} does not divide {what} {n}", conv.groups.value),
-                        ));
-                    }
-                }
+                channels_fit(conv.in_c, c, conv.out_c, conv.groups, &made_by)?;
                 let (k, s, d) = (conv.kernel, conv.stride, conv.dilation);
                 let (pad, pad_end) = match conv.padding {
                     Padding::Same => {
@@ -1052,6 +1258,72 @@ fn walk<'a>(
                         w: ow,
                     },
                     Placing::Conv(conv),
+                )
+            }
+            LayerSpec::ConvTranspose(t) => {
+                let (c, h, w) = needs_image(&shape)?;
+                channels_fit(t.in_c, c, t.out_c, t.groups, &made_by)?;
+                let (k, s, p, op_, d) =
+                    (t.kernel, t.stride, t.padding, t.output_padding, t.dilation);
+                // Rule: the padding leaves some output (the spec checked the other ways the
+                // formula can fail).
+                let (Some(oh), Some(ow)) = (
+                    conv_transpose_out(h, k.h, s.h, p.h, op_.h, d.h),
+                    conv_transpose_out(w, k.w, s.w, p.w, op_.w, d.w),
+                ) else {
+                    let full = |n: usize, k: usize, s: usize, op: usize, d: usize| {
+                        (n - 1) * s + d * (k - 1) + op + 1
+                    };
+                    return Err(error(
+                        p.span,
+                        format!(
+                            "padding {} leaves no output: input {h}x{w} gives {}x{} before padding \
+                             (kernel {}, stride {}, dilation {}, output_padding {}), and padding takes off {}",
+                            fmt_pair((p.h, p.w)),
+                            full(h, k.h, s.h, op_.h, d.h),
+                            full(w, k.w, s.w, op_.w, d.w),
+                            fmt_pair((k.h, k.w)),
+                            fmt_pair((s.h, s.w)),
+                            fmt_pair((d.h, d.w)),
+                            fmt_pair((op_.h, op_.w)),
+                            fmt_pair((2 * p.h, 2 * p.w)),
+                        ),
+                    ));
+                };
+                let t = ConvTranspose {
+                    in_c: c,
+                    out_c: t.out_c,
+                    kernel: (k.h, k.w),
+                    input: (h, w),
+                    output: (oh, ow),
+                    stride: (s.h, s.w),
+                    pad: (p.h, p.w),
+                    output_pad: (op_.h, op_.w),
+                    dilation: (d.h, d.w),
+                    groups: t.groups.value,
+                    bias: t.bias,
+                };
+                // Every input pixel scatters into OUT / G channels through every kernel tap:
+                // PyTorch's weight (IN, OUT / G, KH, KW) once per input pixel.
+                let per_in = (t.out_c / t.groups) * k.h * k.w;
+                params = product(layer, &[c, per_in])? + if t.bias { t.out_c } else { 0 };
+                macs = product(layer, &[c, per_in, h, w])?;
+                // Receptive field: with stride 1 a transposed conv is a conv (kernel flipped,
+                // padding d*(k-1) - p), so the conv rule holds exactly. With a larger stride its
+                // output units are 1/s input pixels apart, and the extent that one unit sees
+                // depends on where it falls between input pixels; no single integer is right,
+                // so the column shows `-` from there on (as after `flatten`).
+                field = field
+                    .filter(|_| t.stride == (1, 1))
+                    .map(|f| f.through(t.kernel, t.dilation, (1, 1)));
+                made_by = label.clone();
+                (
+                    Shape::Image {
+                        c: t.out_c,
+                        h: oh,
+                        w: ow,
+                    },
+                    Placing::ConvTranspose(t),
                 )
             }
             LayerSpec::Pool(kind, pool) => {
@@ -1203,7 +1475,8 @@ fn walk<'a>(
         ));
     };
 
-    let (fields, steps) = fuse(placed);
+    let input_grad = options.no_input_grad.is_none();
+    let (fields, steps) = fuse(placed, input_grad);
     Ok(NetPlan {
         attrs: &net.attrs,
         vis: &net.vis,
@@ -1218,7 +1491,36 @@ fn walk<'a>(
         non_trainable,
         macs,
         mode,
+        input_grad,
     })
+}
+
+/// Rule: an explicit in-channel count is the actual one, and groups divide both channel counts.
+fn channels_fit(
+    explicit: Option<Num>,
+    in_c: usize,
+    out_c: usize,
+    groups: Num,
+    made_by: &str,
+) -> syn::Result<()> {
+    if let Some(explicit) = explicit.filter(|n| n.value != in_c) {
+        return Err(error(
+            explicit.span,
+            format!(
+                "in-channels {} differ from the actual {in_c} (made by {made_by})",
+                explicit.value
+            ),
+        ));
+    }
+    for (what, n) in [("in-channels", in_c), ("out-channels", out_c)] {
+        if n % groups.value != 0 {
+            return Err(error(
+                groups.span,
+                format!("groups {} does not divide {what} {n}", groups.value),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn does_not_fit(
@@ -1257,8 +1559,9 @@ fn product(layer: &ast::Layer, factors: &[usize]) -> syn::Result<usize> {
 }
 
 /// Splits the placed layers into the struct's fields and the forward steps, fusing each
-/// `conv2d [relu|sigmoid|tanh] [max_pool2d|avg_pool2d]` run into one step.
-fn fuse(placed: Vec<Placed>) -> (Vec<Field>, Vec<Step>) {
+/// `conv2d [relu|sigmoid|tanh] [max_pool2d|avg_pool2d]` run into one step. `input_grad` false
+/// (`#[cnn(input_grad = false)]`) makes the first layer, a conv2d, skip its input's gradient.
+fn fuse(placed: Vec<Placed>, input_grad: bool) -> (Vec<Field>, Vec<Step>) {
     let mut fields = Vec::new();
     let mut steps = Vec::new();
     let mut rest = placed.into_iter().enumerate().peekable();
@@ -1287,15 +1590,25 @@ fn fuse(placed: Vec<Placed>) -> (Vec<Field>, Vec<Step>) {
                         Unit::Pool(pool) => Some(pool),
                         _ => None,
                     });
-                // Rule: the first layer does not compute its input's gradient.
                 Step::Conv {
                     field,
                     act,
                     pool,
-                    input_grad: !steps.is_empty(),
+                    input_grad: input_grad || !steps.is_empty(),
                 }
             }
             (Placing::Conv(_), None) => unreachable!("every conv2d has a field"),
+            (Placing::ConvTranspose(t), Some(field)) => {
+                fields.push(Field {
+                    ident: field.clone(),
+                    layer: FieldLayer::ConvTranspose(t),
+                    row,
+                });
+                Step::Field(field)
+            }
+            (Placing::ConvTranspose(_), None) => {
+                unreachable!("every conv_transpose2d has a field")
+            }
             (Placing::Linear(linear), Some(field)) => {
                 fields.push(Field {
                     ident: field.clone(),

@@ -1,5 +1,9 @@
 //! Code generation: `quote!` only. Every number is in the plan already; every path is absolute
 //! through `::cnn::__private`, so that users need no imports.
+//!
+//! The struct's own type parameters are `E` and `D`, as documented (`LeNet<E = f32, D = Cpu>`);
+//! every generated impl and function names its parameters `E`, `D`, `__B`, `__T`, `__X`,
+//! ..., so that a network named `B` or `T` (which the impls also name) does not clash with them.
 
 use std::fmt::Write as _;
 
@@ -8,8 +12,8 @@ use quote::{format_ident, quote};
 use syn::Ident;
 
 use crate::check::{
-    Act, Conv, Field, FieldLayer, Linear, Mode, NetPlan, Plan, Pool, PoolKind, Row, Step, Unit,
-    fmt_dims,
+    Act, Conv, ConvTranspose, Field, FieldLayer, Linear, Mode, NetPlan, Plan, Pool, PoolKind, Row,
+    Step, Unit, fmt_dims,
 };
 
 pub fn net(plan: &Plan) -> TokenStream {
@@ -87,15 +91,15 @@ fn one_net(net: &NetPlan) -> TokenStream {
             #collection
             #slope
 
-            impl<E, D, E2, D2> #dfdx::nn::BuildOnDevice<D2, E2> for #name<E, D>
+            impl<E, D, __E2, __D2> #dfdx::nn::BuildOnDevice<__D2, __E2> for #name<E, D>
             where
                 E: #dfdx::shapes::Dtype,
                 D: #dfdx::tensor::Storage<E>,
-                E2: #dfdx::shapes::Dtype,
-                D2: #dfdx::tensor_ops::Device<E2>,
-                #name<E2, D2>: #dfdx::nn::BuildModule<D2, E2>,
+                __E2: #dfdx::shapes::Dtype,
+                __D2: #dfdx::tensor_ops::Device<__E2>,
+                #name<__E2, __D2>: #dfdx::nn::BuildModule<__D2, __E2>,
             {
-                type Built = #name<E2, D2>;
+                type Built = #name<__E2, __D2>;
             }
 
             #forward
@@ -110,6 +114,7 @@ fn field_ty(layer: &FieldLayer) -> TokenStream {
     let dfdx = dfdx();
     match layer {
         FieldLayer::Conv(conv) => conv_ty(conv),
+        FieldLayer::ConvTranspose(t) => conv_transpose_ty(t),
         FieldLayer::Linear(Linear { in_f, out_f, bias }) => {
             let (i, o) = (lit(*in_f), lit(*out_f));
             if *bias {
@@ -186,6 +191,68 @@ fn conv_ty(conv: &Conv) -> TokenStream {
         ::cnn::nn::Conv2D<
             #in_c, #out_c, #kh, #kw, #h, #w, #oh, #ow, #sh, #sw, #ph, #pw, #dh, #dw,
             #g, #in_per_group, #bias, #ph_end, #pw_end, E, D
+        >
+    }
+}
+
+fn conv_transpose_ty(t: &ConvTranspose) -> TokenStream {
+    let ConvTranspose {
+        in_c,
+        out_c,
+        kernel,
+        input,
+        output,
+        stride,
+        pad,
+        output_pad,
+        dilation,
+        groups,
+        bias,
+    } = t;
+    let [
+        in_c,
+        out_c,
+        kh,
+        kw,
+        h,
+        w,
+        oh,
+        ow,
+        sh,
+        sw,
+        ph,
+        pw,
+        oph,
+        opw,
+        dh,
+        dw,
+        g,
+        out_per_group,
+    ] = [
+        *in_c,
+        *out_c,
+        kernel.0,
+        kernel.1,
+        input.0,
+        input.1,
+        output.0,
+        output.1,
+        stride.0,
+        stride.1,
+        pad.0,
+        pad.1,
+        output_pad.0,
+        output_pad.1,
+        dilation.0,
+        dilation.1,
+        *groups,
+        out_c / groups,
+    ]
+    .map(lit);
+    quote! {
+        ::cnn::nn::ConvTranspose2D<
+            #in_c, #out_c, #kh, #kw, #h, #w, #oh, #ow, #sh, #sw, #ph, #pw, #oph, #opw, #dh, #dw,
+            #g, #out_per_group, #bias, E, D
         >
     }
 }
@@ -268,9 +335,10 @@ fn field_init(layer: &FieldLayer) -> TokenStream {
             let p = Literal::f32_suffixed(*p as f32);
             quote!(#dfdx::nn::modules::Dropout { p: #p })
         }
-        FieldLayer::Conv(_) | FieldLayer::Linear(_) | FieldLayer::BatchNorm { .. } => {
-            unreachable!("fields with tensors are visited")
-        }
+        FieldLayer::Conv(_)
+        | FieldLayer::ConvTranspose(_)
+        | FieldLayer::Linear(_)
+        | FieldLayer::BatchNorm { .. } => unreachable!("fields with tensors are visited"),
     }
 }
 
@@ -315,11 +383,11 @@ fn tensor_collection(net: &NetPlan, marker: bool) -> TokenStream {
     let marker = marker.then(|| quote!(__marker: ::core::marker::PhantomData,));
     quote! {
         impl<E: ::cnn::Float, D: ::cnn::ConvDevice<E>> #dfdx::nn::TensorCollection<E, D> for #name<E, D> {
-            type To<E2: #dfdx::shapes::Dtype, D2: #dfdx::tensor_ops::Device<E2>> = #name<E2, D2>;
+            type To<__E2: #dfdx::shapes::Dtype, __D2: #dfdx::tensor_ops::Device<__E2>> = #name<__E2, __D2>;
 
-            fn iter_tensors<V: #dfdx::nn::ModuleVisitor<Self, E, D>>(
-                visitor: &mut V,
-            ) -> ::core::result::Result<::core::option::Option<Self::To<V::E2, V::D2>>, V::Err> {
+            fn iter_tensors<__V: #dfdx::nn::ModuleVisitor<Self, E, D>>(
+                visitor: &mut __V,
+            ) -> ::core::result::Result<::core::option::Option<Self::To<__V::E2, __V::D2>>, __V::Err> {
                 visitor.visit_fields(
                     #modules,
                     |#pattern| #name { #(#visited_idents,)* #(#inits,)* #marker },
@@ -353,7 +421,7 @@ fn forward(net: &NetPlan) -> TokenStream {
 
     // Inference: `forward`, `try_forward`.
     let (tape, tape_param) = match net.mode {
-        Mode::Same | Mode::Dropout => (quote!(T), quote!(T: #dfdx::tensor::Tape<E, D>,)),
+        Mode::Same | Mode::Dropout => (quote!(__T), quote!(__T: #dfdx::tensor::Tape<E, D>,)),
         Mode::BatchNorm => (quote!(#dfdx::tensor::NoneTape), quote!()),
     };
     let body = steps(net, false);
@@ -410,7 +478,7 @@ fn forward(net: &NetPlan) -> TokenStream {
     // Spanned on the network's name: "required for `LeNet` to implement `Module<..>`" points
     // there.
     let header = respan(
-        quote!(impl<E, D, X> #dfdx::nn::Module<X> for #name<E, D>),
+        quote!(impl<E, D, __X> #dfdx::nn::Module<__X> for #name<E, D>),
         name.span(),
     );
     let module = quote! {
@@ -418,13 +486,13 @@ fn forward(net: &NetPlan) -> TokenStream {
         where
             E: ::cnn::Float,
             D: ::cnn::ConvDevice<E>,
-            X: #input_trait<E, D>,
+            __X: #input_trait<E, D>,
         {
-            type Output = X::Output;
+            type Output = __X::Output;
             type Error = D::Err;
 
-            fn try_forward(&self, x: X) -> ::core::result::Result<Self::Output, D::Err> {
-                X::forward(self, x)
+            fn try_forward(&self, x: __X) -> ::core::result::Result<Self::Output, D::Err> {
+                __X::forward(self, x)
             }
         }
     };
@@ -455,7 +523,7 @@ fn forward(net: &NetPlan) -> TokenStream {
                 (&message, &label, &note),
             );
             let header_mut = respan(
-                quote!(impl<E, D, X> #dfdx::nn::ModuleMut<X> for #name<E, D>),
+                quote!(impl<E, D, __X> #dfdx::nn::ModuleMut<__X> for #name<E, D>),
                 name.span(),
             );
             quote! {
@@ -465,13 +533,13 @@ fn forward(net: &NetPlan) -> TokenStream {
                 where
                     E: ::cnn::Float,
                     D: ::cnn::ConvDevice<E>,
-                    X: #train_trait<E, D>,
+                    __X: #train_trait<E, D>,
                 {
-                    type Output = X::Output;
+                    type Output = __X::Output;
                     type Error = D::Err;
 
-                    fn try_forward_mut(&mut self, x: X) -> ::core::result::Result<Self::Output, D::Err> {
-                        X::forward_mut(self, x)
+                    fn try_forward_mut(&mut self, x: __X) -> ::core::result::Result<Self::Output, D::Err> {
+                        __X::forward_mut(self, x)
                     }
                 }
             }
@@ -508,8 +576,8 @@ fn input_impls(
     let tensor = |shape: TokenStream| quote!(#dfdx::tensor::Tensor<#shape, E, D, #tape>);
     let one_in = tensor(quote!((#(#input,)*)));
     let one_out = tensor(quote!((#(#output,)*)));
-    let batch_in = tensor(quote!((B, #(#input,)*)));
-    let batch_out = tensor(quote!((B, #(#output,)*)));
+    let batch_in = tensor(quote!((__B, #(#input,)*)));
+    let batch_out = tensor(quote!((__B, #(#output,)*)));
     let implementation = |generics: TokenStream, input: &TokenStream, output: &TokenStream| {
         // Spanned on the declared input shape, so that the compiler's "the following other
         // types implement trait" points at `[C, H, W]`.
@@ -530,7 +598,7 @@ fn input_impls(
         )
     };
     let one = implementation(quote!(), &one_in, &one_out);
-    let batch = implementation(quote!(B: #dfdx::shapes::Dim,), &batch_in, &batch_out);
+    let batch = implementation(quote!(__B: #dfdx::shapes::Dim,), &batch_in, &batch_out);
     quote! {
         #[diagnostic::on_unimplemented(message = #message, label = #label, note = #note)]
         #vis trait #trait_name<E: #dfdx::shapes::Dtype, D: #dfdx::tensor_ops::Device<E>>: Sized {
@@ -750,17 +818,15 @@ fn struct_doc(net: &NetPlan) -> String {
     let _ = writeln!(
         doc,
         "Fields are the layers with parameters, named by kind and ordinal unless named in the \
-         macro (`conv1`, `conv2`, ..., `linear1`, ..., `bn1`, ...); they are the keys of saved \
-         checkpoints."
+         macro (`conv1`, `conv2`, ..., `conv_transpose1`, ..., `linear1`, ..., `bn1`, ...); they \
+         are the keys of saved checkpoints."
     );
-    if let Some(Step::Conv {
-        input_grad: false, ..
-    }) = net.steps.first()
-    {
+    if !net.input_grad {
         let _ = writeln!(
             doc,
-            "\nThe first convolution does not compute the gradient with respect to the input image \
-             (training never reads it; skipping it saves about a fifth of a step)."
+            "\n`#[cnn(input_grad = false)]`: the network's input is treated as data: no gradient is \
+             computed for it; do not compose this network after another one (that network's \
+             weights would get no gradient). Skipping it saves about a fifth of a LeNet training step."
         );
     }
     match net.mode {
@@ -805,13 +871,18 @@ pub fn thousands(n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    /// LeNet's expansion carries the literal sizes and the fused, input-gradient-free first
-    /// block. To read it: `cargo test -p cnn-macros expansion -- --nocapture` (pipe through
-    /// `rustfmt`).
+    fn expand(src: &str) -> String {
+        let input: crate::ast::Input = syn::parse_str(src).unwrap();
+        let plan = crate::check::net(&input).unwrap();
+        super::net(&plan).to_string()
+    }
+
+    /// LeNet's expansion carries the literal sizes and the fused blocks; by default the first
+    /// one computes its input's gradient. To read it: `cargo test -p cnn-macros expansion --
+    /// --nocapture` (pipe through `rustfmt`).
     #[test]
     fn expansion() {
-        let input: crate::ast::Input = syn::parse_str(
-            "pub struct LeNet: [1, 28, 28] -> [10] {
+        const LENET: &str = "pub struct LeNet: [1, 28, 28] -> [10] {
                 conv2d(6, kernel = 5, padding = 2), sigmoid,
                 avg_pool2d(kernel = 2, stride = 2),
                 conv2d(16, kernel = 5), sigmoid,
@@ -820,11 +891,8 @@ mod tests {
                 linear(120), sigmoid,
                 linear(84), sigmoid,
                 linear(10),
-            }",
-        )
-        .unwrap();
-        let plan = crate::check::net(&input).unwrap();
-        let code = super::net(&plan).to_string();
+            }";
+        let code = expand(LENET);
         println!("{code}");
         let code: String = code.split_whitespace().collect();
         assert!(
@@ -832,7 +900,46 @@ mod tests {
             "{code}"
         );
         assert!(code.contains("Linear<400,120,E,D>"), "{code}");
-        assert!(code.contains(".without_input_grad()"), "{code}");
         assert!(code.contains("Flatten2D::<400>"), "{code}");
+        assert!(code.contains("net.conv1.fused("), "{code}");
+        assert!(!code.contains("without_input_grad"), "{code}");
+
+        // The opt-in: the attribute is read, not passed on, and only the first block skips its
+        // input's gradient (the second one still computes it, for the first).
+        let code = expand(&format!("#[cnn(input_grad = false)] {LENET}"));
+        let code: String = code.split_whitespace().collect();
+        // Once in each of the two input impls (one image, a batch), on conv1 only.
+        assert_eq!(code.matches(".without_input_grad()").count(), 2, "{code}");
+        assert_eq!(
+            code.matches("AvgPool2D::<2,2,28,28,14,14,2,2,0,0>).without_input_grad(),x)")
+                .count(),
+            2,
+            "{code}"
+        );
+        // (The struct's doc names it, in backticks.)
+        assert_eq!(
+            code.matches("#[cnn(").count(),
+            code.matches("`#[cnn(").count(),
+            "{code}"
+        );
+        assert!(
+            code.contains("input_grad=false)]`:thenetwork'sinput"),
+            "{code}"
+        );
+    }
+
+    /// A transposed conv is a field of `ConvTranspose2D` with every const parameter written.
+    #[test]
+    fn conv_transpose_expansion() {
+        let code = expand(
+            "struct Up: [4, 5, 5] { conv_transpose2d(6, kernel = 3, stride = 2, padding = 1, \
+             output_padding = 1, groups = 2, bias = false) }",
+        );
+        let code: String = code.split_whitespace().collect();
+        assert!(
+            code.contains("ConvTranspose2D<4,6,3,3,5,5,10,10,2,2,1,1,1,1,1,1,2,3,false,E,D>"),
+            "{code}"
+        );
+        assert!(code.contains("conv_transpose1:"), "{code}");
     }
 }

@@ -72,6 +72,35 @@ fn conv_out_matches_the_shared_table() {
     assert!(cases >= 20, "only {cases} cases read");
 }
 
+/// The table the library's `shape::conv_transpose_out` is tested against too.
+#[test]
+fn conv_transpose_out_matches_the_shared_table() {
+    let table = include_str!("../../../tests/conv_transpose_cases.in");
+    let mut cases = 0;
+    for line in table
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (args, out) = line.split_once("->").expect("`n k s p op d -> out`");
+        let args: Vec<usize> = args
+            .split_whitespace()
+            .map(|a| a.parse().expect("a number"))
+            .collect();
+        let out: usize = out.trim().parse().expect("a number");
+        let [n, k, s, p, op, d] = args[..] else {
+            panic!("six numbers before `->`: {line}")
+        };
+        assert_eq!(
+            conv_transpose_out(n, k, s, p, op, d).unwrap_or(0),
+            out,
+            "{line}"
+        );
+        cases += 1;
+    }
+    assert!(cases >= 15, "only {cases} cases read");
+}
+
 /// `padding = same` gives `ceil(n / s)`, with the odd pixel at the end.
 #[test]
 fn same_padding_gives_ceil() {
@@ -165,10 +194,10 @@ fn conv_activation_pool_runs_are_fused() {
             field,
             act: Some(Act::Sigmoid),
             pool: Some(pool),
-            input_grad: false,
+            input_grad: true,
         } = &net.steps[0]
         else {
-            panic!("conv1, sigmoid and the pool are one step, without the image's gradient")
+            panic!("conv1, sigmoid and the pool are one step, computing the input's gradient")
         };
         assert!(matches!(
             net.steps[1],
@@ -221,6 +250,261 @@ fn conv_activation_pool_runs_are_fused() {
             ]
         );
     });
+}
+
+/// The input's gradient is computed unless `#[cnn(input_grad = false)]` says otherwise, and
+/// then only the first layer skips it.
+#[test]
+fn input_grad_option() {
+    let input_grads = |net: &NetPlan| -> Vec<bool> {
+        net.steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::Conv { input_grad, .. } => Some(*input_grad),
+                _ => None,
+            })
+            .collect()
+    };
+    plan_of(LENET, |net| {
+        assert!(net.input_grad);
+        assert_eq!(input_grads(net), [true, true]);
+    });
+    plan_of(&format!("#[cnn(input_grad = false)] {LENET}"), |net| {
+        assert!(!net.input_grad);
+        assert_eq!(input_grads(net), [false, true]);
+        // Read by the macro, not passed on to the struct.
+        assert!(net.attrs.iter().all(|a| !a.path().is_ident("cnn")));
+        assert_eq!(net.attrs.len(), 0);
+    });
+    // `true` is the default, written out; other attributes pass through.
+    plan_of(
+        &format!("/// Doc.\n#[cnn(input_grad = true)] #[allow(dead_code)] {LENET}"),
+        |net| {
+            assert!(net.input_grad);
+            assert_eq!(input_grads(net), [true, true]);
+            assert_eq!(net.attrs.len(), 2);
+        },
+    );
+}
+
+#[test]
+fn input_grad_option_errors() {
+    let net = |attr: &str, layers: &str| format!("{attr} {}", stack(layers));
+    assert_eq!(
+        error(&net("#[cnn(input_gradient = false)]", "relu")),
+        "unknown option `input_gradient` in #[cnn(...)]; expected one of: input_grad"
+    );
+    assert_eq!(
+        error(&net(
+            "#[cnn(input_grad = false, input_grad = false)]",
+            "conv2d(1, kernel = 1)"
+        )),
+        "duplicate option `input_grad`"
+    );
+    assert_eq!(
+        error(&net("#[cnn(input_grad = no)]", "conv2d(1, kernel = 1)")),
+        "expected `true` or `false` for `input_grad`"
+    );
+    assert_eq!(
+        error(&net(
+            "#[cnn(input_grad = false)]",
+            "relu, conv2d(1, kernel = 1)"
+        )),
+        "`input_grad = false` needs conv2d as the first layer, the only layer that can skip its \
+         input's gradient"
+    );
+    assert_eq!(
+        error(&net(
+            "#[cnn(input_grad = false)]",
+            "conv_transpose2d(1, kernel = 1)"
+        )),
+        "`input_grad = false` needs conv2d as the first layer, the only layer that can skip its \
+         input's gradient"
+    );
+    assert_eq!(errors(&net("#[cnn(input_grad)]", "relu")), ["expected `=`"]);
+    // Independent of the layers' own mistakes: both reported.
+    assert_eq!(
+        errors(&net("#[cnn(speed = 2)]", "conv2d(6)")),
+        [
+            "unknown option `speed` in #[cnn(...)]; expected one of: input_grad",
+            "missing argument `kernel`, as in `conv2d(OUT, kernel = K)`"
+        ]
+    );
+}
+
+/// The struct's own type parameters are `E` and `D`; every other generated one is `__`-named,
+/// so only those two names are refused.
+#[test]
+fn network_names() {
+    for name in ["E", "D"] {
+        assert_eq!(
+            error(&format!("struct {name}: [1, 2, 2] {{}}")),
+            format!(
+                "a network cannot be named `{name}`: `{name}` is a type parameter of the generated \
+                 struct (`{name}<E = f32, D = Cpu>`); choose another name"
+            )
+        );
+    }
+    for name in ["B", "T", "X", "V", "E2", "D2"] {
+        plan_of(&format!("struct {name}: [1, 2, 2] {{}}"), |net| {
+            assert_eq!(net.ident, name)
+        });
+    }
+}
+
+#[test]
+fn conv_transpose_plan() {
+    // d2l 14.10.2: conv 16x16 -> 6x6, then the transposed conv with the same settings back.
+    let src = "struct N: [10, 16, 16] -> [2, 18, 17] {
+        conv2d(20, kernel = 5, padding = 2, stride = 3) -> [20, 6, 6],
+        conv_transpose2d(10, kernel = 5, padding = 2, stride = 3),
+        conv_transpose2d(10 => 4, kernel = (3, 1), output_padding = (0, 1), dilation = (1, 2), groups = 2, bias = false),
+        up: conv_transpose2d(2, kernel = 1),
+        relu,
+    }";
+    plan_of(src, |net| {
+        let names: Vec<_> = net.fields.iter().map(|f| f.ident.to_string()).collect();
+        assert_eq!(names, ["conv1", "conv_transpose1", "conv_transpose2", "up"]);
+        let FieldLayer::ConvTranspose(t) = &net.fields[1].layer else {
+            panic!("a transposed conv")
+        };
+        assert_eq!(
+            *t,
+            ConvTranspose {
+                in_c: 20,
+                out_c: 10,
+                kernel: (5, 5),
+                input: (6, 6),
+                output: (16, 16),
+                stride: (3, 3),
+                pad: (2, 2),
+                output_pad: (0, 0),
+                dilation: (1, 1),
+                groups: 1,
+                bias: true,
+            }
+        );
+        let FieldLayer::ConvTranspose(t) = &net.fields[2].layer else {
+            panic!("a transposed conv")
+        };
+        // h: 15 + 2 + 1 = 18; w: 15 + 0 + 1 + 1 = 17.
+        assert_eq!((t.output, t.groups, t.bias), ((18, 17), 2, false));
+        assert_eq!(net.output, [2, 18, 17]);
+        assert!(matches!(&net.steps[1], Step::Field(f) if f == "conv_transpose1"));
+        // params: IN * OUT/G * KH * KW (+ OUT); mult-adds: IN * OUT/G * KH * KW * H * W.
+        let counts: Vec<_> = net.rows.iter().map(|r| (r.params, r.macs)).collect();
+        assert_eq!(
+            counts,
+            [
+                (20 * 10 * 25 + 20, 20 * 6 * 6 * 10 * 25),
+                (20 * 10 * 25 + 10, 20 * 10 * 25 * 6 * 6),
+                (10 * 2 * 3, 10 * 2 * 3 * 16 * 16),
+                (4 * 2 + 2, 4 * 2 * 18 * 17),
+                (0, 0),
+            ]
+        );
+        assert_eq!(
+            net.rows[2].kind,
+            "conv_transpose2d(10 => 4, kernel=(3, 1), output_padding=(0, 1), dilation=(1, 2), groups=2, bias=false)"
+        );
+        // Receptive field: `-` from the strided transposed conv on.
+        let rf: Vec<_> = net.rows.iter().map(|r| r.receptive_field).collect();
+        assert_eq!(rf, [Some((5, 5)), None, None, None, None]);
+    });
+    // With stride 1, the conv rule: a transposed conv is then a conv with the kernel flipped.
+    plan_of(
+        &stack(
+            "conv_transpose2d(1, kernel = 3), conv_transpose2d(1, kernel = 2, dilation = 2), relu",
+        ),
+        |net| {
+            let rf: Vec<_> = net.rows.iter().map(|r| r.receptive_field).collect();
+            assert_eq!(rf, [Some((3, 3)), Some((5, 5)), Some((5, 5))]);
+            assert_eq!(net.output, [1, 32, 32]);
+        },
+    );
+}
+
+#[test]
+fn conv_transpose_errors() {
+    assert_eq!(
+        error("struct N: [1, 2, 2] { conv_transpose2d(1, kernel = 2, padding = 2) }"),
+        "padding 2 leaves no output: input 2x2 gives 3x3 before padding (kernel 2, stride 1, \
+         dilation 1, output_padding 0), and padding takes off 4"
+    );
+    assert_eq!(
+        error("struct N: [1, 2, 3] { conv_transpose2d(1, kernel = 2, padding = (1, 2)) }"),
+        "padding 1x2 leaves no output: input 2x3 gives 3x4 before padding (kernel 2, stride 1, \
+         dilation 1, output_padding 0), and padding takes off 2x4"
+    );
+    assert_eq!(
+        error(&stack(
+            "conv_transpose2d(1, kernel = 3, stride = 2, output_padding = 2)"
+        )),
+        "output_padding 2 must be smaller than the stride 2 or the dilation 1"
+    );
+    assert_eq!(
+        error(&stack(
+            "conv_transpose2d(1, kernel = 3, output_padding = (0, 1))"
+        )),
+        "output_padding 0x1 must be smaller than the stride 1 or the dilation 1"
+    );
+    let src = "struct N: [6, 8, 8] { conv_transpose2d(6, kernel = 3, groups = 4) }";
+    assert_eq!(error(src), "groups 4 does not divide in-channels 6");
+    let src = "struct N: [6, 8, 8] { conv_transpose2d(4, kernel = 3, groups = 3) }";
+    assert_eq!(error(src), "groups 3 does not divide out-channels 4");
+    assert_eq!(
+        error(&stack("conv_transpose2d(6, kernel = 0)")),
+        "kernel must be at least 1, not 0"
+    );
+    assert_eq!(
+        error(&stack("conv_transpose2d(6, kernel = 3, stride = 0)")),
+        "stride must be at least 1, not 0"
+    );
+    assert_eq!(
+        error(&stack("conv_transpose2d(6, kernel = 3, dilation = (0, 1))")),
+        "dilation must be at least 1, not (0, 1)"
+    );
+    assert_eq!(
+        error(&stack("conv_transpose2d(6, kernel = 3, groups = 0)")),
+        "groups must be at least 1, not 0"
+    );
+    assert_eq!(
+        error(&stack("conv_transpose2d(0, kernel = 3)")),
+        "out-channels must be at least 1, not 0"
+    );
+    assert_eq!(
+        error(&stack(
+            "conv2d(6, kernel = 5), conv_transpose2d(3 => 1, kernel = 5)"
+        )),
+        "in-channels 3 differ from the actual 6 (made by conv1)"
+    );
+    assert_eq!(
+        error(&stack("flatten, conv_transpose2d(1, kernel = 1)")),
+        "conv_transpose2d needs an image input [C, H, W], but its input is flat: [784]"
+    );
+    assert_eq!(
+        error(&stack("conv_transpose2d(1, kernel = 2, output_size = 4)")),
+        "unknown argument `output_size` for conv_transpose2d; expected one of: kernel, stride, \
+         padding, output_padding, dilation, groups, bias"
+    );
+    assert_eq!(
+        error(&stack("conv_transpose2d(1, kernel = 2, padding = same)")),
+        "expected an integer or a pair `(h, w)` for `padding`"
+    );
+    assert_eq!(
+        errors(&stack("conv_transpose2d")),
+        [
+            "missing the out-channels, as in `conv_transpose2d(OUT, kernel = K)`",
+            "missing argument `kernel`, as in `conv_transpose2d(OUT, kernel = K)`"
+        ]
+    );
+    assert_eq!(
+        error(&stack(
+            "conv_transpose2: conv_transpose2d(1, kernel = 1), conv_transpose2d(1, kernel = 1)"
+        )),
+        "layer name `conv_transpose2` is already the default name of another layer (unnamed layers \
+         with parameters are conv1, conv2, ..., conv_transpose1, ..., linear1, ..., bn1, ... by kind)"
+    );
 }
 
 #[test]
@@ -402,10 +686,9 @@ fn pool_padding_at_most_half_the_kernel() {
 
 #[test]
 fn unknown_duplicated_and_missing() {
-    assert!(
-        error(&stack("conv3d(6, kernel = 5)"))
-            .starts_with("unknown layer `conv3d`; expected one of: conv2d, max_pool2d,")
-    );
+    assert!(error(&stack("conv3d(6, kernel = 5)")).starts_with(
+        "unknown layer `conv3d`; expected one of: conv2d, conv_transpose2d, max_pool2d,"
+    ));
     assert_eq!(
         error(&stack("conv2d(6, kernel = 5, strides = 2)")),
         "unknown argument `strides` for conv2d; expected one of: kernel, stride, padding, dilation, groups, bias"
@@ -506,7 +789,7 @@ fn names_are_unique() {
             "conv2: conv2d(1, kernel = 1), conv2d(1, kernel = 1)"
         )),
         "layer name `conv2` is already the default name of another layer (unnamed layers with parameters are \
-         conv1, conv2, ..., linear1, ..., bn1, ... by kind)"
+         conv1, conv2, ..., conv_transpose1, ..., linear1, ..., bn1, ... by kind)"
     );
 }
 
