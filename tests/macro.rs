@@ -312,3 +312,417 @@ fn dropout_applies_only_in_forward_mut() {
     assert!(y.iter().all(|&v| v == 0.0 || v == 2.0), "{y:?}");
     assert!(y.contains(&0.0) && y.contains(&2.0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The input's gradient: computed by default, skipped with `#[cnn(input_grad = false)]`
+
+cnn! {
+    /// The first half of a composed network.
+    pub struct Stage1: [1, 8, 8] -> [4, 4, 4] {
+        conv2d(4, kernel = 3, padding = 1), relu, max_pool2d(kernel = 2),
+    }
+
+    /// The second half. It starts with a conv, whose input is `Stage1`'s output: the gradient
+    /// with respect to that input is what trains `Stage1`.
+    pub struct Stage2: [4, 4, 4] -> [3] {
+        conv2d(8, kernel = 3, padding = 1), tanh, avg_pool2d(kernel = 2), flatten, linear(3),
+    }
+
+    /// `Stage2` declared as if its input were data.
+    #[cnn(input_grad = false)]
+    pub struct Stage2Data: [4, 4, 4] -> [3] {
+        conv2d(8, kernel = 3, padding = 1), tanh, avg_pool2d(kernel = 2), flatten, linear(3),
+    }
+
+    /// LeNet with the opt-in speed-up.
+    #[cnn(input_grad = false)]
+    pub struct LeNetData: [1, 28, 28] -> [10] {
+        conv2d(6, kernel = 5, padding = 2), sigmoid,
+        avg_pool2d(kernel = 2, stride = 2),
+        conv2d(16, kernel = 5), sigmoid,
+        avg_pool2d(kernel = 2, stride = 2),
+        flatten,
+        linear(120), sigmoid,
+        linear(84), sigmoid,
+        linear(10),
+    }
+}
+
+fn all_nonzero(v: &[f32]) -> bool {
+    v.iter().any(|&g| g != 0.0) && v.iter().all(|g| g.is_finite())
+}
+
+/// Two networks in a tuple train as one: the second passes the gradient back to the first.
+/// (Before `input_grad` was an option, every network starting with a conv skipped it, and
+/// `Stage1`'s weights got exactly zero gradient, with no error.)
+#[test]
+fn composed_networks_train_both() {
+    let dev: Dev = Default::default();
+    let mut model = dev.build_module::<(Stage1, Stage2), f32>();
+    let mut grads = model.alloc_grads();
+    let x = dev.sample_normal::<Rank4<4, 1, 8, 8>>();
+    let target = dev.sample_normal::<Rank2<4, 3>>();
+
+    let y = model.forward_mut(x.clone().traced(grads));
+    let loss = mse_loss(y, target.clone());
+    let before = loss.array();
+    grads = loss.backward();
+    assert!(all_nonzero(&grads.get(&model.0.conv1.weight).as_vec()));
+    assert!(all_nonzero(
+        &grads.get(model.0.conv1.bias.as_ref().unwrap()).as_vec()
+    ));
+    assert!(all_nonzero(&grads.get(&model.1.conv1.weight).as_vec()));
+
+    let mut opt = dfdx::optim::Sgd::new(&model, Default::default());
+    let stage1 = model.0.conv1.weight.as_vec();
+    opt.update(&mut model, &grads)
+        .expect("every parameter has a gradient");
+    assert_ne!(stage1, model.0.conv1.weight.as_vec());
+    let after = mse_loss(model.forward(x), target).array();
+    assert!(after < before, "{after} >= {before}");
+}
+
+/// What the opt-in's documentation warns about: a network after another one that declares its
+/// input to be data leaves the first one untrained.
+#[test]
+fn input_grad_false_stops_the_gradient_at_the_network() {
+    let dev: Dev = Default::default();
+    let model = dev.build_module::<(Stage1, Stage2Data), f32>();
+    let grads = model.alloc_grads();
+    let x = dev.sample_normal::<Rank4<4, 1, 8, 8>>();
+    let loss = model.forward(x.traced(grads)).square().mean();
+    let grads = loss.backward();
+    assert!(
+        grads
+            .get(&model.0.conv1.weight)
+            .as_vec()
+            .iter()
+            .all(|&g| g == 0.0)
+    );
+    assert!(all_nonzero(&grads.get(&model.1.conv1.weight).as_vec()));
+}
+
+/// A saliency map: the gradient of the output with respect to the image, by default. It is
+/// the same as through the layers one by one (unfused, each computing its input's gradient).
+#[test]
+fn input_gradient_matches_the_layers() {
+    let dev: Dev = Default::default();
+    let model = dev.build_module::<LeNet, f64>();
+    let x = dev.sample_normal::<Rank4<2, 1, 28, 28>>();
+    let pick = dev.sample_normal::<Rank2<2, 10>>();
+
+    let y = model.forward(x.leaky_trace());
+    let g = (y * pick.clone()).sum().backward().get(&x).as_vec();
+
+    let h = model.conv1.forward(x.leaky_trace()).sigmoid();
+    let h = AvgPool2D::<2, 2, 28, 28, 14, 14, 2, 2, 0, 0>.forward(h);
+    let h = model.conv2.forward(h).sigmoid();
+    let h = AvgPool2D::<2, 2, 10, 10, 5, 5, 2, 2, 0, 0>.forward(h);
+    let h = Flatten2D::<400>.forward(h);
+    let h = model.linear1.forward(h).sigmoid();
+    let h = model.linear2.forward(h).sigmoid();
+    let y = model.linear3.forward(h);
+    let expected = (y * pick).sum().backward().get(&x).as_vec();
+
+    assert!(expected.iter().any(|&g| g != 0.0));
+    for (a, b) in g.iter().zip(&expected) {
+        assert!((a - b).abs() < 1e-12, "{a} != {b}");
+    }
+}
+
+/// The input's gradient against central finite differences of the forward pass.
+#[test]
+fn input_gradient_matches_finite_differences() {
+    cnn! {
+        struct Small: [2, 5, 5] -> [3] {
+            conv2d(3, kernel = 3), tanh, avg_pool2d(kernel = 3), flatten, linear(3),
+        }
+    }
+    let dev: Dev = Default::default();
+    let model = dev.build_module::<Small, f64>();
+    let x = dev.sample_normal::<Rank3<2, 5, 5>>();
+    let pick = dev.tensor([0.5, -1.0, 2.0]);
+    let loss = |x: Tensor<Rank3<2, 5, 5>, f64, Dev>| (model.forward(x) * pick.clone()).sum();
+
+    let g = (model.forward(x.leaky_trace()) * pick.clone())
+        .sum()
+        .backward()
+        .get(&x)
+        .as_vec();
+
+    let eps = 1e-6;
+    let v = x.as_vec();
+    for i in 0..v.len() {
+        let at = |d: f64| {
+            let mut w = v.clone();
+            w[i] += d;
+            loss(dev.tensor_from_vec(w, (Const, Const, Const))).array()
+        };
+        let fd = (at(eps) - at(-eps)) / (2.0 * eps);
+        assert!((g[i] - fd).abs() < 1e-6, "pixel {i}: {} != {fd}", g[i]);
+    }
+}
+
+/// With `#[cnn(input_grad = false)]` every weight still gets its gradient, and the network
+/// computes what it computes without the option.
+#[test]
+fn input_grad_false_still_trains_every_weight() {
+    let dev: Dev = Default::default();
+    let mut model = dev.build_module::<LeNetData, f32>();
+    let plain: LeNet<f32, Dev> = LeNet {
+        conv1: model.conv1.clone(),
+        conv2: model.conv2.clone(),
+        linear1: model.linear1.clone(),
+        linear2: model.linear2.clone(),
+        linear3: model.linear3.clone(),
+    };
+    let x = dev.sample_normal::<Rank4<8, 1, 28, 28>>();
+    let y = dev.tensor([[0.1f32; 10]; 8]);
+    assert_eq!(
+        model.forward(x.clone()).array(),
+        plain.forward(x.clone()).array()
+    );
+
+    let grads = model.alloc_grads();
+    let loss =
+        cross_entropy_with_logits_loss(model.forward_mut(x.clone().traced(grads)), y.clone());
+    let grads = loss.backward();
+    let plain_grads =
+        cross_entropy_with_logits_loss(plain.forward(x.traced(plain.alloc_grads())), y).backward();
+    let pairs = [
+        (
+            grads.get(&model.conv1.weight).as_vec(),
+            plain_grads.get(&plain.conv1.weight).as_vec(),
+        ),
+        (
+            grads.get(model.conv1.bias.as_ref().unwrap()).as_vec(),
+            plain_grads.get(plain.conv1.bias.as_ref().unwrap()).as_vec(),
+        ),
+        (
+            grads.get(&model.conv2.weight).as_vec(),
+            plain_grads.get(&plain.conv2.weight).as_vec(),
+        ),
+        (
+            grads.get(&model.linear1.weight).as_vec(),
+            plain_grads.get(&plain.linear1.weight).as_vec(),
+        ),
+        (
+            grads.get(&model.linear3.bias).as_vec(),
+            plain_grads.get(&plain.linear3.bias).as_vec(),
+        ),
+    ];
+    for (fast, plain) in pairs {
+        assert!(all_nonzero(&fast));
+        for (a, b) in fast.iter().zip(&plain) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1e-3), "{a} != {b}");
+        }
+    }
+    let mut opt = dfdx::optim::Sgd::new(&model, Default::default());
+    let before = model.conv1.weight.as_vec();
+    opt.update(&mut model, &grads)
+        .expect("every parameter has a gradient");
+    assert_ne!(before, model.conv1.weight.as_vec());
+    assert!(
+        LeNetData::summary()
+            .to_string()
+            .starts_with("LeNetData: [1, 28, 28] -> [10]")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names
+
+/// Networks named like the parameters of the generated impls (`B` for the batch, `T` for the
+/// tape, `X` for the input, `V` for the visitor) compile and run, through every kind of impl:
+/// a leaky ReLU (its slope helper), dropout and batch norm (`forward_mut`).
+#[test]
+fn networks_named_like_generic_parameters() {
+    cnn! {
+        struct B: [1, 4, 4] -> [2] {
+            conv2d(2, kernel = 3), leaky_relu(0.1), max_pool2d(kernel = 2), flatten, linear(2),
+        }
+        struct T: [1, 4, 4] -> [2] { flatten, dropout(0.5), linear(2) }
+        pub struct X: [1, 4, 4] -> [2, 2, 2] { conv2d(2, kernel = 3), batch_norm2d }
+        struct V: [1, 4, 4] -> [1, 4, 4] {}
+        struct E2: [1, 4, 4] -> [1, 6, 6] { conv_transpose2d(1, kernel = 3) }
+    }
+    let dev: Dev = Default::default();
+    let x = dev.sample_normal::<Rank4<3, 1, 4, 4>>();
+    let b = dev.build_module::<B, f32>();
+    same_type(&b.forward(x.clone()), &dev.zeros::<Rank2<3, 2>>());
+    same_type(
+        &b.forward(dev.zeros::<Rank3<1, 4, 4>>()),
+        &dev.zeros::<Rank1<2>>(),
+    );
+    let mut t = dev.build_module::<T, f32>();
+    let _ = t.forward_mut(x.clone().leaky_trace());
+    let mut m = dev.build_module::<X, f32>();
+    let _ = m.forward_mut(x.clone().leaky_trace());
+    same_type(&m.forward(x.clone()), &dev.zeros::<Rank4<3, 2, 2, 2>>());
+    let v = dev.build_module::<V, f32>();
+    assert_eq!(v.forward(x.clone()).array(), x.array());
+    let e2 = dev.build_module::<E2, f32>();
+    same_type(&e2.forward(x), &dev.zeros::<Rank4<3, 1, 6, 6>>());
+    assert_eq!(B::PARAMS, 2 * 9 + 2 + 2 * 2 + 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv_transpose2d
+
+cnn! {
+    /// A small decoder: 4x4 doubled twice, DCGAN's way (kernel 4, stride 2, padding 1), then
+    /// PyTorch's (kernel 3, stride 2, padding 1, output_padding 1).
+    struct Decoder: [8, 4, 4] -> [1, 16, 16] {
+        conv_transpose2d(8 => 4, kernel = 4, stride = 2, padding = 1) -> [4, 8, 8], relu,
+        up: conv_transpose2d(1, kernel = 3, stride = 2, padding = 1, output_padding = 1, bias = false),
+    }
+}
+
+type Up1 = ConvTranspose2D<8, 4, 4, 4, 4, 4, 8, 8, 2, 2, 1, 1, 0, 0, 1, 1, 1, 4, true>;
+type Up2 = ConvTranspose2D<4, 1, 3, 3, 8, 8, 16, 16, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, false>;
+
+#[test]
+fn conv_transpose_types_and_sizes() {
+    let dev: Dev = Default::default();
+    let model = dev.build_module::<Decoder, f32>();
+    let _: &ConvTranspose2D<8, 4, 4, 4, 4, 4, 8, 8, 2, 2, 1, 1, 0, 0, 1, 1, 1, 4, true, f32, Dev> =
+        &model.conv_transpose1;
+    let _: &ConvTranspose2D<
+        4,
+        1,
+        3,
+        3,
+        8,
+        8,
+        16,
+        16,
+        2,
+        2,
+        1,
+        1,
+        1,
+        1,
+        1,
+        1,
+        1,
+        1,
+        false,
+        f32,
+        Dev,
+    > = &model.up;
+    assert!(model.up.bias.is_none());
+    let y = model.forward(dev.zeros::<Rank4<2, 8, 4, 4>>());
+    same_type(&y, &dev.zeros::<Rank4<2, 1, 16, 16>>());
+    let y = model.forward(dev.zeros::<Rank3<8, 4, 4>>());
+    same_type(&y, &dev.zeros::<Rank3<1, 16, 16>>());
+
+    // params IN * OUT/G * KH * KW (+ OUT); mult-adds IN * OUT/G * KH * KW * H * W.
+    assert_eq!(Decoder::PARAMS, 8 * 4 * 16 + 4 + 4 * 9);
+    assert_eq!(model.num_trainable_params(), Decoder::PARAMS);
+    assert_eq!(Decoder::PARAMS, Up1::PARAMS + Up2::PARAMS);
+    assert_eq!(Decoder::MACS, 8 * 4 * 16 * 4 * 4 + 4 * 9 * 8 * 8);
+    let expected = "\
+Decoder: [8, 4, 4] -> [1, 16, 16]
+layer            kind                                                                              output       params  mult-adds  receptive field
+---------------  --------------------------------------------------------------------------------  -----------  ------  ---------  ---------------
+conv_transpose1  conv_transpose2d(8 => 4, kernel=4, stride=2, padding=1)                           [4, 8, 8]       516      8,192  -
+                 relu                                                                              [4, 8, 8]         0          0  -
+up               conv_transpose2d(1, kernel=3, stride=2, padding=1, output_padding=1, bias=false)  [1, 16, 16]      36      2,304  -
+--------------------------------------------------------------------------------------------------------------------------------------------------
+params: 552 (trainable 552, non-trainable 0)
+mult-adds per image: 10,496
+output: [1, 16, 16]";
+    // The receptive field is `-` after a transposed conv with stride 2 (see `cnn!`'s docs).
+    assert_eq!(Decoder::summary().to_string(), expected);
+}
+
+/// The macro's layers compute what the same layers built by hand do.
+#[test]
+fn conv_transpose_matches_the_layers_built_by_hand() {
+    let dev: Dev = Default::default();
+    let model = dev.build_module::<Decoder, f64>();
+    let mut up1 = dev.build_module::<Up1, f64>();
+    let mut up2 = dev.build_module::<Up2, f64>();
+    up1.weight = model.conv_transpose1.weight.clone();
+    up1.bias = model.conv_transpose1.bias.clone();
+    up2.weight = model.up.weight.clone();
+    let x = dev.sample_normal::<Rank4<2, 8, 4, 4>>();
+    let y = model.forward(x.clone());
+    let by_hand = up2.forward(up1.forward(x).relu());
+    assert_eq!(y.array(), by_hand.array());
+}
+
+/// A few SGD steps on a transposed-conv network lower its loss.
+#[test]
+fn conv_transpose_trains() {
+    let dev: Dev = Default::default();
+    let mut model = dev.build_module::<Decoder, f32>();
+    let mut grads = model.alloc_grads();
+    let mut opt = dfdx::optim::Sgd::new(
+        &model,
+        dfdx::optim::SgdConfig {
+            lr: 0.05,
+            momentum: None,
+            weight_decay: None,
+        },
+    );
+    let x = dev.sample_normal::<Rank4<4, 8, 4, 4>>();
+    let target = dev.sample_normal::<Rank4<4, 1, 16, 16>>();
+    let loss =
+        |model: &Decoder<f32, Dev>| mse_loss(model.forward(x.clone()), target.clone()).array();
+    let before = loss(&model);
+    for _ in 0..5 {
+        let y = model.forward_mut(x.clone().traced(grads));
+        grads = mse_loss(y, target.clone()).backward();
+        assert!(all_nonzero(&grads.get(&model.up.weight).as_vec()));
+        assert!(all_nonzero(
+            &grads.get(&model.conv_transpose1.weight).as_vec()
+        ));
+        opt.update(&mut model, &grads)
+            .expect("every parameter has a gradient");
+        model.zero_grads(&mut grads);
+    }
+    let after = loss(&model);
+    assert!(after < before, "{after} >= {before}");
+}
+
+/// A stride-2 conv halves the size, rounding down; the stride-2 transposed conv with the
+/// output padding the rounding dropped doubles it back, to the input's exact type.
+#[test]
+fn conv_then_conv_transpose_restores_the_shape() {
+    cnn! {
+        struct RoundTrip: [3, 16, 15] -> [3, 16, 15] {
+            conv2d(6, kernel = 3, stride = 2, padding = 1) -> [6, 8, 8], relu,
+            conv_transpose2d(3, kernel = 3, stride = 2, padding = 1, output_padding = (1, 0)),
+        }
+    }
+    let dev: Dev = Default::default();
+    let model = dev.build_module::<RoundTrip, f32>();
+    let x = dev.sample_normal::<Rank4<2, 3, 16, 15>>();
+    same_type(&model.forward(x.clone()), &x);
+    let one = dev.sample_normal::<Rank3<3, 16, 15>>();
+    same_type(&model.forward(one.clone()), &one);
+    let _: &ConvTranspose2D<
+        6,
+        3,
+        3,
+        3,
+        8,
+        8,
+        16,
+        15,
+        2,
+        2,
+        1,
+        1,
+        1,
+        0,
+        1,
+        1,
+        1,
+        3,
+        true,
+        f32,
+        Dev,
+    > = &model.conv_transpose1;
+}
