@@ -468,8 +468,8 @@ fn forward(net: &NetPlan) -> TokenStream {
     //  4 |     struct LeNet: [1, 28, 28] -> [10] {
     //    |                   ^^^^^^^^^^^
     //    |                   |
-    //    |                   `Tensor<(B, Const<1>, Const<28>, Const<28>), E, D, T>`
-    //    |                   `Tensor<(Const<1>, Const<28>, Const<28>), E, D, T>`
+    //    |                   `Tensor<(__B, Const<1>, Const<28>, Const<28>), E, D, __T>`
+    //    |                   `Tensor<(Const<1>, Const<28>, Const<28>), E, D, __T>`
     // note: required for `LeNet` to implement `Module<Tensor<(Const<1>, Const<32>, Const<32>), _, Cpu>>`
     //   --> tests/ui/forward-wrong-shape.rs:4:12
     //    |

@@ -1,0 +1,9 @@
+use cnn::prelude::*;
+
+cnn! {
+    struct Net: [1, 8, 8] {
+        conv_transpose2d(4, kernel = 0),
+    }
+}
+
+fn main() {}
