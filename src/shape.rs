@@ -2,8 +2,8 @@
 //!
 //! The layers use them in const assertions, so a hand-written stack with a wrong declared size
 //! fails to compile. The `cnn!` macro carries its own copy of the same arithmetic (a proc macro
-//! cannot call into the crate it expands for); `tests/shape.rs` checks both against one table,
-//! `tests/shape_cases.in`.
+//! cannot call into the crate it expands for); `tests/shape.rs` checks both against shared tables,
+//! `tests/shape_cases.in` and `tests/conv_transpose_cases.in`.
 //!
 //! All sizes are per axis and use floor division, as PyTorch does.
 

@@ -1,5 +1,6 @@
-//! The library's size formulas (`cnn::shape`) against the table the macro's unit tests read too
-//! (`tests/shape_cases.in`): the formula lives in both places, and both must agree with it.
+//! The library's size formulas (`cnn::shape`) against the tables the macro's unit tests read
+//! too (`tests/shape_cases.in` for convolution and pooling, `tests/conv_transpose_cases.in` for
+//! transposed convolution): each formula lives in both places, and both must agree with them.
 
 #[test]
 fn library_formula_matches_the_shared_table() {
@@ -38,4 +39,35 @@ fn library_formula_matches_the_shared_table() {
         checked += 1;
     }
     assert!(checked >= 20, "only {checked} cases in the table");
+}
+
+#[test]
+fn library_transposed_formula_matches_the_shared_table() {
+    let table = include_str!("conv_transpose_cases.in");
+    let mut checked = 0;
+    for (line_no, line) in table.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (args, out) = line
+            .split_once("->")
+            .unwrap_or_else(|| panic!("line {}: no `->`", line_no + 1));
+        let n: Vec<usize> = args
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let [n, k, s, p, op, d] = n[..] else {
+            panic!("line {}: want `n k s p op d -> out`", line_no + 1)
+        };
+        let out: usize = out.trim().parse().unwrap();
+        assert_eq!(
+            cnn::shape::conv_transpose_out(n, k, s, p, op, d),
+            out,
+            "line {}: {line}",
+            line_no + 1
+        );
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} cases in the table");
 }
