@@ -15,6 +15,8 @@ use std::time::Instant;
 
 cnn! {
     /// d2l's LeNet (6.6): sigmoid and average pooling.
+    // Trained on images only, never placed after another network: skip the input's gradient.
+    #[cnn(input_grad = false)]
     struct LeNetSigmoid: [1, 28, 28] -> [10] {
         conv2d(6, kernel = 5, padding = 2), sigmoid,
         avg_pool2d(kernel = 2, stride = 2),
@@ -27,6 +29,8 @@ cnn! {
     }
 
     /// The modern variant: ReLU and max pooling.
+    // Trained on images only, never placed after another network: skip the input's gradient.
+    #[cnn(input_grad = false)]
     struct LeNetRelu: [1, 28, 28] -> [10] {
         conv2d(6, kernel = 5, padding = 2), relu,
         max_pool2d(kernel = 2, stride = 2),

@@ -25,6 +25,8 @@ use std::process::ExitCode;
 
 cnn! {
     /// d2l's LeNet (6.6): sigmoid activations and average pooling.
+    // Trained on images only, never placed after another network: skip the input's gradient.
+    #[cnn(input_grad = false)]
     pub struct LeNet: [1, 28, 28] -> [10] {
         conv2d(6, kernel = 5, padding = 2), sigmoid,
         avg_pool2d(kernel = 2, stride = 2),
@@ -37,6 +39,8 @@ cnn! {
     }
 
     /// LeNet as it would be written today: ReLU and max pooling.
+    // Trained on images only, never placed after another network: skip the input's gradient.
+    #[cnn(input_grad = false)]
     pub struct LeNetModern: [1, 28, 28] -> [10] {
         conv2d(6, kernel = 5, padding = 2), relu,
         max_pool2d(kernel = 2, stride = 2),
