@@ -33,9 +33,11 @@ impl<'a, C, A, P> Fused<'a, C, A, P> {
         }
     }
 
-    /// Skips the gradient with respect to this op's input. The first layer of a network sees
-    /// only images, whose gradient nobody reads; not computing it saves about a fifth of a
-    /// LeNet training step. Nothing is written for the input in the gradient store.
+    /// Skips the gradient with respect to this op's input. For a first layer whose input is
+    /// data (images whose gradient nobody reads), not computing it saves about a fifth of a
+    /// LeNet training step; `cnn!` does this for a network declared `#[cnn(input_grad =
+    /// false)]`. Nothing is written for the input in the gradient store, so any layer before
+    /// this one gets no gradient: never use it where the input comes from trainable layers.
     pub fn without_input_grad(mut self) -> Self {
         self.input_grad = false;
         self
