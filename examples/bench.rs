@@ -6,7 +6,8 @@
 //!
 //! Run: `cargo run --release --example bench` (a table), or `-- --json` for one JSON line per
 //! case, `{"case": "train_sigmoid_b256", "images_per_s": 12345.6}`. `--rounds N` (default 3)
-//! and `--steps N` (default 30) as in the PyTorch script; each figure is the median of the
+//! and `--steps N` (default 30) as in the PyTorch script; `--case NAME` runs the cases whose
+//! name contains NAME (for profiling); each figure is the median of the
 //! rounds, taken round-robin so drift in machine speed hits every case alike.
 
 use cnn::prelude::*;
@@ -117,6 +118,8 @@ fn main() {
         ("infer_relu_b256", |s| infer::<LeNetRelu>(256, s)),
         ("train_sigmoid_b64", |s| train::<LeNetSigmoid>(64, s)),
     ];
+    let only = args.iter().position(|a| a == "--case").and_then(|i| args.get(i + 1));
+    let cases: Vec<Case> = cases.into_iter().filter(|(name, _)| only.is_none_or(|o| name.contains(o.as_str()))).collect();
     let mut seen = vec![Vec::new(); cases.len()];
     for _ in 0..rounds {
         for (i, (_, run)) in cases.iter().enumerate() {

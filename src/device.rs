@@ -11,9 +11,22 @@ use rand_distr::uniform::SampleUniform;
 pub trait Float:
     Dtype + num_traits::Float + SampleUniform + Send + Sync + std::fmt::Debug + 'static
 {
+    /// The pool of host buffers the ops reuse for this type (an implementation detail).
+    #[doc(hidden)]
+    fn buffer_pool() -> &'static crate::ops::buffer::BufferPool<Self>;
 }
-impl Float for f32 {}
-impl Float for f64 {}
+impl Float for f32 {
+    fn buffer_pool() -> &'static crate::ops::buffer::BufferPool<Self> {
+        static POOL: crate::ops::buffer::BufferPool<f32> = crate::ops::buffer::BufferPool::new();
+        &POOL
+    }
+}
+impl Float for f64 {
+    fn buffer_pool() -> &'static crate::ops::buffer::BufferPool<Self> {
+        static POOL: crate::ops::buffer::BufferPool<f64> = crate::ops::buffer::BufferPool::new();
+        &POOL
+    }
+}
 
 /// A dfdx device that can run this crate's conv and pooling ops (forward and backward).
 ///

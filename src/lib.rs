@@ -6,8 +6,8 @@
 //! size out at expansion time, so a network is written the way d2l writes it and a shape that
 //! cannot work is a compile error at the offending layer.
 //!
-//! - [`nn`]: the layers ([`nn::Conv2D`], [`nn::MaxPool2D`], [`nn::AvgPool2D`],
-//!   [`nn::Flatten2D`], and [`nn::Fused`] conv → activation → pool blocks).
+//! - [`nn`]: the layers ([`nn::Conv2D`], [`nn::ConvTranspose2D`], [`nn::MaxPool2D`],
+//!   [`nn::AvgPool2D`], [`nn::Flatten2D`], and [`nn::Fused`] conv → activation → pool blocks).
 //! - [`ops`]: the ops beneath them, forward and backward on dfdx's tape, with our own kernels.
 //! - [`shape`]: the output-size formulas.
 //! - [`data`]: IDX files and Fashion-MNIST/MNIST, found on disk or downloaded.
@@ -39,7 +39,7 @@ pub mod prelude {
 
     // Named explicitly: dfdx's prelude exports nightly-only layers of the same names, and an
     // explicit import takes precedence over a glob.
-    pub use crate::nn::{AvgPool2D, Conv2D, Flatten2D, MaxPool2D};
+    pub use crate::nn::{AvgPool2D, Conv2D, ConvTranspose2D, Flatten2D, MaxPool2D};
     pub use crate::{ConvDevice, Float, cnn};
 }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use cnn::ops::{Activation, Conv2DGeometry, Pool2DGeometry, PoolKind, try_conv2d, try_pool2d};
-use common::{Rng, TestDevice, max_diff};
+use common::{Rng, TestDevice, finite_diff, max_diff};
 use dfdx::prelude::*;
 
 const NO_BIAS: Option<&Tensor<(usize,), f64, TestDevice>> = None;
@@ -93,23 +93,6 @@ fn reference_pool(p: &Pool2DGeometry, x: &[f64]) -> Vec<f64> {
         }
     }
     out
-}
-
-/// Central finite differences of `sum(f(v) * r)` with respect to every element of `v`.
-fn finite_diff(v: &[f64], r: &[f64], f: impl Fn(&[f64]) -> Vec<f64>) -> Vec<f64> {
-    let eps = 1e-6;
-    let mut v = v.to_vec();
-    (0..v.len())
-        .map(|i| {
-            let keep = v[i];
-            v[i] = keep + eps;
-            let up: f64 = f(&v).iter().zip(r).map(|(a, b)| a * b).sum();
-            v[i] = keep - eps;
-            let down: f64 = f(&v).iter().zip(r).map(|(a, b)| a * b).sum();
-            v[i] = keep;
-            (up - down) / (2.0 * eps)
-        })
-        .collect()
 }
 
 fn pool_geom(

@@ -1,4 +1,4 @@
-use super::{Fused, FusedActivation, FusedPool, OptionalField};
+use super::{Fused, FusedActivation, FusedPool, OptionalField, pytorch_uniform};
 use crate::ops::Conv2DGeometry;
 use crate::{ConvDevice, Float};
 use dfdx::nn::{
@@ -8,7 +8,6 @@ use dfdx::nn::{
 use dfdx::shapes::{Const, Dim, Dtype, Rank1, Rank4};
 use dfdx::tensor::{Cpu, Storage, Tape, Tensor};
 use dfdx::tensor_ops::Device;
-use rand_distr::Uniform;
 
 /// 2-D convolution (cross-correlation), PyTorch's `nn.Conv2d(IN, OUT, kernel_size=(KH, KW),
 /// stride=(SH, SW), padding=(PH, PW), dilation=(DH, DW), groups=GROUPS, bias=BIAS)`, with its
@@ -167,10 +166,7 @@ impl<E: Float, D: ConvDevice<E>> TensorCollection<E, D> for conv_ty!(E, D) {
                 "bias",
                 |s: &Self| s.bias.as_ref().expect("Conv2D with BIAS = true has a bias"),
                 |s: &mut Self| s.bias.as_mut().expect("Conv2D with BIAS = true has a bias"),
-                TensorOptions::reset_with(|t| {
-                    let b = E::one() / E::from_usize(IN_PER_GROUP * KH * KW).unwrap().sqrt();
-                    t.try_fill_with_distr(Uniform::new(-b, b))
-                }),
+                TensorOptions::reset_with(|t| pytorch_uniform(t, IN_PER_GROUP * KH * KW)),
             )
         });
         visitor.visit_fields(
@@ -179,10 +175,7 @@ impl<E: Float, D: ConvDevice<E>> TensorCollection<E, D> for conv_ty!(E, D) {
                     "weight",
                     |s| &s.weight,
                     |s| &mut s.weight,
-                    TensorOptions::reset_with(|t| {
-                        let b = E::one() / E::from_usize(IN_PER_GROUP * KH * KW).unwrap().sqrt();
-                        t.try_fill_with_distr(Uniform::new(-b, b))
-                    }),
+                    TensorOptions::reset_with(|t| pytorch_uniform(t, IN_PER_GROUP * KH * KW)),
                 ),
                 OptionalField(bias),
             ),

@@ -12,17 +12,34 @@
 
 mod avg_pool2d;
 mod conv2d;
+mod conv_transpose2d;
 mod flatten;
 mod fused;
 mod max_pool2d;
 mod optional_field;
 
 pub use avg_pool2d::AvgPool2D;
+pub use conv_transpose2d::ConvTranspose2D;
 pub use conv2d::Conv2D;
 pub use flatten::Flatten2D;
 pub use fused::{Fused, FusedActivation, FusedPool};
 pub use max_pool2d::MaxPool2D;
 pub use optional_field::OptionalField;
+
+/// Fills a conv layer's weight or bias as PyTorch does: uniform in ±1/√`fan_in`, the bound
+/// that `kaiming_uniform_(a = √5)` works out to for the weight and that PyTorch uses for the bias.
+pub(crate) fn pytorch_uniform<S, E, D>(
+    t: &mut dfdx::tensor::Tensor<S, E, D>,
+    fan_in: usize,
+) -> Result<(), D::Err>
+where
+    S: dfdx::shapes::Shape,
+    E: crate::Float,
+    D: dfdx::tensor_ops::Device<E>,
+{
+    let b = E::one() / E::from_usize(fan_in).unwrap().sqrt();
+    t.try_fill_with_distr(rand_distr::Uniform::new(-b, b))
+}
 
 /// Defines a pooling layer type; max and average pooling differ only in their kind and docs.
 macro_rules! pool_layer {

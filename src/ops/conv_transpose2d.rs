@@ -8,6 +8,7 @@
 //! conv's `(O, C / G, KH, KW)`.
 
 use super::conv2d::cpu_kernel;
+use crate::ops::buffer::Buffer;
 use crate::ops::{Activation, Conv2DGeometry, to_host};
 use crate::{ConvDevice, Float};
 use dfdx::shapes::{HasShape, Shape};
@@ -63,11 +64,30 @@ impl ConvTranspose2DGeometry {
             crate::shape::conv_transpose_out(i, k, s, p, op, d)
         };
         let expect = (
-            axis(self.input.0, self.kernel.0, self.stride.0, self.padding.0, self.output_padding.0, self.dilation.0),
-            axis(self.input.1, self.kernel.1, self.stride.1, self.padding.1, self.output_padding.1, self.dilation.1),
+            axis(
+                self.input.0,
+                self.kernel.0,
+                self.stride.0,
+                self.padding.0,
+                self.output_padding.0,
+                self.dilation.0,
+            ),
+            axis(
+                self.input.1,
+                self.kernel.1,
+                self.stride.1,
+                self.padding.1,
+                self.output_padding.1,
+                self.dilation.1,
+            ),
         );
+        // conv_transpose_out is 0 for an impossible axis (zero kernel, stride or dilation,
+        // output_padding too large, padding removing everything), so a claimed size of 0 is
+        // rejected too.
         assert!(
             expect == self.output
+                && expect.0 > 0
+                && expect.1 > 0
                 && self.groups > 0
                 && self.in_channels % self.groups == 0
                 && self.out_channels % self.groups == 0,
@@ -101,12 +121,18 @@ where
     geom.validate();
     let adj = geom.adjoint();
     let ohw = geom.output.0 * geom.output.1;
-    assert_eq!(x.shape().num_elements(), geom.batch * geom.in_channels * geom.input.0 * geom.input.1);
+    assert_eq!(
+        x.shape().num_elements(),
+        geom.batch * geom.in_channels * geom.input.0 * geom.input.1
+    );
     assert_eq!(
         weight.shape().num_elements(),
         geom.in_channels * geom.out_channels / geom.groups * geom.kernel.0 * geom.kernel.1
     );
-    assert_eq!(out_shape.num_elements(), geom.batch * geom.out_channels * ohw);
+    assert_eq!(
+        out_shape.num_elements(),
+        geom.batch * geom.out_channels * ohw
+    );
     if let Some(b) = bias {
         assert_eq!(b.shape().num_elements(), geom.out_channels);
     }
@@ -117,9 +143,20 @@ where
     let xh = to_host(&x);
     let wh = to_host(weight);
     // out = the adjoint conv's input gradient for output gradient x: col2im(W^T x)
-    let mut out = vec![E::zero(); out_shape.num_elements()];
+    let mut out = Buffer::zeroed(out_shape.num_elements());
     let id = Activation::Identity;
-    cpu_kernel::backward(&adj, id, None, &[], &wh, &[], &xh, &mut out, &mut [], &mut []);
+    cpu_kernel::backward(
+        &adj,
+        id,
+        None,
+        &[],
+        &wh,
+        &[],
+        &xh,
+        &mut out,
+        &mut [],
+        &mut [],
+    );
     if let Some(b) = bias {
         let bh = to_host(b);
         for (i, plane) in out.chunks_exact_mut(ohw).enumerate() {
@@ -127,23 +164,39 @@ where
             plane.iter_mut().for_each(|v| *v += bias);
         }
     }
-    let out = dev.try_tensor_from_vec(out, out_shape)?;
+    let out = dev.try_tensor_from_vec(out.into_vec(), out_shape)?;
 
     if T::OWNS_TAPE {
-        let (x_g, w_g, b_g, out_g) = (x.ghost(), weight.ghost(), bias.map(|b| b.ghost()), out.ghost());
+        let (x_g, w_g, b_g, out_g) = (
+            x.ghost(),
+            weight.ghost(),
+            bias.map(|b| b.ghost()),
+            out.ghost(),
+        );
         tape.add_backward_op(move |grads| {
             grads.try_alloc_for(&out_g)?;
             let gout = to_host(&grads.get(&out_g));
             // dx = the adjoint conv applied to the output gradient
-            let mut dx = vec![E::zero(); xh.len()];
+            let mut dx = Buffer::zeroed(xh.len());
             cpu_kernel::forward(&adj, id, None, &gout, &wh, None, &mut dx, &mut []);
             // dw = the adjoint conv's weight gradient, with input gout and output gradient x
-            let mut dw = vec![E::zero(); wh.len()];
-            cpu_kernel::backward(&adj, id, None, &gout, &wh, &[], &xh, &mut [], &mut dw, &mut []);
+            let mut dw = Buffer::zeroed(wh.len());
+            cpu_kernel::backward(
+                &adj,
+                id,
+                None,
+                &gout,
+                &wh,
+                &[],
+                &xh,
+                &mut [],
+                &mut dw,
+                &mut [],
+            );
             dev.add_host_into(grads.get_or_alloc_mut(&w_g)?, &dw)?;
             dev.add_host_into(grads.get_or_alloc_mut(&x_g)?, &dx)?;
             if let Some(b_g) = &b_g {
-                let mut db = vec![E::zero(); geom.out_channels];
+                let mut db = Buffer::zeroed(geom.out_channels);
                 for (i, plane) in gout.chunks_exact(ohw).enumerate() {
                     db[i % geom.out_channels] += plane.iter().fold(E::zero(), |s, &v| s + v);
                 }

@@ -5,6 +5,8 @@
 //! comments. Tests compare every kernel with a nested-loop reference (`tests/ops.rs`) and its
 //! gradients with finite differences.
 
+#[doc(hidden)]
+pub mod buffer;
 pub mod conv2d;
 pub mod conv_transpose2d;
 pub mod pool2d;
@@ -76,12 +78,12 @@ pub(crate) fn gemm<E: Float>(
     }
 }
 
-/// Copies a tensor's data into a new host `Vec` (a `memcpy` on `Cpu`).
+/// Copies a tensor's data into a pooled host buffer (a `memcpy` on `Cpu`).
 pub(crate) fn to_host<S: dfdx::shapes::Shape, E: Float, D: dfdx::tensor_ops::Device<E>, T>(
     t: &dfdx::tensor::Tensor<S, E, D, T>,
-) -> Vec<E> {
+) -> buffer::Buffer<E> {
     use dfdx::shapes::HasShape;
-    let mut v = vec![E::zero(); t.shape().num_elements()];
+    let mut v = buffer::Buffer::zeroed(t.shape().num_elements());
     t.copy_into(&mut v);
     v
 }

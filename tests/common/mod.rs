@@ -39,3 +39,20 @@ pub fn max_diff(a: &[f64], b: &[f64]) -> f64 {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f64::max)
 }
+
+/// Central finite differences of `sum(f(v) * r)` with respect to every element of `v`.
+pub fn finite_diff(v: &[f64], r: &[f64], f: impl Fn(&[f64]) -> Vec<f64>) -> Vec<f64> {
+    let eps = 1e-6;
+    let mut v = v.to_vec();
+    (0..v.len())
+        .map(|i| {
+            let keep = v[i];
+            v[i] = keep + eps;
+            let up: f64 = f(&v).iter().zip(r).map(|(a, b)| a * b).sum();
+            v[i] = keep - eps;
+            let down: f64 = f(&v).iter().zip(r).map(|(a, b)| a * b).sum();
+            v[i] = keep;
+            (up - down) / (2.0 * eps)
+        })
+        .collect()
+}

@@ -7,6 +7,7 @@
 
 pub(crate) mod cpu_kernel;
 
+use crate::ops::buffer::Buffer;
 use crate::ops::{Pool2DGeometry, to_host};
 use crate::{ConvDevice, Float};
 use dfdx::shapes::{HasShape, Shape};
@@ -140,14 +141,14 @@ where
     let xh = to_host(&x);
     let wh = to_host(weight);
     let bh = bias.map(to_host);
-    let mut out = vec![E::zero(); out_shape.num_elements()];
+    let mut out = Buffer::zeroed(out_shape.num_elements());
     // Backward needs the activation's output (for its derivative and for max pooling's argmax).
     let keep_y = T::OWNS_TAPE
         && (act != Activation::Identity || pool.is_some_and(|p| p.kind == super::PoolKind::Max));
     let mut y = if keep_y {
-        vec![E::zero(); geom.batch * geom.out_channels * oh * ow]
+        Buffer::zeroed(geom.batch * geom.out_channels * oh * ow)
     } else {
-        Vec::new()
+        Buffer::zeroed(0)
     };
     cpu_kernel::forward(
         &geom,
@@ -159,7 +160,7 @@ where
         &mut out,
         &mut y,
     );
-    let out = dev.try_tensor_from_vec(out, out_shape)?;
+    let out = dev.try_tensor_from_vec(out.into_vec(), out_shape)?;
 
     if T::OWNS_TAPE {
         let (x_g, w_g, b_g, out_g) = (
@@ -172,12 +173,12 @@ where
             grads.try_alloc_for(&out_g)?;
             let gout = to_host(&grads.get(&out_g));
             let mut dx = if input_grad {
-                vec![E::zero(); xh.len()]
+                Buffer::zeroed(xh.len())
             } else {
-                Vec::new()
+                Buffer::zeroed(0)
             };
-            let mut dw = vec![E::zero(); wh.len()];
-            let mut db = vec![E::zero(); if b_g.is_some() { geom.out_channels } else { 0 }];
+            let mut dw = Buffer::zeroed(wh.len());
+            let mut db = Buffer::zeroed(if b_g.is_some() { geom.out_channels } else { 0 });
             cpu_kernel::backward(
                 &geom,
                 act,

@@ -3,6 +3,7 @@
 
 pub(crate) mod cpu_kernel;
 
+use crate::ops::buffer::Buffer;
 use crate::ops::to_host;
 use crate::{ConvDevice, Float};
 use dfdx::shapes::{HasShape, Shape};
@@ -76,21 +77,21 @@ pub fn try_pool2d<Sx: Shape, So: Shape, E: Float, D: ConvDevice<E>, T: Tape<E, D
     let (x, mut tape) = x.split_tape();
     let dev = x.device().clone();
     let xh = to_host(&x);
-    let mut out = vec![E::zero(); out_shape.num_elements()];
+    let mut out = Buffer::zeroed(out_shape.num_elements());
     cpu_kernel::forward(&geom, &xh, &mut out);
-    let out = dev.try_tensor_from_vec(out, out_shape)?;
+    let out = dev.try_tensor_from_vec(out.into_vec(), out_shape)?;
     if T::OWNS_TAPE {
         let (x_g, out_g) = (x.ghost(), out.ghost());
         // Average pooling's gradient does not depend on the input.
         let xh = if geom.kind == PoolKind::Max {
             xh
         } else {
-            Vec::new()
+            Buffer::zeroed(0)
         };
         tape.add_backward_op(move |grads| {
             grads.try_alloc_for(&out_g)?;
             let gout = to_host(&grads.get(&out_g));
-            let mut dx = vec![E::zero(); planes * geom.input.0 * geom.input.1];
+            let mut dx = Buffer::zeroed(planes * geom.input.0 * geom.input.1);
             cpu_kernel::backward(&geom, &xh, &gout, &mut dx);
             dev.add_host_into(grads.get_or_alloc_mut(&x_g)?, &dx)
         });
