@@ -71,8 +71,15 @@ fn main() {
         .filter(|row| row.params > 0)
         .map(|row| (row.name, row.params))
         .collect();
-    let terms: Vec<String> = counts.iter().map(|(name, n)| format!("{name} {}", thousands(*n))).collect();
-    println!("LeNet: {} = {} parameters", terms.join(" + "), thousands(LeNet::PARAMS));
+    let terms: Vec<String> = counts
+        .iter()
+        .map(|(name, n)| format!("{name} {}", thousands(*n)))
+        .collect();
+    println!(
+        "LeNet: {} = {} parameters",
+        terms.join(" + "),
+        thousands(LeNet::PARAMS)
+    );
     // weights + biases: OUT * IN * KH * KW + OUT for a conv, IN * OUT + OUT for a linear layer
     let expected = [
         ("conv1", 6 * 5 * 5 + 6),

@@ -21,11 +21,23 @@ cnn! {
 /// d2l 6.2.1's `corr2d`: slide the kernel `k` over `x`; each output is the sum of the products
 /// of the kernel with the window under it. The output size, `(H - KH + 1) x (W - KW + 1)`, is
 /// the caller's annotation, checked at compile time.
-fn corr2d<const H: usize, const W: usize, const KH: usize, const KW: usize, const OH: usize, const OW: usize>(
+fn corr2d<
+    const H: usize,
+    const W: usize,
+    const KH: usize,
+    const KW: usize,
+    const OH: usize,
+    const OW: usize,
+>(
     x: &[[f32; W]; H],
     k: &[[f32; KW]; KH],
 ) -> [[f32; OW]; OH] {
-    const { assert!(OH == H - KH + 1 && OW == W - KW + 1, "corr2d: output must be (H-KH+1) x (W-KW+1)") };
+    const {
+        assert!(
+            OH == H - KH + 1 && OW == W - KW + 1,
+            "corr2d: output must be (H-KH+1) x (W-KW+1)"
+        )
+    };
     let mut y = [[0.0; OW]; OH];
     for i in 0..OH {
         for j in 0..OW {
@@ -42,11 +54,23 @@ fn corr2d<const H: usize, const W: usize, const KH: usize, const KW: usize, cons
 /// Strict convolution from its definition, `(x * k)[n, m] = Σ_a Σ_b k[a, b] x[n - a, m - b]`
 /// (d2l 6.1.3), at the positions where the whole kernel overlaps `x`: `n = i + KH - 1`,
 /// `m = j + KW - 1`.
-fn conv2d_strict<const H: usize, const W: usize, const KH: usize, const KW: usize, const OH: usize, const OW: usize>(
+fn conv2d_strict<
+    const H: usize,
+    const W: usize,
+    const KH: usize,
+    const KW: usize,
+    const OH: usize,
+    const OW: usize,
+>(
     x: &[[f32; W]; H],
     k: &[[f32; KW]; KH],
 ) -> [[f32; OW]; OH] {
-    const { assert!(OH == H - KH + 1 && OW == W - KW + 1, "conv2d_strict: output must be (H-KH+1) x (W-KW+1)") };
+    const {
+        assert!(
+            OH == H - KH + 1 && OW == W - KW + 1,
+            "conv2d_strict: output must be (H-KH+1) x (W-KW+1)"
+        )
+    };
     let mut y = [[0.0; OW]; OH];
     for i in 0..OH {
         for j in 0..OW {
@@ -111,7 +135,10 @@ fn main() {
     assert_eq!(edges.forward(dev.tensor([x])).array(), [y]);
     // d2l 6.2.3: on the transposed image the edges are horizontal, and K finds none.
     let y_t: [[f32; 5]; 8] = corr2d(&transpose(&x), &k);
-    println!("  K on X transposed (8x6) finds nothing: all {} outputs are 0", 8 * 5);
+    println!(
+        "  K on X transposed (8x6) finds nothing: all {} outputs are 0",
+        8 * 5
+    );
     assert_eq!(y_t, [[0.0; 5]; 8]);
 
     // d2l 6.2.4: learn K back from X and Y. Squared error summed, plain gradient descent with
@@ -135,7 +162,10 @@ fn main() {
     let learned = net.conv1.weight.array()[0][0][0];
     println!("  learned kernel: {learned:.4?}");
     // d2l 6.2.4 learns tensor([[ 1.0010, -0.9739]]) (from its own random start): close to [1, -1].
-    assert!((learned[0] - 1.0).abs() < 0.1 && (learned[1] + 1.0).abs() < 0.1, "{learned:?}");
+    assert!(
+        (learned[0] - 1.0).abs() < 0.1 && (learned[1] + 1.0).abs() < 0.1,
+        "{learned:?}"
+    );
 
     // d2l 6.2.5: a strict convolution is the cross-correlation with the kernel flipped both
     // ways. On the asymmetric K of 6.2.1 the two differ.

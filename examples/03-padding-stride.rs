@@ -51,17 +51,35 @@ fn main() {
 
     // The annotations are the book's answers; the compiler checks them against the networks.
     let y: Tensor<Rank2<8, 8>, f32, Dev> = comp_conv2d(&dev.build_module::<Pad, f32>(), &x);
-    let y_rect: Tensor<Rank2<8, 8>, f32, Dev> = comp_conv2d(&dev.build_module::<PadRect, f32>(), &x);
-    let y_stride: Tensor<Rank2<4, 4>, f32, Dev> = comp_conv2d(&dev.build_module::<Stride, f32>(), &x);
+    let y_rect: Tensor<Rank2<8, 8>, f32, Dev> =
+        comp_conv2d(&dev.build_module::<PadRect, f32>(), &x);
+    let y_stride: Tensor<Rank2<4, 4>, f32, Dev> =
+        comp_conv2d(&dev.build_module::<Stride, f32>(), &x);
     let y_stride_rect: Tensor<Rank2<2, 2>, f32, Dev> =
         comp_conv2d(&dev.build_module::<StrideRect, f32>(), &x);
 
     // (kernel, padding, stride) per axis, the network's summary, and what came out.
     let rows = [
-        (((3, 3), (1, 1), (1, 1)), Pad::summary(), y.shape().concrete()),
-        (((5, 3), (2, 1), (1, 1)), PadRect::summary(), y_rect.shape().concrete()),
-        (((3, 3), (1, 1), (2, 2)), Stride::summary(), y_stride.shape().concrete()),
-        (((3, 5), (0, 1), (3, 4)), StrideRect::summary(), y_stride_rect.shape().concrete()),
+        (
+            ((3, 3), (1, 1), (1, 1)),
+            Pad::summary(),
+            y.shape().concrete(),
+        ),
+        (
+            ((5, 3), (2, 1), (1, 1)),
+            PadRect::summary(),
+            y_rect.shape().concrete(),
+        ),
+        (
+            ((3, 3), (1, 1), (2, 2)),
+            Stride::summary(),
+            y_stride.shape().concrete(),
+        ),
+        (
+            ((3, 5), (0, 1), (3, 4)),
+            StrideRect::summary(),
+            y_stride_rect.shape().concrete(),
+        ),
     ];
     println!("8x8 input (d2l 6.3):");
     for ((k, p, s), summary, shape) in &rows {

@@ -40,7 +40,10 @@ fn corr2d(x: &[[f32; 3]; 3], k: &[[f32; 2]; 2]) -> [[f32; 2]; 2] {
 }
 
 /// d2l 6.4.1's `corr2d_multi_in`: cross-correlate each channel with its own kernel and add up.
-fn corr2d_multi_in<const C: usize>(x: &[[[f32; 3]; 3]; C], k: &[[[f32; 2]; 2]; C]) -> [[f32; 2]; 2] {
+fn corr2d_multi_in<const C: usize>(
+    x: &[[[f32; 3]; 3]; C],
+    k: &[[[f32; 2]; 2]; C],
+) -> [[f32; 2]; 2] {
     let mut y = [[0.0; 2]; 2];
     for (x, k) in x.iter().zip(k) {
         let part = corr2d(x, k);
@@ -105,8 +108,16 @@ fn main() {
     let mut one_by_one = dev.build_module::<OneByOne, f32>();
     one_by_one.conv1.weight = k;
     let y2 = one_by_one.forward(x);
-    let diff: Vec<f32> = y1.as_vec().iter().zip(y2.as_vec()).map(|(a, b)| (a - b).abs()).collect();
-    let (sum, max) = (diff.iter().sum::<f32>(), diff.iter().copied().fold(0.0, f32::max));
+    let diff: Vec<f32> = y1
+        .as_vec()
+        .iter()
+        .zip(y2.as_vec())
+        .map(|(a, b)| (a - b).abs())
+        .collect();
+    let (sum, max) = (
+        diff.iter().sum::<f32>(),
+        diff.iter().copied().fold(0.0, f32::max),
+    );
     println!("6.4.3 1x1 convolution vs matrix product: |Y1 - Y2| sums to {sum:e}, at most {max:e}");
     // d2l 6.4.3: assert float(torch.abs(Y1 - Y2).sum()) < 1e-6
     assert!(sum < 1e-6 && max < 1e-6);

@@ -48,7 +48,10 @@ fn pool2d<const H: usize, const W: usize, const OH: usize, const OW: usize>(
     (p_h, p_w): (usize, usize),
     mode: Mode,
 ) -> [[f32; OW]; OH] {
-    assert!(OH == H - p_h + 1 && OW == W - p_w + 1, "pool2d: output must be (H-p_h+1) x (W-p_w+1)");
+    assert!(
+        OH == H - p_h + 1 && OW == W - p_w + 1,
+        "pool2d: output must be (H-p_h+1) x (W-p_w+1)"
+    );
     std::array::from_fn(|i| {
         std::array::from_fn(|j| {
             let window = x[i..i + p_h].iter().flat_map(|row| &row[j..j + p_w]);
@@ -77,16 +80,32 @@ fn main() {
     assert_eq!((max_layer.array(), avg_layer.array()), ([max], [avg]));
 
     // d2l 6.5.2: X = torch.arange(16).reshape((1, 1, 4, 4))
-    let arange: [[f32; 4]; 4] = std::array::from_fn(|i| std::array::from_fn(|j| (4 * i + j) as f32));
+    let arange: [[f32; 4]; 4] =
+        std::array::from_fn(|i| std::array::from_fn(|j| (4 * i + j) as f32));
     let x = dev.tensor(arange);
     let one_channel: Tensor<Rank3<1, 4, 4>, f32, Cpu> = x.clone().reshape();
-    let window3 = dev.build_module::<Window3, f32>().forward(one_channel.clone()).array();
-    let padded = dev.build_module::<Padded, f32>().forward(one_channel.clone()).array();
+    let window3 = dev
+        .build_module::<Window3, f32>()
+        .forward(one_channel.clone())
+        .array();
+    let padded = dev
+        .build_module::<Padded, f32>()
+        .forward(one_channel.clone())
+        .array();
     let rect = dev.build_module::<Rect, f32>().forward(one_channel).array();
     println!("\n6.5.2 X = arange(16) as 4x4:");
-    println!("  window 3                                     -> {:?}", window3[0]);
-    println!("  window 3, padding 1, stride 2                -> {:?}", padded[0]);
-    println!("  window (2, 3), padding (0, 1), stride (2, 3) -> {:?}", rect[0]);
+    println!(
+        "  window 3                                     -> {:?}",
+        window3[0]
+    );
+    println!(
+        "  window 3, padding 1, stride 2                -> {:?}",
+        padded[0]
+    );
+    println!(
+        "  window (2, 3), padding (0, 1), stride (2, 3) -> {:?}",
+        rect[0]
+    );
     // d2l 6.5.2: tensor([[[[10.]]]]), then tensor([[[[ 5.,  7.], [13., 15.]]]]) twice.
     assert_eq!(window3, [[[10.0]]]);
     assert_eq!(padded, [[[5.0, 7.0], [13.0, 15.0]]]);

@@ -80,12 +80,18 @@ fn main() {
 
     // The summary's numbers, worked out by the macro for one image; the batch axis goes in front.
     let rows = LeNet::summary().rows;
-    let from_summary: Vec<Vec<usize>> =
-        rows.iter().map(|row| [1].iter().chain(row.output).copied().collect()).collect();
+    let from_summary: Vec<Vec<usize>> = rows
+        .iter()
+        .map(|row| [1].iter().chain(row.output).copied().collect())
+        .collect();
 
     println!("LeNet on a 1x1x28x28 tensor (d2l 6.6), and the summary's row for each layer:");
     for (((class, _), shape), row) in D2L.iter().zip(&ran).zip(rows) {
-        println!("  {class:<9} output shape: \t {:<16} {}", format!("{shape:?}"), row.kind);
+        println!(
+            "  {class:<9} output shape: \t {:<16} {}",
+            format!("{shape:?}"),
+            row.kind
+        );
     }
     let d2l: Vec<Vec<usize>> = D2L.iter().map(|(_, shape)| shape.to_vec()).collect();
     assert_eq!(ran, d2l);
@@ -93,8 +99,16 @@ fn main() {
 
     // The whole network (which runs conv -> sigmoid -> pool as one fused op) gives the same.
     let whole = net.forward(x);
-    let diff = whole.as_vec().iter().zip(y.as_vec()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-    assert!(diff < 1e-5, "the layers one by one differ from the network by {diff}");
+    let diff = whole
+        .as_vec()
+        .iter()
+        .zip(y.as_vec())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        diff < 1e-5,
+        "the layers one by one differ from the network by {diff}"
+    );
 }
 
 #[test]

@@ -47,7 +47,10 @@ type Traced<S> = Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>>;
 /// The receptive field of the centre output unit, measured: back-propagate from that one unit
 /// and see which input pixels get a gradient. Returns the height and width of the smallest box
 /// holding them, and how many of the box's pixels are reached.
-fn measured_field<M, const OH: usize, const OW: usize>(net: &M, dev: &Cpu) -> ((usize, usize), usize)
+fn measured_field<M, const OH: usize, const OW: usize>(
+    net: &M,
+    dev: &Cpu,
+) -> ((usize, usize), usize)
 where
     M: Module<Traced<Rank3<1, 32, 32>>, Output = Traced<Rank3<1, OH, OW>>>,
 {
@@ -57,8 +60,10 @@ where
     let y = net.forward(x.leaky_trace());
     let grads = (y * dev.tensor(pick)).sum().backward();
     let g = grads.get(&x).array()[0];
-    let reached: Vec<(usize, usize)> =
-        (0..32).flat_map(|i| (0..32).map(move |j| (i, j))).filter(|&(i, j)| g[i][j] != 0.0).collect();
+    let reached: Vec<(usize, usize)> = (0..32)
+        .flat_map(|i| (0..32).map(move |j| (i, j)))
+        .filter(|&(i, j)| g[i][j] != 0.0)
+        .collect();
     let extent = |axis: fn(&(usize, usize)) -> usize| {
         let values = reached.iter().map(axis);
         values.clone().max().unwrap() - values.min().unwrap() + 1
@@ -75,17 +80,34 @@ fn main() {
     let mut plain = dev.build_module::<Plain, f32>();
     let mut dilated = dev.build_module::<Dilated, f32>();
     let mut same = dev.build_module::<DilatedSame, f32>();
-    for w in [&mut plain.conv1.weight, &mut plain.conv2.weight, &mut plain.conv3.weight] {
+    for w in [
+        &mut plain.conv1.weight,
+        &mut plain.conv2.weight,
+        &mut plain.conv3.weight,
+    ] {
         w.fill_with_ones();
     }
-    for w in [&mut dilated.conv1.weight, &mut dilated.conv2.weight, &mut dilated.conv3.weight] {
+    for w in [
+        &mut dilated.conv1.weight,
+        &mut dilated.conv2.weight,
+        &mut dilated.conv3.weight,
+    ] {
         w.fill_with_ones();
     }
-    for w in [&mut same.conv1.weight, &mut same.conv2.weight, &mut same.conv3.weight] {
+    for w in [
+        &mut same.conv1.weight,
+        &mut same.conv2.weight,
+        &mut same.conv3.weight,
+    ] {
         w.fill_with_ones();
     }
 
-    let summaries = [OneDilated::summary(), Plain::summary(), Dilated::summary(), DilatedSame::summary()];
+    let summaries = [
+        OneDilated::summary(),
+        Plain::summary(),
+        Dilated::summary(),
+        DilatedSame::summary(),
+    ];
     let measured = [
         measured_field(&one, &dev),
         measured_field(&plain, &dev),
@@ -94,13 +116,22 @@ fn main() {
     ];
     for (summary, (field, reached)) in summaries.iter().zip(measured) {
         println!("{summary}");
-        println!("measured: the centre unit's gradient reaches {reached} pixels of a {field:?} box\n");
+        println!(
+            "measured: the centre unit's gradient reaches {reached} pixels of a {field:?} box\n"
+        );
         let last = summary.rows.last().unwrap().receptive_field;
-        assert_eq!(last, Some(field), "{}: the summary and the gradient disagree", summary.name);
+        assert_eq!(
+            last,
+            Some(field),
+            "{}: the summary and the gradient disagree",
+            summary.name
+        );
     }
 
     // The receptive fields, layer by layer, from the summaries' last column.
-    let fields = |rows: &[cnn::LayerRow]| -> Vec<usize> { rows.iter().map(|r| r.receptive_field.unwrap().0).collect() };
+    let fields = |rows: &[cnn::LayerRow]| -> Vec<usize> {
+        rows.iter().map(|r| r.receptive_field.unwrap().0).collect()
+    };
     // Yu & Koltun 2016, section 2: 3x3 kernels with dilations 1, 2, 4 give 3x3, 7x7, 15x15 (2^(i+2) - 1).
     assert_eq!(fields(Dilated::summary().rows), [3, 7, 15]);
     assert_eq!(fields(DilatedSame::summary().rows), [3, 7, 15]);
@@ -109,12 +140,18 @@ fn main() {
     // One dilated kernel spans 5x5 but touches only its 9 taps; the 1, 2, 4 stack fills its
     // 15x15 field without holes.
     assert_eq!(fields(OneDilated::summary().rows), [5]);
-    assert_eq!(measured.map(|(_, reached)| reached), [9, 7 * 7, 15 * 15, 15 * 15]);
+    assert_eq!(
+        measured.map(|(_, reached)| reached),
+        [9, 7 * 7, 15 * 15, 15 * 15]
+    );
 
     // Output sizes, floor((n + 2p - d(k - 1) - 1) / s) + 1; also checked by the types above.
     let outputs = summaries.map(|s| s.output()[1]);
     assert_eq!(outputs, [28, 26, 18, 32]);
-    println!("outputs for 32x32: dilation 2 alone {}, plain stack {}, dilations 1, 2, 4 {} (padded: {})", outputs[0], outputs[1], outputs[2], outputs[3]);
+    println!(
+        "outputs for 32x32: dilation 2 alone {}, plain stack {}, dilations 1, 2, 4 {} (padded: {})",
+        outputs[0], outputs[1], outputs[2], outputs[3]
+    );
 }
 
 #[test]

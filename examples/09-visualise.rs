@@ -71,12 +71,19 @@ fn main() -> Result<(), Box<dyn Error>> {
         cnn::checkpoint::load(&mut net, &args.weights)?;
         println!("weights: {}", args.weights.display());
     } else {
-        println!("no checkpoint at {}: training one epoch on 12,000 images", args.weights.display());
+        println!(
+            "no checkpoint at {}: training one epoch on 12,000 images",
+            args.weights.display()
+        );
         train_briefly(&dev, &mut net, &data)?;
     }
     let index = args.image;
     if index >= data.test.len() {
-        return Err(format!("--image {index}: the test set has {} images", data.test.len()).into());
+        return Err(format!(
+            "--image {index}: the test set has {} images",
+            data.test.len()
+        )
+        .into());
     }
     let label = CLASS_NAMES[usize::from(data.test.labels[index])];
     println!("test image {index}: {label}");
@@ -89,7 +96,11 @@ fn main() -> Result<(), Box<dyn Error>> {
 /// One epoch of Adam (lr 3e-3, batches of 32) on a fifth of the training set: enough for the
 /// kernels to take shape, at about 65% test accuracy. d2l's SGD at lr 0.9 with batches of 256
 /// stays at chance level for its whole first epoch.
-fn train_briefly(dev: &Cpu, net: &mut LeNet<f32, Cpu>, data: &FashionMnist) -> Result<(), Box<dyn Error>> {
+fn train_briefly(
+    dev: &Cpu,
+    net: &mut LeNet<f32, Cpu>,
+    data: &FashionMnist,
+) -> Result<(), Box<dyn Error>> {
     type Images = (usize, Const<1>, Const<28>, Const<28>);
     let to_batches = |set: cnn::data::Dataset| {
         let labels = set.labels.iter().map(|&l| usize::from(l)).collect();
@@ -97,14 +108,30 @@ fn train_briefly(dev: &Cpu, net: &mut LeNet<f32, Cpu>, data: &FashionMnist) -> R
     };
     let train = to_batches(data.train.subset(12_000))?.shuffled(0);
     let test = to_batches(data.test.subset(2_000))?;
-    let config = Config { epochs: 1, batch_size: 32, progress: Progress::Auto, init: Init::XavierUniform { seed: 0 } };
-    let mut opt = Adam::new(net, AdamConfig { lr: 3e-3, ..Default::default() });
+    let config = Config {
+        epochs: 1,
+        batch_size: 32,
+        progress: Progress::Auto,
+        init: Init::XavierUniform { seed: 0 },
+    };
+    let mut opt = Adam::new(
+        net,
+        AdamConfig {
+            lr: 3e-3,
+            ..Default::default()
+        },
+    );
     Trainer::new(dev.clone(), config).fit(net, &mut opt, &train, &test)?;
     Ok(())
 }
 
 /// Writes the four pictures of `net` and the 28x28 `image` into `out`; returns their paths.
-fn draw(dev: &Cpu, net: &LeNet<f32, Cpu>, image: &[f32], out: &Path) -> Result<Vec<PathBuf>, Box<dyn Error>> {
+fn draw(
+    dev: &Cpu,
+    net: &LeNet<f32, Cpu>,
+    image: &[f32],
+    out: &Path,
+) -> Result<Vec<PathBuf>, Box<dyn Error>> {
     std::fs::create_dir_all(out)?;
 
     // conv1's weight: (6, 1, 5, 5), one 5x5 tile per output channel, on one shared scale.
@@ -114,15 +141,27 @@ fn draw(dev: &Cpu, net: &LeNet<f32, Cpu>, image: &[f32], out: &Path) -> Result<V
 
     // The feature maps, between the layers: (6, 28, 28) after conv1's sigmoid, (16, 10, 10)
     // after conv2's.
-    let x: Tensor<Rank3<1, 28, 28>, f32, Cpu> = dev.tensor_from_vec(image.to_vec(), Default::default());
+    let x: Tensor<Rank3<1, 28, 28>, f32, Cpu> =
+        dev.tensor_from_vec(image.to_vec(), Default::default());
     let maps1 = net.sigmoid1.forward(net.conv1.forward(x.clone()));
-    let maps2 = net.sigmoid2.forward(net.conv2.forward(net.pool1.forward(maps1.clone())));
+    let maps2 = net
+        .sigmoid2
+        .forward(net.conv2.forward(net.pool1.forward(maps1.clone())));
 
     let pictures = [
         ("lenet-kernels.png", grid(&kernels, (5, 5), 6, KERNEL_SCALE)),
-        ("lenet-input.png", grid(&tiles(image, 1, grey), (28, 28), 1, INPUT_SCALE)),
-        ("lenet-conv1.png", grid(&stretched(&maps1.as_vec(), 6), (28, 28), 3, CONV1_SCALE)),
-        ("lenet-conv2.png", grid(&stretched(&maps2.as_vec(), 16), (10, 10), 4, CONV2_SCALE)),
+        (
+            "lenet-input.png",
+            grid(&tiles(image, 1, grey), (28, 28), 1, INPUT_SCALE),
+        ),
+        (
+            "lenet-conv1.png",
+            grid(&stretched(&maps1.as_vec(), 6), (28, 28), 3, CONV1_SCALE),
+        ),
+        (
+            "lenet-conv2.png",
+            grid(&stretched(&maps2.as_vec(), 16), (10, 10), 4, CONV2_SCALE),
+        ),
     ];
     let mut paths = Vec::new();
     for (name, picture) in pictures {
@@ -135,7 +174,10 @@ fn draw(dev: &Cpu, net: &LeNet<f32, Cpu>, image: &[f32], out: &Path) -> Result<V
 
 /// Splits `values` into `n` equal tiles and colours every value.
 fn tiles(values: &[f32], n: usize, colour: impl Fn(f32) -> Rgb<u8>) -> Vec<Vec<Rgb<u8>>> {
-    values.chunks(values.len() / n).map(|tile| tile.iter().map(|&v| colour(v)).collect()).collect()
+    values
+        .chunks(values.len() / n)
+        .map(|tile| tile.iter().map(|&v| colour(v)).collect())
+        .collect()
 }
 
 /// [`tiles`] in grey, each tile stretched from black (its minimum) to white (its maximum).
@@ -161,7 +203,10 @@ fn grid(tiles: &[Vec<Rgb<u8>>], (h, w): (usize, usize), cols: usize, scale: u32)
     let height = rows * (tile_h + gap) + gap;
     let mut img = RgbImage::from_pixel(width, height, Rgb([230, 230, 230]));
     for (t, tile) in tiles.iter().enumerate() {
-        let (x0, y0) = (gap + (t % cols) as u32 * (tile_w + gap), gap + (t / cols) as u32 * (tile_h + gap));
+        let (x0, y0) = (
+            gap + (t % cols) as u32 * (tile_w + gap),
+            gap + (t / cols) as u32 * (tile_h + gap),
+        );
         for y in 0..tile_h {
             for x in 0..tile_w {
                 let cell = (y / scale) as usize * w + (x / scale) as usize;
@@ -181,7 +226,11 @@ fn grey(t: f32) -> Rgb<u8> {
 /// `t` in [-1, 1] on a diverging scale: blue for negative, white for 0, red for positive
 /// (ColorBrewer's RdBu ends).
 fn diverging(t: f32) -> Rgb<u8> {
-    let (end, t) = if t < 0.0 { ([33.0, 102.0, 172.0], -t) } else { ([178.0, 24.0, 43.0], t) };
+    let (end, t) = if t < 0.0 {
+        ([33.0, 102.0, 172.0], -t)
+    } else {
+        ([178.0, 24.0, 43.0], t)
+    };
     let t = t.min(1.0);
     Rgb(end.map(|c: f32| (255.0 + (c - 255.0) * t).round() as u8))
 }
@@ -195,14 +244,32 @@ fn drawing_runs() {
     let image: Tensor<Rank1<784>, f32, Cpu> = dev.sample_uniform();
     let out = tempfile::tempdir().unwrap();
     let paths = draw(&dev, &net, &image.as_vec(), out.path()).unwrap();
-    let sizes: Vec<(u32, u32)> = paths.iter().map(|p| image::open(p).unwrap().to_rgb8().dimensions()).collect();
+    let sizes: Vec<(u32, u32)> = paths
+        .iter()
+        .map(|p| image::open(p).unwrap().to_rgb8().dimensions())
+        .collect();
     // kernels: 6 tiles of 100 px in a row, 10 px gaps; input 280 px, 5 px gaps; conv1 maps
     // 3x2 tiles of 168 px, 3 px gaps; conv2 maps 4x4 tiles of 120 px, 6 px gaps.
-    assert_eq!(sizes, [(6 * 110 + 10, 120), (290, 290), (3 * 171 + 3, 2 * 171 + 3), (4 * 126 + 6, 4 * 126 + 6)]);
+    assert_eq!(
+        sizes,
+        [
+            (6 * 110 + 10, 120),
+            (290, 290),
+            (3 * 171 + 3, 2 * 171 + 3),
+            (4 * 126 + 6, 4 * 126 + 6)
+        ]
+    );
     // The colour scales: 0 is white on the diverging one, the extremes are its ends.
     assert_eq!(diverging(0.0), Rgb([255, 255, 255]));
-    assert_eq!((diverging(-1.0), diverging(1.0)), (Rgb([33, 102, 172]), Rgb([178, 24, 43])));
+    assert_eq!(
+        (diverging(-1.0), diverging(1.0)),
+        (Rgb([33, 102, 172]), Rgb([178, 24, 43]))
+    );
     // The largest weight in absolute value is drawn at full colour.
     let kernels = image::open(&paths[0]).unwrap().to_rgb8();
-    assert!(kernels.pixels().any(|&p| p == Rgb([33, 102, 172]) || p == Rgb([178, 24, 43])));
+    assert!(
+        kernels
+            .pixels()
+            .any(|&p| p == Rgb([33, 102, 172]) || p == Rgb([178, 24, 43]))
+    );
 }
