@@ -38,17 +38,17 @@ fn corr2d<
             "corr2d: output must be (H-KH+1) x (W-KW+1)"
         )
     };
-    let mut y = [[0.0; OW]; OH];
-    for i in 0..OH {
-        for j in 0..OW {
+    std::array::from_fn(|i| {
+        std::array::from_fn(|j| {
+            let mut sum = 0.0;
             for a in 0..KH {
                 for b in 0..KW {
-                    y[i][j] += x[i + a][j + b] * k[a][b];
+                    sum += x[i + a][j + b] * k[a][b];
                 }
             }
-        }
-    }
-    y
+            sum
+        })
+    })
 }
 
 /// Strict convolution from its definition, `(x * k)[n, m] = Σ_a Σ_b k[a, b] x[n - a, m - b]`
@@ -71,18 +71,18 @@ fn conv2d_strict<
             "conv2d_strict: output must be (H-KH+1) x (W-KW+1)"
         )
     };
-    let mut y = [[0.0; OW]; OH];
-    for i in 0..OH {
-        for j in 0..OW {
+    std::array::from_fn(|i| {
+        std::array::from_fn(|j| {
             let (n, m) = (i + KH - 1, j + KW - 1);
+            let mut sum = 0.0;
             for a in 0..KH {
                 for b in 0..KW {
-                    y[i][j] += k[a][b] * x[n - a][m - b];
+                    sum += k[a][b] * x[n - a][m - b];
                 }
             }
-        }
-    }
-    y
+            sum
+        })
+    })
 }
 
 fn transpose<const H: usize, const W: usize>(x: &[[f32; W]; H]) -> [[f32; H]; W] {
