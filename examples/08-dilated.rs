@@ -76,25 +76,17 @@ fn main() {
     // Every weight 1, so no gradient cancels by chance: a pixel's gradient counts its paths to
     // the output unit.
     let mut one = dev.build_module::<OneDilated, f32>();
-    one.conv1.weight.fill_with_ones();
     let mut plain = dev.build_module::<Plain, f32>();
     let mut dilated = dev.build_module::<Dilated, f32>();
     let mut same = dev.build_module::<DilatedSame, f32>();
     for w in [
+        &mut one.conv1.weight,
         &mut plain.conv1.weight,
         &mut plain.conv2.weight,
         &mut plain.conv3.weight,
-    ] {
-        w.fill_with_ones();
-    }
-    for w in [
         &mut dilated.conv1.weight,
         &mut dilated.conv2.weight,
         &mut dilated.conv3.weight,
-    ] {
-        w.fill_with_ones();
-    }
-    for w in [
         &mut same.conv1.weight,
         &mut same.conv2.weight,
         &mut same.conv3.weight,
@@ -132,7 +124,8 @@ fn main() {
     let fields = |rows: &[cnn::LayerRow]| -> Vec<usize> {
         rows.iter().map(|r| r.receptive_field.unwrap().0).collect()
     };
-    // Yu & Koltun 2016, section 2: 3x3 kernels with dilations 1, 2, 4 give 3x3, 7x7, 15x15 (2^(i+2) - 1).
+    // Yu & Koltun 2016, section 2: 3x3 kernels with dilations 1, 2, 4 give receptive fields
+    // 3x3, 7x7, 15x15: 2^(i+1) - 1 after layer i.
     assert_eq!(fields(Dilated::summary().rows), [3, 7, 15]);
     assert_eq!(fields(DilatedSame::summary().rows), [3, 7, 15]);
     // Plain 3x3 kernels add 2 each: 3, 5, 7.
