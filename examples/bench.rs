@@ -53,7 +53,14 @@ where
 {
     let dev = Dev::seed_from_u64(0);
     let mut model = dev.build_module::<M, f32>();
-    let mut opt = Sgd::new(&model, SgdConfig { lr: 0.1, momentum: None, weight_decay: None });
+    let mut opt = Sgd::new(
+        &model,
+        SgdConfig {
+            lr: 0.1,
+            momentum: None,
+            weight_decay: None,
+        },
+    );
     let mut grads = model.alloc_grads();
     let x: Tensor<Batch, f32, Dev> = dev.sample_normal_like(&(batch, Const, Const, Const));
     let labels: Vec<usize> = (0..batch).map(|i| (i * 7) % 10).collect();
@@ -62,7 +69,8 @@ where
         let logits = model.forward_mut(x.trace(grads.clone()));
         let loss = cross_entropy_with_logits_loss(logits, y.clone());
         grads = loss.backward();
-        opt.update(&mut model, &grads).expect("every parameter has a gradient");
+        opt.update(&mut model, &grads)
+            .expect("every parameter has a gradient");
         model.zero_grads(&mut grads);
     };
     for _ in 0..3 {
@@ -97,10 +105,13 @@ where
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
     match args.iter().position(|a| a == name) {
-        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-            eprintln!("{name} needs a positive number");
-            std::process::exit(2)
-        }),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                eprintln!("{name} needs a positive number");
+                std::process::exit(2)
+            }),
         None => default,
     }
 }
@@ -118,8 +129,14 @@ fn main() {
         ("infer_relu_b256", |s| infer::<LeNetRelu>(256, s)),
         ("train_sigmoid_b64", |s| train::<LeNetSigmoid>(64, s)),
     ];
-    let only = args.iter().position(|a| a == "--case").and_then(|i| args.get(i + 1));
-    let cases: Vec<Case> = cases.into_iter().filter(|(name, _)| only.is_none_or(|o| name.contains(o.as_str()))).collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--case")
+        .and_then(|i| args.get(i + 1));
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .filter(|(name, _)| only.is_none_or(|o| name.contains(o.as_str())))
+        .collect();
     let mut seen = vec![Vec::new(); cases.len()];
     for _ in 0..rounds {
         for (i, (_, run)) in cases.iter().enumerate() {
@@ -127,7 +144,12 @@ fn main() {
         }
     }
     if !json {
-        println!("{:24} {:>12}  (median of {rounds} rounds, {steps} steps each, {} threads)", "case", "images/s", rayon::current_num_threads());
+        println!(
+            "{:24} {:>12}  (median of {rounds} rounds, {steps} steps each, {} threads)",
+            "case",
+            "images/s",
+            rayon::current_num_threads()
+        );
     }
     for ((name, _), mut v) in cases.iter().zip(seen) {
         v.sort_by(f64::total_cmp);

@@ -95,7 +95,10 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(n) = args.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+        {
             eprintln!("error: cannot start {n} threads: {e}");
             return ExitCode::FAILURE;
         }
@@ -122,10 +125,19 @@ fn to_batches(set: Dataset) -> Result<InMemory<Images>, Box<dyn std::error::Erro
 fn run<M>(args: &Args, name: &str, summary: &str) -> Result<(), Box<dyn std::error::Error>>
 where
     M: BuildOnDevice<Dev, f32>,
-    M::Built: Classifier<Images, f32, Dev, 10> + SaveToSafetensors<f32, Dev> + LoadFromSafetensors<f32, Dev>,
+    M::Built: Classifier<Images, f32, Dev, 10>
+        + SaveToSafetensors<f32, Dev>
+        + LoadFromSafetensors<f32, Dev>,
 {
     let dev = Dev::seed_from_u64(args.seed);
-    println!("device: {}", if cfg!(feature = "cuda") { "CUDA" } else { "CPU" });
+    println!(
+        "device: {}",
+        if cfg!(feature = "cuda") {
+            "CUDA"
+        } else {
+            "CPU"
+        }
+    );
     println!("{summary}");
     let mut data = FashionMnist::locate_or_download(args.data.as_deref())?;
     if args.smoke {
@@ -160,13 +172,20 @@ where
     };
     let history = match (args.adam, args.lr) {
         (true, lr) => {
-            let cfg = AdamConfig { lr: lr.unwrap_or(1e-3), ..Default::default() };
+            let cfg = AdamConfig {
+                lr: lr.unwrap_or(1e-3),
+                ..Default::default()
+            };
             let mut opt = Adam::new(&model, cfg);
             trainer.fit_with(&mut model, &mut opt, &train, &test, save)?
         }
         (false, lr) => {
             let lr = lr.unwrap_or(if args.modern { 0.1 } else { 0.9 });
-            let cfg = SgdConfig { lr, momentum: None, weight_decay: None };
+            let cfg = SgdConfig {
+                lr,
+                momentum: None,
+                weight_decay: None,
+            };
             let mut opt = Sgd::new(&model, cfg);
             trainer.fit_with(&mut model, &mut opt, &train, &test, save)?
         }
@@ -175,8 +194,15 @@ where
     plot_history(&history, &plot)?;
     let last = history.last().expect("at least one epoch");
     let seconds: f64 = history.iter().map(|s| s.seconds).sum();
-    println!("weights: {}\nplot: {}", checkpoint.display(), plot.display());
-    println!("{epochs} epochs in {seconds:.1} s, {:.0} images/s", last.images_per_s);
+    println!(
+        "weights: {}\nplot: {}",
+        checkpoint.display(),
+        plot.display()
+    );
+    println!(
+        "{epochs} epochs in {seconds:.1} s, {:.0} images/s",
+        last.images_per_s
+    );
     println!("{last}");
     if args.smoke {
         smoke_check(&history, &checkpoint)?;
@@ -187,8 +213,11 @@ where
 /// CI's check: the loss fell from the first epoch to the second, and the checkpoint exists.
 fn smoke_check(history: &[EpochStats], checkpoint: &Path) -> Result<(), String> {
     let (first, second) = (history[0].loss, history[1].loss);
-    if !(second < first) {
-        return Err(format!("smoke: the loss did not fall ({first:.4} then {second:.4})"));
+    // (written so that a NaN loss fails too)
+    if second.partial_cmp(&first) != Some(std::cmp::Ordering::Less) {
+        return Err(format!(
+            "smoke: the loss did not fall ({first:.4} then {second:.4})"
+        ));
     }
     if !checkpoint.is_file() {
         return Err(format!("smoke: no checkpoint at {}", checkpoint.display()));

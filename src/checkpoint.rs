@@ -7,7 +7,9 @@
 //! failed save never destroys the previous checkpoint and a refused load leaves the model as it
 //! was.
 
-use dfdx::nn::tensor_collection::{RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName};
+use dfdx::nn::tensor_collection::{
+    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName,
+};
 use dfdx::nn::{LoadFromSafetensors, SaveToSafetensors};
 use dfdx::shapes::{Dtype, Shape};
 use dfdx::tensor::safetensors::SafeDtype;
@@ -58,12 +60,16 @@ fn layout<E: Dtype, D: Device<E>, M: TensorCollection<E, D>>() -> Vec<(String, V
             opts: TensorOptions<S, E, D>,
             name: String,
         ) -> Result<Option<dfdx::tensor::Tensor<S, E, D>>, Self::Err> {
-            self.0.push((name, opts.shape.concrete().into_iter().collect()));
+            self.0
+                .push((name, opts.shape.concrete().into_iter().collect()));
             Ok(None)
         }
     }
     let mut names = Names(Vec::new());
-    let Ok(_) = M::iter_tensors(&mut RecursiveWalker { m: String::new(), f: &mut names });
+    let Ok(_) = M::iter_tensors(&mut RecursiveWalker {
+        m: String::new(),
+        f: &mut names,
+    });
     names.0
 }
 
@@ -78,7 +84,10 @@ where
     D: Device<E>,
     M: SaveToSafetensors<E, D>,
 {
-    let io = |source| CheckpointError::Io { path: path.to_path_buf(), source };
+    let io = |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -105,15 +114,23 @@ where
     D: Device<E>,
     M: LoadFromSafetensors<E, D>,
 {
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
-    let file = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| CheckpointError::Format { path: path.to_path_buf(), what: format!("{e:?}") })?;
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file =
+        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Format {
+            path: path.to_path_buf(),
+            what: format!("{e:?}"),
+        })?;
     // Every difference is listed: a checkpoint of another network usually differs in several.
     let mut problems = Vec::new();
     let expected = layout::<E, D, M>();
     for (name, shape) in &expected {
         match file.tensor(name) {
-            Err(_) => problems.push(format!("it has no tensor `{name}` (the model needs {shape:?})")),
+            Err(_) => problems.push(format!(
+                "it has no tensor `{name}` (the model needs {shape:?})"
+            )),
             Ok(t) if t.shape() != shape.as_slice() => problems.push(format!(
                 "tensor `{name}` is {:?} in the checkpoint but {shape:?} in the model",
                 t.shape()
@@ -126,15 +143,27 @@ where
             Ok(_) => {}
         }
     }
-    let mut extra: Vec<_> = file.names().into_iter().filter(|n| !expected.iter().any(|(e, _)| e == *n)).collect();
+    let mut extra: Vec<_> = file
+        .names()
+        .into_iter()
+        .filter(|n| !expected.iter().any(|(e, _)| e == *n))
+        .collect();
     extra.sort();
     for name in extra {
-        problems.push(format!("it holds tensor `{name}`, which the model does not have"));
+        problems.push(format!(
+            "it holds tensor `{name}`, which the model does not have"
+        ));
     }
     if !problems.is_empty() {
-        return Err(CheckpointError::Mismatch { path: path.to_path_buf(), what: problems.join("; ") });
+        return Err(CheckpointError::Mismatch {
+            path: path.to_path_buf(),
+            what: problems.join("; "),
+        });
     }
     model
         .load_safetensors(path)
-        .map_err(|e| CheckpointError::Format { path: path.to_path_buf(), what: format!("{e:?}") })
+        .map_err(|e| CheckpointError::Format {
+            path: path.to_path_buf(),
+            what: format!("{e:?}"),
+        })
 }

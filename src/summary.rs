@@ -17,23 +17,23 @@
 //! let summary = Tiny::summary();
 //! assert_eq!(summary.params(), Tiny::PARAMS);
 //! assert_eq!(summary.output(), &[4]);
-//! println!("{summary}");
-//! ```
-//! prints
-//! ```text
+//! assert_eq!(summary.to_string(), "\
 //! Tiny: [1, 8, 8] -> [4]
-//! layer    kind                    output     params  mult-adds  receptive field
-//! -------  ----------------------  ---------  ------  ---------  ---------------
-//! conv1    conv2d(2, kernel=3)     [2, 6, 6]      20        648  3x3
-//!          relu                    [2, 6, 6]       0          0  3x3
-//!          max_pool2d(kernel=2)    [2, 3, 3]       0          0  4x4
-//!          flatten                 [18]            0          0  -
-//! linear1  linear(4)               [4]            76         72  -
-//! ------------------------------------------------------------------------------
+//! layer    kind                  output     params  mult-adds  receptive field
+//! -------  --------------------  ---------  ------  ---------  ---------------
+//! conv1    conv2d(2, kernel=3)   [2, 6, 6]      20        648  3x3
+//!          relu                  [2, 6, 6]       0          0  3x3
+//!          max_pool2d(kernel=2)  [2, 3, 3]       0          0  4x4
+//!          flatten               [18]            0          0  -
+//! linear1  linear(4)             [4]            76         72  -
+//! ----------------------------------------------------------------------------
 //! params: 96 (trainable 96, non-trainable 0)
 //! mult-adds per image: 720
-//! output: [4]
+//! output: [4]");
 //! ```
+//!
+//! The params column counts every parameter of the layer, trainable or not; the totals split
+//! them.
 
 use std::fmt;
 
@@ -118,14 +118,27 @@ impl Summary {
     }
 }
 
-const HEADERS: [&str; 6] = ["layer", "kind", "output", "params", "mult-adds", "receptive field"];
+const HEADERS: [&str; 6] = [
+    "layer",
+    "kind",
+    "output",
+    "params",
+    "mult-adds",
+    "receptive field",
+];
 /// Which columns are numbers, aligned right.
 const RIGHT: [bool; 6] = [false, false, false, true, true, false];
 
 impl fmt::Display for Summary {
     /// An aligned text table: a header line, a row per layer, and the totals.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{}: {} -> {}", self.name, dims(self.input), dims(self.output()))?;
+        writeln!(
+            f,
+            "{}: {} -> {}",
+            self.name,
+            dims(self.input),
+            dims(self.output())
+        )?;
         let cells: Vec<[String; 6]> = self
             .rows
             .iter()
@@ -136,7 +149,8 @@ impl fmt::Display for Summary {
                     dims(row.output),
                     thousands(row.params + row.non_trainable),
                     thousands(row.macs),
-                    row.receptive_field.map_or_else(|| "-".to_string(), |(h, w)| format!("{h}x{w}")),
+                    row.receptive_field
+                        .map_or_else(|| "-".to_string(), |(h, w)| format!("{h}x{w}")),
                 ]
             })
             .collect();
@@ -160,7 +174,10 @@ impl fmt::Display for Summary {
             writeln!(f, "{}", text.trim_end())
         };
         line(f, HEADERS)?;
-        line(f, widths.map(|w| "-".repeat(w)).each_ref().map(String::as_str))?;
+        line(
+            f,
+            widths.map(|w| "-".repeat(w)).each_ref().map(String::as_str),
+        )?;
         for row in &cells {
             line(f, row.each_ref().map(String::as_str))?;
         }
@@ -259,7 +276,11 @@ mod tests {
         assert_eq!(TINY.non_trainable(), 4);
         assert_eq!(TINY.macs(), 648 + 72_000);
         assert_eq!(TINY.output(), &[4000]);
-        let empty = Summary { name: "Id", input: &[3, 2, 2], rows: &[] };
+        let empty = Summary {
+            name: "Id",
+            input: &[3, 2, 2],
+            rows: &[],
+        };
         assert_eq!(empty.output(), &[3, 2, 2]);
         assert_eq!(empty.params(), 0);
     }

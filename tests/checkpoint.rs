@@ -48,11 +48,17 @@ fn round_trip_restores_outputs_exactly() {
     save(&model, &path).unwrap();
     let mut other = dev.build_module::<Net, f32>();
     let x = input(&dev);
-    assert_ne!(model.forward(x.clone()).array(), other.forward(x.clone()).array());
+    assert_ne!(
+        model.forward(x.clone()).array(),
+        other.forward(x.clone()).array()
+    );
     load(&mut other, &path).unwrap();
     assert_eq!(model.forward(x.clone()).array(), other.forward(x).array());
     // no temporary file is left behind
-    assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+        1
+    );
 }
 
 #[test]
@@ -68,7 +74,10 @@ fn another_networks_checkpoint_is_refused_and_the_model_kept() {
     assert!(matches!(err, CheckpointError::Mismatch { .. }));
     let msg = err.to_string();
     assert!(msg.contains("linear1.weight"), "{msg}");
-    assert!(msg.contains("[32, 75]") && msg.contains("[16, 75]"), "{msg}");
+    assert!(
+        msg.contains("[32, 75]") && msg.contains("[16, 75]"),
+        "{msg}"
+    );
     assert_eq!(model.forward(x).array(), before);
 
     let path = dir.path().join("deeper.safetensors");
@@ -88,7 +97,11 @@ fn a_missing_or_corrupt_file_is_a_clear_error() {
     assert!(err.to_string().contains("nope.safetensors"), "{err}");
 
     let corrupt = dir.path().join("corrupt.safetensors");
-    std::fs::write(&corrupt, b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!").unwrap();
+    std::fs::write(
+        &corrupt,
+        b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!",
+    )
+    .unwrap();
     let err = load(&mut model, &corrupt).unwrap_err();
     assert!(matches!(err, CheckpointError::Format { .. }), "{err}");
     assert!(err.to_string().contains("corrupt.safetensors"), "{err}");

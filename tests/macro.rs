@@ -3,7 +3,10 @@
 //! conversion, save/load) working on them. The macro is invoked at module scope (`pub` and
 //! private, with doc comments) and at function scope.
 
+mod common;
+
 use cnn::prelude::*;
+use common::{TestDevice, same_type};
 use dfdx::optim::Optimizer;
 
 cnn! {
@@ -31,20 +34,21 @@ cnn! {
     }
 }
 
-fn same_type<T>(_: &T, _: &T) {}
-
-type Dev = Cpu;
+/// The device the tests run on: `Cuda` under `--features cuda`.
+type Dev = TestDevice;
 
 #[test]
 fn lenet_types_and_sizes() {
     let dev: Dev = Default::default();
     let model = dev.build_module::<LeNet, f32>();
-    let _: &LeNet<f32, Cpu> = &model;
-    let _: &Conv2D<1, 6, 5, 5, 28, 28, 28, 28, 1, 1, 2, 2, 1, 1, 1, 1, true, 2, 2, f32, Cpu> = &model.conv1;
-    let _: &Conv2D<6, 16, 5, 5, 14, 14, 10, 10, 1, 1, 0, 0, 1, 1, 1, 6, true, 0, 0, f32, Cpu> = &model.conv2;
-    let _: &modules::Linear<400, 120, f32, Cpu> = &model.linear1;
-    let _: &modules::Linear<120, 84, f32, Cpu> = &model.linear2;
-    let _: &modules::Linear<84, 10, f32, Cpu> = &model.linear3;
+    let _: &LeNet<f32, Dev> = &model;
+    let _: &Conv2D<1, 6, 5, 5, 28, 28, 28, 28, 1, 1, 2, 2, 1, 1, 1, 1, true, 2, 2, f32, Dev> =
+        &model.conv1;
+    let _: &Conv2D<6, 16, 5, 5, 14, 14, 10, 10, 1, 1, 0, 0, 1, 1, 1, 6, true, 0, 0, f32, Dev> =
+        &model.conv2;
+    let _: &modules::Linear<400, 120, f32, Dev> = &model.linear1;
+    let _: &modules::Linear<120, 84, f32, Dev> = &model.linear2;
+    let _: &modules::Linear<84, 10, f32, Dev> = &model.linear3;
 
     let y = model.forward(dev.zeros::<Rank3<1, 28, 28>>());
     same_type(&y, &dev.zeros::<Rank1<10>>());
@@ -57,7 +61,10 @@ fn lenet_types_and_sizes() {
     // d2l's count for LeNet.
     assert_eq!(LeNet::PARAMS, 61_706);
     assert_eq!(model.num_trainable_params(), LeNet::PARAMS);
-    assert_eq!(LeNet::MACS, 6 * 28 * 28 * 25 + 16 * 10 * 10 * 6 * 25 + 400 * 120 + 120 * 84 + 84 * 10);
+    assert_eq!(
+        LeNet::MACS,
+        6 * 28 * 28 * 25 + 16 * 10 * 10 * 6 * 25 + 400 * 120 + 120 * 84 + 84 * 10
+    );
     assert_eq!(LeNet::INPUT, [1, 28, 28]);
     assert_eq!(LeNet::OUTPUT, [10]);
 }
@@ -94,16 +101,18 @@ output: [10]";
 fn named_layers_are_fields() {
     let dev: Dev = Default::default();
     let model = dev.build_module::<Named, f32>();
-    let _: &Conv2D<3, 8, 3, 3, 32, 32, 32, 32, 1, 1, 1, 1, 1, 1, 1, 3, true, 1, 1, f32, Cpu> = &model.stem;
+    let _: &Conv2D<3, 8, 3, 3, 32, 32, 32, 32, 1, 1, 1, 1, 1, 1, 1, 3, true, 1, 1, f32, Dev> =
+        &model.stem;
     let _: &MaxPool2D<2, 2, 32, 32, 16, 16, 2, 2, 0, 0> = &model.pool;
     // `padding = same` with kernel 3, stride 1: 1 on every side. The unnamed conv is the
     // second conv2d, so `conv2`.
-    let _: &Conv2D<8, 8, 3, 3, 16, 16, 16, 16, 1, 1, 1, 1, 1, 1, 2, 4, false, 1, 1, f32, Cpu> = &model.conv2;
+    let _: &Conv2D<8, 8, 3, 3, 16, 16, 16, 16, 1, 1, 1, 1, 1, 1, 2, 4, false, 1, 1, f32, Dev> =
+        &model.conv2;
     assert!(model.conv2.bias.is_none());
     let _: &modules::LeakyReLU<f32> = &model.act;
     assert_eq!(model.act.0, 0.2);
     assert_eq!(model.drop.p, 0.25);
-    let _: &modules::UnbiasedLinear<2048, 10, f32, Cpu> = &model.head;
+    let _: &modules::UnbiasedLinear<2048, 10, f32, Dev> = &model.head;
     assert_eq!(Named::PARAMS, 3 * 8 * 9 + 8 + 8 * 4 * 9 + 2048 * 10);
     assert_eq!(model.num_trainable_params(), Named::PARAMS);
 
@@ -131,11 +140,19 @@ fn function_scope_and_odd_shapes() {
     same_type(&y, &dev.zeros::<Rank3<4, 1, 2>>());
     assert_eq!(Odd::OUTPUT, [4, 1, 2]);
     // padding = same, n = 3, k = 2, s = 2: out 2, total padding 1, all at the bottom/right.
-    let _: &Conv2D<4, 4, 2, 2, 3, 3, 2, 2, 2, 2, 0, 0, 1, 1, 1, 4, true, 1, 1, f64, Cpu> = &model.conv2;
-    let rf: Vec<_> = Odd::summary().rows.iter().map(|r| r.receptive_field).collect();
+    let _: &Conv2D<4, 4, 2, 2, 3, 3, 2, 2, 2, 2, 0, 0, 1, 1, 1, 4, true, 1, 1, f64, Dev> =
+        &model.conv2;
+    let rf: Vec<_> = Odd::summary()
+        .rows
+        .iter()
+        .map(|r| r.receptive_field)
+        .collect();
     // conv (3, 2) dilated (1, 2) -> spans (3, 3); pool 3 s2 over j 2x1; conv 2 s2 over j 4x2;
     // pool (2, 1) over j 8x4.
-    assert_eq!(rf, [Some((3, 3)), Some((7, 5)), Some((11, 7)), Some((19, 7))]);
+    assert_eq!(
+        rf,
+        [Some((3, 3)), Some((7, 5)), Some((11, 7)), Some((19, 7))]
+    );
 }
 
 #[test]
@@ -150,7 +167,12 @@ fn stateless_network() {
     let model = dev.build_module::<Pools, f32>();
     assert_eq!(Pools::PARAMS, 0);
     assert_eq!(model.num_trainable_params(), 0);
-    let y = model.forward(dev.tensor([[[1.0, 2.0, 0.0, 0.0], [3.0, 4.0, 0.0, 1.0], [0.0; 4], [0.0; 4]]]));
+    let y = model.forward(dev.tensor([[
+        [1.0, 2.0, 0.0, 0.0],
+        [3.0, 4.0, 0.0, 1.0],
+        [0.0; 4],
+        [0.0; 4],
+    ]]));
     let sum: f32 = y.array().iter().sum();
     assert!((sum - 1.0).abs() < 1e-6);
 }
@@ -169,7 +191,7 @@ fn many_fields_nest_tuples() {
     let model = dev.build_module::<Deep, f32>();
     assert_eq!(Deep::PARAMS, (4 * 5 + 5) + 6 * (5 * 5 + 5) + (5 * 3 + 3));
     assert_eq!(model.num_trainable_params(), Deep::PARAMS);
-    let _: &modules::Linear<5, 3, f32, Cpu> = &model.linear8;
+    let _: &modules::Linear<5, 3, f32, Dev> = &model.linear8;
 }
 
 #[test]
@@ -195,7 +217,14 @@ fn training_step() {
     let dev: Dev = Default::default();
     let mut model = dev.build_module::<LeNet, f32>();
     let mut grads = model.alloc_grads();
-    let mut opt = dfdx::optim::Sgd::new(&model, dfdx::optim::SgdConfig { lr: 0.1, momentum: None, weight_decay: None });
+    let mut opt = dfdx::optim::Sgd::new(
+        &model,
+        dfdx::optim::SgdConfig {
+            lr: 0.1,
+            momentum: None,
+            weight_decay: None,
+        },
+    );
     let x = dev.sample_normal::<Rank4<8, 1, 28, 28>>();
     let y = dev.tensor([[0.1f32; 10]; 8]);
     let before = model.conv1.weight.as_vec();
@@ -204,7 +233,8 @@ fn training_step() {
     grads = loss.backward();
     let g = grads.get(&model.conv1.weight);
     same_type(&g, &model.conv1.weight);
-    opt.update(&mut model, &grads).expect("every parameter has a gradient");
+    opt.update(&mut model, &grads)
+        .expect("every parameter has a gradient");
     model.zero_grads(&mut grads);
     assert_ne!(before, model.conv1.weight.as_vec());
 }
@@ -218,7 +248,7 @@ fn batch_norm_and_dropout_modes() {
     }
     let dev: Dev = Default::default();
     let mut model = dev.build_module::<Bn, f32>();
-    let _: &modules::BatchNorm2D<4, f32, Cpu> = &model.bn1;
+    let _: &modules::BatchNorm2D<4, f32, Dev> = &model.bn1;
     // Trainable: conv 4*2*9 + 4, batch norm scale and bias 2*4, linear 16*3 + 3.
     assert_eq!(Bn::PARAMS, 76 + 8 + 51);
     assert_eq!(model.num_trainable_params(), Bn::PARAMS);
@@ -245,15 +275,16 @@ fn dtype_device_and_checkpoints() {
     let x = dev.sample_normal::<Rank3<1, 28, 28>>();
     let y = model.forward(x.clone());
 
-    let wide: LeNet<f64, Cpu> = model.to_dtype::<f64>();
+    let wide: LeNet<f64, Dev> = model.to_dtype::<f64>();
     let y64 = wide.forward(x.clone().to_dtype::<f64>());
     for (a, b) in y.as_vec().iter().zip(y64.as_vec()) {
         assert!((*a as f64 - b).abs() < 1e-5);
     }
-    let moved: LeNet<f32, Cpu> = model.to_device(&dev);
+    let moved: LeNet<f32, Dev> = model.to_device(&dev);
     assert_eq!(moved.forward(x.clone()).array(), y.array());
 
-    let path = std::env::temp_dir().join(format!("cnn-macro-test-{}.safetensors", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("cnn-macro-test-{}.safetensors", std::process::id()));
     model.save_safetensors(&path).expect("save");
     let mut loaded = dev.build_module::<LeNet, f32>();
     assert_ne!(loaded.forward(x.clone()).array(), y.array());
@@ -263,4 +294,21 @@ fn dtype_device_and_checkpoints() {
 
     model.reset_params();
     assert_ne!(model.forward(x).array(), y.array());
+}
+
+#[test]
+fn dropout_applies_only_in_forward_mut() {
+    cnn! {
+        struct Drop: [1, 1, 64] -> [64] { flatten, dropout(0.5) }
+    }
+    let dev: Dev = Default::default();
+    let mut model = dev.build_module::<Drop, f32>();
+    let x = dev.ones::<Rank3<1, 1, 64>>();
+    // Inference: identity, with or without a tape.
+    assert_eq!(model.forward(x.clone()).array(), [1.0; 64]);
+    assert_eq!(model.forward(x.clone().leaky_trace()).array(), [1.0; 64]);
+    // Training: each unit zeroed or scaled by 1 / (1 - p).
+    let y = model.forward_mut(x.leaky_trace()).array();
+    assert!(y.iter().all(|&v| v == 0.0 || v == 2.0), "{y:?}");
+    assert!(y.contains(&0.0) && y.contains(&2.0));
 }

@@ -5,7 +5,10 @@ use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, TokenStreamExt};
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
-use syn::{Attribute, Ident, Lit, LitBool, LitFloat, LitInt, Token, Visibility, braced, bracketed, parenthesized, token};
+use syn::{
+    Attribute, Ident, Lit, LitBool, LitFloat, LitInt, Token, Visibility, braced, bracketed,
+    parenthesized, token,
+};
 
 /// A whole invocation: any number of networks.
 ///
@@ -92,8 +95,15 @@ pub struct Args {
 ///        | (value `=>`)? value      positional: 6, 1 => 6, 0.5
 /// ```
 pub enum Arg {
-    Named { key: Ident, eq: Token![=], value: Value },
-    Positional { from: Option<(Value, Token![=>])>, value: Value },
+    Named {
+        key: Ident,
+        eq: Token![=],
+        value: Value,
+    },
+    Positional {
+        from: Option<(Value, Token![=>])>,
+        value: Value,
+    },
 }
 
 /// ```text
@@ -105,7 +115,12 @@ pub enum Value {
     Bool(LitBool),
     Ident(Ident),
     /// `(h, w)`
-    Pair { paren: token::Paren, h: LitInt, comma: Token![,], w: LitInt },
+    Pair {
+        paren: token::Paren,
+        h: LitInt,
+        comma: Token![,],
+        w: LitInt,
+    },
 }
 
 impl Parse for Input {
@@ -135,7 +150,14 @@ impl Parse for Net {
         let content;
         braced!(content in input);
         let body = content.parse()?;
-        Ok(Net { attrs, vis, ident, input: shape, output, body })
+        Ok(Net {
+            attrs,
+            vis,
+            ident,
+            input: shape,
+            output,
+            body,
+        })
     }
 }
 
@@ -150,7 +172,9 @@ impl Parse for Dims {
 
 impl Parse for Stack {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        Ok(Stack { layers: Punctuated::parse_terminated(input)? })
+        Ok(Stack {
+            layers: Punctuated::parse_terminated(input)?,
+        })
     }
 }
 
@@ -192,15 +216,25 @@ impl Parse for Op {
 impl Parse for Arg {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         if input.peek(Ident) && input.peek2(Token![=]) && !input.peek2(Token![=>]) {
-            return Ok(Arg::Named { key: input.parse()?, eq: input.parse()?, value: input.parse()? });
+            return Ok(Arg::Named {
+                key: input.parse()?,
+                eq: input.parse()?,
+                value: input.parse()?,
+            });
         }
         let first: Value = input.parse()?;
         if input.peek(Token![=>]) {
             let arrow = input.parse()?;
             let value = input.parse()?;
-            Ok(Arg::Positional { from: Some((first, arrow)), value })
+            Ok(Arg::Positional {
+                from: Some((first, arrow)),
+                value,
+            })
         } else {
-            Ok(Arg::Positional { from: None, value: first })
+            Ok(Arg::Positional {
+                from: None,
+                value: first,
+            })
         }
     }
 }
@@ -240,7 +274,8 @@ impl Parse for Value {
 
 impl ToTokens for Dims {
     fn to_tokens(&self, tokens: &mut TokenStream) {
-        self.bracket.surround(tokens, |tokens| self.dims.to_tokens(tokens));
+        self.bracket
+            .surround(tokens, |tokens| self.dims.to_tokens(tokens));
     }
 }
 
@@ -248,7 +283,8 @@ impl ToTokens for Op {
     fn to_tokens(&self, tokens: &mut TokenStream) {
         self.ident.to_tokens(tokens);
         if let Some(args) = &self.args {
-            args.paren.surround(tokens, |tokens| args.list.to_tokens(tokens));
+            args.paren
+                .surround(tokens, |tokens| args.list.to_tokens(tokens));
         }
     }
 }

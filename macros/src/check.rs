@@ -28,6 +28,8 @@ pub struct NetPlan<'a> {
     pub ident: &'a Ident,
     /// `[C, H, W]` of one image.
     pub input: [usize; 3],
+    /// Where the input shape is written, for type errors about the input.
+    pub input_span: Span,
     /// The shape of one output, `[N]` after `flatten`, `[C, H, W]` without.
     pub output: Vec<usize>,
     /// The struct's fields, in layer order.
@@ -64,7 +66,9 @@ pub struct Field {
 pub enum FieldLayer {
     Conv(Conv),
     Linear(Linear),
-    BatchNorm { channels: usize },
+    BatchNorm {
+        channels: usize,
+    },
     /// A stateless layer that was given a name.
     Unit(Unit),
     Dropout(f64),
@@ -73,7 +77,10 @@ pub enum FieldLayer {
 impl FieldLayer {
     /// Whether the field holds tensors that the network's `TensorCollection` must visit.
     pub fn has_tensors(&self) -> bool {
-        matches!(self, FieldLayer::Conv(_) | FieldLayer::Linear(_) | FieldLayer::BatchNorm { .. })
+        matches!(
+            self,
+            FieldLayer::Conv(_) | FieldLayer::Linear(_) | FieldLayer::BatchNorm { .. }
+        )
     }
 }
 
@@ -156,7 +163,16 @@ pub enum Step {
     /// A `conv2d` with the activation and pooling right after it fused into one pass: this is
     /// the rule the library's `Conv2D::fused` serves (about twice as fast as three layers). Only
     /// `relu`, `sigmoid` and `tanh` fuse; other activations run on their own.
-    Conv { field: Ident, act: Option<Act>, pool: Option<Pool> },
+    ///
+    /// `input_grad` is false for a conv that is the network's first layer: its input is the
+    /// image, whose gradient training never reads, and skipping it saves about a fifth of a
+    /// LeNet training step (`Fused::without_input_grad`).
+    Conv {
+        field: Ident,
+        act: Option<Act>,
+        pool: Option<Pool>,
+        input_grad: bool,
+    },
     /// A layer stored in a field that runs the same in training and inference.
     Field(Ident),
     /// A stateless layer without a name, written in place.
@@ -231,7 +247,11 @@ const ACTIVATIONS: &[(&str, Act)] = &[
 /// Checks every network of the invocation.
 pub fn net(input: &ast::Input) -> syn::Result<Plan<'_>> {
     let mut errors = Errors::default();
-    let nets = input.nets.iter().filter_map(|net| errors.ok(one_net(net))).collect();
+    let nets = input
+        .nets
+        .iter()
+        .filter_map(|net| errors.ok(one_net(net)))
+        .collect();
     errors.finish(Plan { nets })
 }
 
@@ -243,7 +263,14 @@ pub fn net(input: &ast::Input) -> syn::Result<Plan<'_>> {
 /// `(n + p_begin + p_end - (d*(k-1) + 1)) / s + 1`, rounded down (PyTorch's floor mode).
 /// `None` when `k`, `s` or `d` is 0 or when the dilated kernel is longer than the padded input
 /// (which is exactly when the output would be empty).
-pub fn conv_out(n: usize, k: usize, s: usize, p_begin: usize, p_end: usize, d: usize) -> Option<usize> {
+pub fn conv_out(
+    n: usize,
+    k: usize,
+    s: usize,
+    p_begin: usize,
+    p_end: usize,
+    d: usize,
+) -> Option<usize> {
     if k == 0 || s == 0 || d == 0 {
         return None;
     }
@@ -301,13 +328,23 @@ fn one_net(net: &ast::Net) -> syn::Result<NetPlan<'_>> {
     let input = errors.ok(input_shape(&net.input));
 
     // Layers and their arguments, each on its own: every mistake found here is reported.
-    let specs: Vec<_> = net.body.layers.iter().map(|layer| errors.ok(spec(layer))).collect();
+    let specs: Vec<_> = net
+        .body
+        .layers
+        .iter()
+        .map(|layer| errors.ok(spec(layer)))
+        .collect();
 
     // Field names: user-given, or kind and ordinal (`conv1`, `linear2`, `bn1`), which are
     // checkpoint keys: the n-th `conv2d` is `conv{n}` whether or not other layers are named.
     let names = errors.ok(field_names(&net.body, &specs));
 
-    match (input, specs.into_iter().collect::<Option<Vec<_>>>(), names, errors.0) {
+    match (
+        input,
+        specs.into_iter().collect::<Option<Vec<_>>>(),
+        names,
+        errors.0,
+    ) {
         (Some(input), Some(specs), Some(names), None) => walk(net, input, &specs, names),
         (.., Some(error)) => Err(error),
         _ => unreachable!("every missing part comes with its error"),
@@ -319,10 +356,19 @@ fn input_shape(dims: &ast::Dims) -> syn::Result<[usize; 3]> {
     match values[..] {
         // Rule: every dimension is at least 1.
         [c, h, w] if c > 0 && h > 0 && w > 0 => Ok([c, h, w]),
-        [_, _, _] => Err(error(dims.span(), format!("input dimensions must be at least 1, not {}", fmt_dims(&values)))),
+        [_, _, _] => Err(error(
+            dims.span(),
+            format!(
+                "input dimensions must be at least 1, not {}",
+                fmt_dims(&values)
+            ),
+        )),
         _ => Err(error(
             dims.span(),
-            format!("the input must be one image [C, H, W], not {}", fmt_dims(&values)),
+            format!(
+                "the input must be one image [C, H, W], not {}",
+                fmt_dims(&values)
+            ),
         )),
     }
 }
@@ -400,40 +446,49 @@ fn spec(layer: &ast::Layer) -> syn::Result<Spec<'_>> {
         "avg_pool2d" => LayerSpec::Pool(PoolKind::Avg, pool_spec(op)?),
         "linear" => LayerSpec::Linear(linear_spec(op)?),
         "flatten" => {
-            Args::read(op, &[], 0)?.finish()?;
+            Args::read(op, &[], 0).finish()?;
             LayerSpec::Flatten
         }
         "batch_norm2d" => {
-            let mut args = Args::read(op, &[], 1)?;
-            let channels = args.positional(false).map(|v| num(v, "channels")).transpose();
+            let mut args = Args::read(op, &[], 1);
+            let channels = args
+                .positional(false)
+                .map(|v| num(v, "channels"))
+                .transpose();
             let channels = args.errors.ok(channels).flatten();
             args.finish()?;
             LayerSpec::BatchNorm(channels)
         }
         "dropout" => {
-            let mut args = Args::read(op, &[], 1)?;
-            let p = args.positional(false).map(|v| probability(v)).transpose();
+            let mut args = Args::read(op, &[], 1);
+            let p = args.positional(false).map(probability).transpose();
             let p = args.errors.ok(p).flatten().unwrap_or(0.5);
             args.finish()?;
             LayerSpec::Dropout(p)
         }
         "leaky_relu" => {
-            let mut args = Args::read(op, &[], 1)?;
-            let slope = args.positional(false).map(|v| float(v, "the slope")).transpose();
+            let mut args = Args::read(op, &[], 1);
+            let slope = args
+                .positional(false)
+                .map(|v| float(v, "the slope"))
+                .transpose();
             let slope = args.errors.ok(slope).flatten().unwrap_or(0.01);
             args.finish()?;
             LayerSpec::Act(Act::LeakyReLU(slope))
         }
         _ => match ACTIVATIONS.iter().find(|(keyword, _)| *keyword == name) {
             Some((_, act)) => {
-                Args::read(op, &[], 0)?.finish()?;
+                Args::read(op, &[], 0).finish()?;
                 LayerSpec::Act(*act)
             }
             // Rule: a layer is one of `LAYERS`.
             None => {
                 return Err(error(
                     op.ident.span(),
-                    format!("unknown layer `{name}`; expected one of: {}", LAYERS.join(", ")),
+                    format!(
+                        "unknown layer `{name}`; expected one of: {}",
+                        LAYERS.join(", ")
+                    ),
                 ));
             }
         },
@@ -442,38 +497,67 @@ fn spec(layer: &ast::Layer) -> syn::Result<Spec<'_>> {
 }
 
 fn conv_spec(op: &Op) -> syn::Result<ConvSpec> {
-    let mut args = Args::read(op, &["kernel", "stride", "padding", "dilation", "groups", "bias"], 1)?;
+    let mut args = Args::read(
+        op,
+        &["kernel", "stride", "padding", "dilation", "groups", "bias"],
+        1,
+    );
     let (in_c, out_c) = args.channels("out-channels", "conv2d(OUT, kernel = K)");
-    let kernel = args.required("kernel", "conv2d(OUT, kernel = K)").map(|v| pair(v, "kernel"));
+    let kernel = args
+        .required("kernel", "conv2d(OUT, kernel = K)")
+        .map(|v| pair(v, "kernel"));
     let kernel = args.errors.ok(kernel.transpose()).flatten();
     let stride = args.pair_or("stride", 1);
     let dilation = args.pair_or("dilation", 1);
     let padding = match args.named("padding") {
-        None => Some(Padding::Explicit(Pair { h: 0, w: 0, span: op.span() })),
+        None => Some(Padding::Explicit(Pair {
+            h: 0,
+            w: 0,
+            span: op.span(),
+        })),
         Some(Value::Ident(ident)) if ident == "same" => Some(Padding::Same),
-        Some(Value::Ident(ident)) if ident == "valid" => Some(Padding::Explicit(Pair { h: 0, w: 0, span: ident.span() })),
-        Some(value @ (Value::Int(_) | Value::Pair { .. })) => args.errors.ok(pair(value, "padding")).map(Padding::Explicit),
+        Some(Value::Ident(ident)) if ident == "valid" => Some(Padding::Explicit(Pair {
+            h: 0,
+            w: 0,
+            span: ident.span(),
+        })),
+        Some(value @ (Value::Int(_) | Value::Pair { .. })) => args
+            .errors
+            .ok(pair(value, "padding"))
+            .map(Padding::Explicit),
         Some(value) => {
-            args.errors.push(error(value.span(), "expected an integer, a pair `(h, w)`, `same` or `valid` for `padding`"));
+            args.errors.push(error(
+                value.span(),
+                "expected an integer, a pair `(h, w)`, `same` or `valid` for `padding`",
+            ));
             None
         }
     };
     let groups = match args.named("groups") {
         Some(value) => args.errors.ok(num(value, "groups")),
-        None => Some(Num { value: 1, span: op.span() }),
+        None => Some(Num {
+            value: 1,
+            span: op.span(),
+        }),
     };
     let bias = args.bool_or("bias", true);
     // Rule: kernel, stride, dilation and groups are at least 1; so are the out-channels.
-    for (what, pair) in [("kernel", &kernel), ("stride", &stride), ("dilation", &dilation)] {
+    for (what, pair) in [
+        ("kernel", &kernel),
+        ("stride", &stride),
+        ("dilation", &dilation),
+    ] {
         if let Some(pair) = pair {
             args.at_least_one(what, pair);
         }
     }
     if let Some(groups) = groups.filter(|g| g.value == 0) {
-        args.errors.push(error(groups.span, "groups must be at least 1, not 0"));
+        args.errors
+            .push(error(groups.span, "groups must be at least 1, not 0"));
     }
     if let Some(Num { value: 0, span }) = out_c {
-        args.errors.push(error(span, "out-channels must be at least 1, not 0"));
+        args.errors
+            .push(error(span, "out-channels must be at least 1, not 0"));
     }
     args.finish()?;
     let some = "checked by finish";
@@ -490,10 +574,22 @@ fn conv_spec(op: &Op) -> syn::Result<ConvSpec> {
 }
 
 fn pool_spec(op: &Op) -> syn::Result<PoolSpec> {
-    let mut args = Args::read(op, &["kernel", "stride", "padding"], 0)?;
+    let mut args = Args::read(op, &["kernel", "stride", "padding"], 1);
     let layer = op.ident.to_string();
-    let usage = format!("{layer}(kernel = K)");
-    let kernel = args.required("kernel", &usage).map(|v| pair(v, "kernel"));
+    let kernel = match args.positional(false) {
+        // PyTorch's spelling, `MaxPool2d(2)`: point at the keyword instead.
+        Some(value) => {
+            let message = format!(
+                "{layer} takes no positional arguments; write `kernel = {}`",
+                describe_value(value)
+            );
+            args.errors.push(error(value.span(), message));
+            None
+        }
+        None => args
+            .required("kernel", &format!("{layer}(kernel = K)"))
+            .map(|v| pair(v, "kernel")),
+    };
     let kernel = args.errors.ok(kernel.transpose()).flatten();
     // PyTorch's default: the stride is the kernel.
     let stride = match (args.named("stride"), kernel) {
@@ -523,19 +619,28 @@ fn pool_spec(op: &Op) -> syn::Result<PoolSpec> {
     }
     args.finish()?;
     let some = "checked by finish";
-    Ok(PoolSpec { kernel: kernel.expect(some), stride: stride.expect(some), padding: padding.expect(some) })
+    Ok(PoolSpec {
+        kernel: kernel.expect(some),
+        stride: stride.expect(some),
+        padding: padding.expect(some),
+    })
 }
 
 fn linear_spec(op: &Op) -> syn::Result<LinearSpec> {
-    let mut args = Args::read(op, &["bias"], 1)?;
+    let mut args = Args::read(op, &["bias"], 1);
     let (in_f, out_f) = args.channels("out-features", "linear(OUT)");
     let bias = args.bool_or("bias", true);
     if let Some(Num { value: 0, span }) = out_f {
-        args.errors.push(error(span, "out-features must be at least 1, not 0"));
+        args.errors
+            .push(error(span, "out-features must be at least 1, not 0"));
     }
     args.finish()?;
     let some = "checked by finish";
-    Ok(LinearSpec { in_f, out_f: out_f.expect(some).value, bias: bias.expect(some) })
+    Ok(LinearSpec {
+        in_f,
+        out_f: out_f.expect(some).value,
+        bias: bias.expect(some),
+    })
 }
 
 /// A layer's arguments, read once: unknown and duplicated names and extra positional arguments
@@ -548,7 +653,7 @@ struct Args<'a> {
 }
 
 impl<'a> Args<'a> {
-    fn read(op: &'a Op, keys: &[&str], max_positional: usize) -> syn::Result<Self> {
+    fn read(op: &'a Op, keys: &[&str], max_positional: usize) -> Self {
         let layer = op.ident.to_string();
         let mut errors = Errors::default();
         let mut positional = Vec::new();
@@ -563,7 +668,10 @@ impl<'a> Args<'a> {
                             [] => format!("{layer} takes no named arguments"),
                             _ => format!("expected one of: {}", keys.join(", ")),
                         };
-                        errors.push(error(key.span(), format!("unknown argument `{name}` for {layer}; {expected}")));
+                        errors.push(error(
+                            key.span(),
+                            format!("unknown argument `{name}` for {layer}; {expected}"),
+                        ));
                     } else if named.insert(name.clone(), value).is_some() {
                         errors.push(error(key.span(), format!("duplicate argument `{name}`")));
                     }
@@ -581,7 +689,12 @@ impl<'a> Args<'a> {
                 }
             }
         }
-        Ok(Args { op, positional: positional.into_iter(), named, errors })
+        Args {
+            op,
+            positional: positional.into_iter(),
+            named,
+            errors,
+        }
     }
 
     fn named(&mut self, key: &str) -> Option<&'a Value> {
@@ -592,7 +705,10 @@ impl<'a> Args<'a> {
     fn positional(&mut self, arrow: bool) -> Option<&'a Value> {
         let (from, value) = self.positional.next()?;
         if let (Some(from), false) = (from, arrow) {
-            self.errors.push(error(from.span(), format!("{} takes no `IN =>` count", self.op.ident)));
+            self.errors.push(error(
+                from.span(),
+                format!("{} takes no `IN =>` count", self.op.ident),
+            ));
         }
         Some(value)
     }
@@ -600,7 +716,10 @@ impl<'a> Args<'a> {
     /// `[IN =>] OUT`: the explicit input count, checked later, and the output count.
     fn channels(&mut self, what: &str, usage: &str) -> (Option<Num>, Option<Num>) {
         let Some((from, value)) = self.positional.next() else {
-            self.errors.push(syn::Error::new_spanned(self.op, format!("missing the {what}, as in `{usage}`")));
+            self.errors.push(syn::Error::new_spanned(
+                self.op,
+                format!("missing the {what}, as in `{usage}`"),
+            ));
             return (None, None);
         };
         let in_c = from.and_then(|from| self.errors.ok(num(from, "the in-count")));
@@ -621,7 +740,11 @@ impl<'a> Args<'a> {
     fn pair_or(&mut self, key: &str, default: usize) -> Option<Pair> {
         match self.named(key) {
             Some(value) => self.errors.ok(pair(value, key)),
-            None => Some(Pair { h: default, w: default, span: self.op.span() }),
+            None => Some(Pair {
+                h: default,
+                w: default,
+                span: self.op.span(),
+            }),
         }
     }
 
@@ -629,7 +752,10 @@ impl<'a> Args<'a> {
         match self.named(key) {
             Some(Value::Bool(b)) => Some(b.value),
             Some(value) => {
-                self.errors.push(error(value.span(), format!("expected `true` or `false` for `{key}`")));
+                self.errors.push(error(
+                    value.span(),
+                    format!("expected `true` or `false` for `{key}`"),
+                ));
                 None
             }
             None => Some(default),
@@ -638,8 +764,15 @@ impl<'a> Args<'a> {
 
     fn at_least_one(&mut self, what: &str, pair: &Pair) {
         if pair.h == 0 || pair.w == 0 {
-            let got = if pair.h == pair.w { pair.h.to_string() } else { format!("({}, {})", pair.h, pair.w) };
-            self.errors.push(error(pair.span, format!("{what} must be at least 1, not {got}")));
+            let got = if pair.h == pair.w {
+                pair.h.to_string()
+            } else {
+                format!("({}, {})", pair.h, pair.w)
+            };
+            self.errors.push(error(
+                pair.span,
+                format!("{what} must be at least 1, not {got}"),
+            ));
         }
     }
 
@@ -650,8 +783,14 @@ impl<'a> Args<'a> {
 
 fn num(value: &Value, what: &str) -> syn::Result<Num> {
     match value {
-        Value::Int(lit) => Ok(Num { value: lit.base10_parse()?, span: lit.span() }),
-        _ => Err(error(value.span(), format!("expected an integer for {what}"))),
+        Value::Int(lit) => Ok(Num {
+            value: lit.base10_parse()?,
+            span: lit.span(),
+        }),
+        _ => Err(error(
+            value.span(),
+            format!("expected an integer for {what}"),
+        )),
     }
 }
 
@@ -659,10 +798,21 @@ fn pair(value: &Value, what: &str) -> syn::Result<Pair> {
     match value {
         Value::Int(lit) => {
             let n = lit.base10_parse()?;
-            Ok(Pair { h: n, w: n, span: lit.span() })
+            Ok(Pair {
+                h: n,
+                w: n,
+                span: lit.span(),
+            })
         }
-        Value::Pair { h, w, .. } => Ok(Pair { h: h.base10_parse()?, w: w.base10_parse()?, span: value.span() }),
-        _ => Err(error(value.span(), format!("expected an integer or a pair `(h, w)` for `{what}`"))),
+        Value::Pair { h, w, .. } => Ok(Pair {
+            h: h.base10_parse()?,
+            w: w.base10_parse()?,
+            span: value.span(),
+        }),
+        _ => Err(error(
+            value.span(),
+            format!("expected an integer or a pair `(h, w)` for `{what}`"),
+        )),
     }
 }
 
@@ -680,7 +830,10 @@ fn probability(value: &Value) -> syn::Result<f64> {
     if (0.0..1.0).contains(&p) {
         Ok(p)
     } else {
-        Err(error(value.span(), format!("dropout probability must be in [0, 1), not {p}")))
+        Err(error(
+            value.span(),
+            format!("dropout probability must be in [0, 1), not {p}"),
+        ))
     }
 }
 
@@ -713,7 +866,11 @@ fn field_names(body: &ast::Stack, specs: &[Option<Spec>]) -> syn::Result<Vec<Opt
         let Some(name) = name else { continue };
         if let Some(first) = seen.insert(name.to_string(), layer) {
             // Point at the layer the user named; if both were, at the second one.
-            let (named, other) = if layer.name.is_some() { (layer, first) } else { (first, layer) };
+            let (named, other) = if layer.name.is_some() {
+                (layer, first)
+            } else {
+                (first, layer)
+            };
             let message = match (&named.name, &other.name) {
                 (_, Some(_)) => format!("layer name `{name}` is used twice"),
                 _ => format!(
@@ -721,7 +878,13 @@ fn field_names(body: &ast::Stack, specs: &[Option<Spec>]) -> syn::Result<Vec<Opt
                      with parameters are conv1, conv2, ..., linear1, ..., bn1, ... by kind)"
                 ),
             };
-            errors.push(error(named.name.as_ref().map_or_else(|| layer_span(named), Ident::span), message));
+            errors.push(error(
+                named
+                    .name
+                    .as_ref()
+                    .map_or_else(|| layer_span(named), Ident::span),
+                message,
+            ));
         }
     }
     errors.finish(names)
@@ -759,7 +922,12 @@ struct Field2 {
 }
 
 impl Field2 {
-    fn through(self, kernel: (usize, usize), dilation: (usize, usize), stride: (usize, usize)) -> Self {
+    fn through(
+        self,
+        kernel: (usize, usize),
+        dilation: (usize, usize),
+        stride: (usize, usize),
+    ) -> Self {
         let k_eff = |k: usize, d: usize| d * (k - 1) + 1;
         Field2 {
             r: (
@@ -785,12 +953,20 @@ enum Placing {
     Dropout(f64),
 }
 
-fn walk<'a>(net: &'a ast::Net, input: [usize; 3], specs: &[Spec], names: Vec<Option<Ident>>) -> syn::Result<NetPlan<'a>> {
+fn walk<'a>(
+    net: &'a ast::Net,
+    input: [usize; 3],
+    specs: &[Spec],
+    names: Vec<Option<Ident>>,
+) -> syn::Result<NetPlan<'a>> {
     let [c, h, w] = input;
     let mut shape = Shape::Image { c, h, w };
     // What made the current channel or feature count, for "differ from the actual" errors.
     let mut made_by = format!("the network's input {}", fmt_dims(&input));
-    let mut field = Some(Field2 { r: (1, 1), j: (1, 1) });
+    let mut field = Some(Field2 {
+        r: (1, 1),
+        j: (1, 1),
+    });
     let mut placed = Vec::new();
     let mut rows = Vec::new();
     let mut mode = Mode::Same;
@@ -798,7 +974,9 @@ fn walk<'a>(net: &'a ast::Net, input: [usize; 3], specs: &[Spec], names: Vec<Opt
     for ((layer, spec), name) in net.body.layers.iter().zip(specs).zip(names) {
         let op = spec.op;
         let keyword = op.ident.to_string();
-        let label = name.as_ref().map_or_else(|| keyword.clone(), Ident::to_string);
+        let label = name
+            .as_ref()
+            .map_or_else(|| keyword.clone(), Ident::to_string);
         let mut params = 0;
         let mut non_trainable = 0;
         let mut macs = 0;
@@ -817,7 +995,10 @@ fn walk<'a>(net: &'a ast::Net, input: [usize; 3], specs: &[Spec], names: Vec<Opt
                 if let Some(in_c) = conv.in_c.filter(|in_c| in_c.value != c) {
                     return Err(error(
                         in_c.span,
-                        format!("in-channels {} differ from the actual {c} (made by {made_by})", in_c.value),
+                        format!(
+                            "in-channels {} differ from the actual {c} (made by {made_by})",
+                            in_c.value
+                        ),
                     ));
                 }
                 // Rule: groups divide both channel counts.
@@ -859,16 +1040,27 @@ fn walk<'a>(net: &'a ast::Net, input: [usize; 3], specs: &[Spec], names: Vec<Opt
                     bias: conv.bias,
                 };
                 let per_out = (c / conv.groups) * k.h * k.w;
-                params = product(layer, &[conv.out_c, per_out])? + if conv.bias { conv.out_c } else { 0 };
+                params = product(layer, &[conv.out_c, per_out])?
+                    + if conv.bias { conv.out_c } else { 0 };
                 macs = product(layer, &[conv.out_c, oh, ow, per_out])?;
                 field = field.map(|f| f.through(conv.kernel, conv.dilation, conv.stride));
                 made_by = label.clone();
-                (Shape::Image { c: conv.out_c, h: oh, w: ow }, Placing::Conv(conv))
+                (
+                    Shape::Image {
+                        c: conv.out_c,
+                        h: oh,
+                        w: ow,
+                    },
+                    Placing::Conv(conv),
+                )
             }
             LayerSpec::Pool(kind, pool) => {
                 let (c, h, w) = needs_image(&shape)?;
                 let (k, s, p) = (pool.kernel, pool.stride, pool.padding);
-                let (Some(oh), Some(ow)) = (conv_out(h, k.h, s.h, p.h, p.h, 1), conv_out(w, k.w, s.w, p.w, p.w, 1)) else {
+                let (Some(oh), Some(ow)) = (
+                    conv_out(h, k.h, s.h, p.h, p.h, 1),
+                    conv_out(w, k.w, s.w, p.w, p.w, 1),
+                ) else {
                     return Err(does_not_fit(op, (h, w), (k.h, k.w), (p.h, p.w), None));
                 };
                 let pool = Pool {
@@ -880,7 +1072,10 @@ fn walk<'a>(net: &'a ast::Net, input: [usize; 3], specs: &[Spec], names: Vec<Opt
                     pad: (p.h, p.w),
                 };
                 field = field.map(|f| f.through(pool.kernel, (1, 1), pool.stride));
-                (Shape::Image { c, h: oh, w: ow }, Placing::Unit(Unit::Pool(pool)))
+                (
+                    Shape::Image { c, h: oh, w: ow },
+                    Placing::Unit(Unit::Pool(pool)),
+                )
             }
             LayerSpec::Flatten => {
                 let (c, h, w) = needs_image(&shape)?;
@@ -894,27 +1089,44 @@ fn walk<'a>(net: &'a ast::Net, input: [usize; 3], specs: &[Spec], names: Vec<Opt
                 let Shape::Flat(n) = shape else {
                     return Err(syn::Error::new_spanned(
                         op,
-                        format!("linear needs a flat input, not {}; add `flatten` before it", fmt_dims(&shape.dims())),
+                        format!(
+                            "linear needs a flat input, not {}; add `flatten` before it",
+                            fmt_dims(&shape.dims())
+                        ),
                     ));
                 };
                 // Rule: an explicit in-feature count is the actual one.
                 if let Some(in_f) = linear.in_f.filter(|in_f| in_f.value != n) {
                     return Err(error(
                         in_f.span,
-                        format!("in-features {} differ from the actual {n} (made by {made_by})", in_f.value),
+                        format!(
+                            "in-features {} differ from the actual {n} (made by {made_by})",
+                            in_f.value
+                        ),
                     ));
                 }
-                params = product(layer, &[n, linear.out_f])? + if linear.bias { linear.out_f } else { 0 };
+                params = product(layer, &[n, linear.out_f])?
+                    + if linear.bias { linear.out_f } else { 0 };
                 macs = product(layer, &[n, linear.out_f])?;
                 made_by = label.clone();
-                (Shape::Flat(linear.out_f), Placing::Linear(Linear { in_f: n, out_f: linear.out_f, bias: linear.bias }))
+                (
+                    Shape::Flat(linear.out_f),
+                    Placing::Linear(Linear {
+                        in_f: n,
+                        out_f: linear.out_f,
+                        bias: linear.bias,
+                    }),
+                )
             }
             LayerSpec::BatchNorm(channels) => {
                 let (c, _, _) = needs_image(&shape)?;
                 if let Some(channels) = channels.filter(|channels| channels.value != c) {
                     return Err(error(
                         channels.span,
-                        format!("channels {} differ from the actual {c} (made by {made_by})", channels.value),
+                        format!(
+                            "channels {} differ from the actual {c} (made by {made_by})",
+                            channels.value
+                        ),
                     ));
                 }
                 // Scale and bias train; the running mean and variance do not.
@@ -939,7 +1151,11 @@ fn walk<'a>(net: &'a ast::Net, input: [usize; 3], specs: &[Spec], names: Vec<Opt
             if expected != shape.dims() {
                 return Err(error(
                     expect.span(),
-                    format!("output {} differs from the actual {}", fmt_dims(&expected), fmt_dims(&shape.dims())),
+                    format!(
+                        "output {} differs from the actual {}",
+                        fmt_dims(&expected),
+                        fmt_dims(&shape.dims())
+                    ),
                 ));
             }
         }
@@ -953,7 +1169,10 @@ fn walk<'a>(net: &'a ast::Net, input: [usize; 3], specs: &[Spec], names: Vec<Opt
             macs,
             receptive_field: field.map(|f| f.r),
         });
-        placed.push(Placed { field: name, layer: layer_plan });
+        placed.push(Placed {
+            field: name,
+            layer: layer_plan,
+        });
     }
 
     // Rule: the network's declared output shape is its actual one.
@@ -963,16 +1182,25 @@ fn walk<'a>(net: &'a ast::Net, input: [usize; 3], specs: &[Spec], names: Vec<Opt
         if expected != output {
             return Err(error(
                 declared.span(),
-                format!("declared output {} differs from the actual {}", fmt_dims(&expected), fmt_dims(&output)),
+                format!(
+                    "declared output {} differs from the actual {}",
+                    fmt_dims(&expected),
+                    fmt_dims(&output)
+                ),
             ));
         }
     }
 
     let total = |f: fn(&Row) -> usize| rows.iter().map(f).try_fold(0usize, usize::checked_add);
-    let (Some(params), Some(non_trainable), Some(macs)) =
-        (total(|r| r.params), total(|r| r.non_trainable), total(|r| r.macs))
-    else {
-        return Err(error(net.ident.span(), "the parameter or multiply-add count overflows usize"));
+    let (Some(params), Some(non_trainable), Some(macs)) = (
+        total(|r| r.params),
+        total(|r| r.non_trainable),
+        total(|r| r.macs),
+    ) else {
+        return Err(error(
+            net.ident.span(),
+            "the parameter or multiply-add count overflows usize",
+        ));
     };
 
     let (fields, steps) = fuse(placed);
@@ -981,6 +1209,7 @@ fn walk<'a>(net: &'a ast::Net, input: [usize; 3], specs: &[Spec], names: Vec<Opt
         vis: &net.vis,
         ident: &net.ident,
         input,
+        input_span: net.input.span(),
         output,
         fields,
         steps,
@@ -1018,10 +1247,13 @@ fn does_not_fit(
 }
 
 fn product(layer: &ast::Layer, factors: &[usize]) -> syn::Result<usize> {
-    factors.iter().try_fold(1usize, |acc, &f| acc.checked_mul(f)).ok_or_else(|| {
-        let Kind::Op(op) = &layer.kind;
-        syn::Error::new_spanned(op, "sizes overflow usize")
-    })
+    factors
+        .iter()
+        .try_fold(1usize, |acc, &f| acc.checked_mul(f))
+        .ok_or_else(|| {
+            let Kind::Op(op) = &layer.kind;
+            syn::Error::new_spanned(op, "sizes overflow usize")
+        })
 }
 
 /// Splits the placed layers into the struct's fields and the forward steps, fusing each
@@ -1033,10 +1265,17 @@ fn fuse(placed: Vec<Placed>) -> (Vec<Field>, Vec<Step>) {
     while let Some((row, Placed { field, layer })) = rest.next() {
         let step = match (layer, field) {
             (Placing::Conv(conv), Some(field)) => {
-                fields.push(Field { ident: field.clone(), layer: FieldLayer::Conv(conv), row });
+                fields.push(Field {
+                    ident: field.clone(),
+                    layer: FieldLayer::Conv(conv),
+                    row,
+                });
                 let act = rest
                     .next_if(|(_, next)| {
-                        matches!(next.layer, Placing::Unit(Unit::Act(Act::ReLU | Act::Sigmoid | Act::Tanh)))
+                        matches!(
+                            next.layer,
+                            Placing::Unit(Unit::Act(Act::ReLU | Act::Sigmoid | Act::Tanh))
+                        )
                     })
                     .and_then(|(row, next)| match unit_field(&mut fields, row, next) {
                         Unit::Act(act) => Some(act),
@@ -1048,27 +1287,49 @@ fn fuse(placed: Vec<Placed>) -> (Vec<Field>, Vec<Step>) {
                         Unit::Pool(pool) => Some(pool),
                         _ => None,
                     });
-                Step::Conv { field, act, pool }
+                // Rule: the first layer does not compute its input's gradient.
+                Step::Conv {
+                    field,
+                    act,
+                    pool,
+                    input_grad: !steps.is_empty(),
+                }
             }
             (Placing::Conv(_), None) => unreachable!("every conv2d has a field"),
             (Placing::Linear(linear), Some(field)) => {
-                fields.push(Field { ident: field.clone(), layer: FieldLayer::Linear(linear), row });
+                fields.push(Field {
+                    ident: field.clone(),
+                    layer: FieldLayer::Linear(linear),
+                    row,
+                });
                 Step::Field(field)
             }
             (Placing::Linear(_), None) => unreachable!("every linear has a field"),
             (Placing::BatchNorm(channels), Some(field)) => {
-                fields.push(Field { ident: field.clone(), layer: FieldLayer::BatchNorm { channels }, row });
+                fields.push(Field {
+                    ident: field.clone(),
+                    layer: FieldLayer::BatchNorm { channels },
+                    row,
+                });
                 Step::BatchNorm(field)
             }
             (Placing::BatchNorm(_), None) => unreachable!("every batch_norm2d has a field"),
             (Placing::Dropout(p), field) => {
                 if let Some(field) = &field {
-                    fields.push(Field { ident: field.clone(), layer: FieldLayer::Dropout(p), row });
+                    fields.push(Field {
+                        ident: field.clone(),
+                        layer: FieldLayer::Dropout(p),
+                        row,
+                    });
                 }
                 Step::Dropout { field, p }
             }
             (Placing::Unit(unit), Some(field)) => {
-                fields.push(Field { ident: field.clone(), layer: FieldLayer::Unit(unit), row });
+                fields.push(Field {
+                    ident: field.clone(),
+                    layer: FieldLayer::Unit(unit),
+                    row,
+                });
                 Step::Field(field)
             }
             (Placing::Unit(unit), None) => Step::Unit(unit),
@@ -1080,9 +1341,15 @@ fn fuse(placed: Vec<Placed>) -> (Vec<Field>, Vec<Step>) {
 
 /// A stateless layer fused into a conv: it still gets its field when it was named.
 fn unit_field(fields: &mut Vec<Field>, row: usize, placed: Placed) -> Unit {
-    let Placing::Unit(unit) = placed.layer else { unreachable!("fusion takes stateless layers") };
+    let Placing::Unit(unit) = placed.layer else {
+        unreachable!("fusion takes stateless layers")
+    };
     if let Some(ident) = placed.field {
-        fields.push(Field { ident, layer: FieldLayer::Unit(unit.clone()), row });
+        fields.push(Field {
+            ident,
+            layer: FieldLayer::Unit(unit.clone()),
+            row,
+        });
     }
     unit
 }
@@ -1098,7 +1365,11 @@ pub fn fmt_dims(dims: &[usize]) -> String {
 
 /// `5` for a square window, `3x5` (height x width) otherwise.
 fn fmt_pair((h, w): (usize, usize)) -> String {
-    if h == w { h.to_string() } else { format!("{h}x{w}") }
+    if h == w {
+        h.to_string()
+    } else {
+        format!("{h}x{w}")
+    }
 }
 
 /// The layer as written, normalised: `conv2d(1 => 6, kernel=5, padding=(1, 2))`.
@@ -1109,7 +1380,10 @@ fn describe(op: &Op) -> String {
             .args()
             .map(|arg| match arg {
                 Arg::Named { key, value, .. } => format!("{key}={}", describe_value(value)),
-                Arg::Positional { from: Some((from, _)), value } => {
+                Arg::Positional {
+                    from: Some((from, _)),
+                    value,
+                } => {
                     format!("{} => {}", describe_value(from), describe_value(value))
                 }
                 Arg::Positional { from: None, value } => describe_value(value),

@@ -3,11 +3,14 @@
 
 use std::fmt::Write as _;
 
-use proc_macro2::{Literal, TokenStream};
+use proc_macro2::{Group, Literal, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote};
 use syn::Ident;
 
-use crate::check::{Act, Conv, Field, FieldLayer, Linear, Mode, NetPlan, Plan, Pool, PoolKind, Row, Step, Unit, fmt_dims};
+use crate::check::{
+    Act, Conv, Field, FieldLayer, Linear, Mode, NetPlan, Plan, Pool, PoolKind, Row, Step, Unit,
+    fmt_dims,
+};
 
 pub fn net(plan: &Plan) -> TokenStream {
     plan.nets.iter().map(one_net).collect()
@@ -23,7 +26,12 @@ fn lit(n: usize) -> Literal {
 
 fn one_net(net: &NetPlan) -> TokenStream {
     let dfdx = dfdx();
-    let NetPlan { attrs, vis, ident: name, .. } = net;
+    let NetPlan {
+        attrs,
+        vis,
+        ident: name,
+        ..
+    } = net;
     let doc = struct_doc(net);
 
     let fields = net.fields.iter().map(|field| {
@@ -37,9 +45,27 @@ fn one_net(net: &NetPlan) -> TokenStream {
     });
     // Without layers that hold tensors, `E` and `D` would be unused.
     let marker = !net.fields.iter().any(|f| f.layer.has_tensors());
-    let marker_field = marker.then(|| quote!(__marker: ::core::marker::PhantomData<fn() -> (E, D)>,));
+    let marker_field =
+        marker.then(|| quote!(__marker: ::core::marker::PhantomData<fn() -> (E, D)>,));
 
     let collection = tensor_collection(net, marker);
+    let leaky = |unit: &Unit| matches!(unit, Unit::Act(Act::LeakyReLU(_)));
+    let uses_slope = net
+        .steps
+        .iter()
+        .any(|step| matches!(step, Step::Unit(unit) if leaky(unit)))
+        || net
+            .fields
+            .iter()
+            .any(|field| matches!(&field.layer, FieldLayer::Unit(unit) if leaky(unit)));
+    let slope = uses_slope.then(|| {
+        quote! {
+            /// `leaky_relu`'s slope in the network's dtype.
+            fn __slope<E: #dfdx::shapes::Dtype>(slope: f64) -> E {
+                E::from_f64(slope).unwrap()
+            }
+        }
+    });
     let forward = forward(net);
     let consts = consts(net);
 
@@ -59,6 +85,7 @@ fn one_net(net: &NetPlan) -> TokenStream {
 
         const _: () = {
             #collection
+            #slope
 
             impl<E, D, E2, D2> #dfdx::nn::BuildOnDevice<D2, E2> for #name<E, D>
             where
@@ -102,8 +129,39 @@ fn field_ty(layer: &FieldLayer) -> TokenStream {
 }
 
 fn conv_ty(conv: &Conv) -> TokenStream {
-    let Conv { in_c, out_c, kernel, input, output, stride, pad, pad_end, dilation, groups, bias } = conv;
-    let [in_c, out_c, kh, kw, h, w, oh, ow, sh, sw, ph, pw, dh, dw, g, in_per_group, ph_end, pw_end] = [
+    let Conv {
+        in_c,
+        out_c,
+        kernel,
+        input,
+        output,
+        stride,
+        pad,
+        pad_end,
+        dilation,
+        groups,
+        bias,
+    } = conv;
+    let [
+        in_c,
+        out_c,
+        kh,
+        kw,
+        h,
+        w,
+        oh,
+        ow,
+        sh,
+        sw,
+        ph,
+        pw,
+        dh,
+        dw,
+        g,
+        in_per_group,
+        ph_end,
+        pw_end,
+    ] = [
         *in_c,
         *out_c,
         kernel.0,
@@ -155,12 +213,23 @@ fn unit_tokens(unit: &Unit, turbofish: TokenStream) -> TokenStream {
             let ident = format_ident!("{}", act_type(*act));
             quote!(#dfdx::nn::modules::#ident)
         }
-        Unit::Pool(Pool { kind, kernel, input, output, stride, pad }) => {
+        Unit::Pool(Pool {
+            kind,
+            kernel,
+            input,
+            output,
+            stride,
+            pad,
+        }) => {
             let ident = match kind {
                 PoolKind::Max => format_ident!("MaxPool2D"),
                 PoolKind::Avg => format_ident!("AvgPool2D"),
             };
-            let params = [kernel.0, kernel.1, input.0, input.1, output.0, output.1, stride.0, stride.1, pad.0, pad.1].map(lit);
+            let params = [
+                kernel.0, kernel.1, input.0, input.1, output.0, output.1, stride.0, stride.1,
+                pad.0, pad.1,
+            ]
+            .map(lit);
             quote!(::cnn::nn::#ident #turbofish <#(#params),*>)
         }
         Unit::Flatten(n) => {
@@ -211,7 +280,11 @@ fn field_init(layer: &FieldLayer) -> TokenStream {
 fn tensor_collection(net: &NetPlan, marker: bool) -> TokenStream {
     let dfdx = dfdx();
     let name = net.ident;
-    let visited: Vec<&Field> = net.fields.iter().filter(|f| f.layer.has_tensors()).collect();
+    let visited: Vec<&Field> = net
+        .fields
+        .iter()
+        .filter(|f| f.layer.has_tensors())
+        .collect();
     let modules = visited.iter().map(|field| {
         let ident = &field.ident;
         let key = ident.to_string();
@@ -220,15 +293,24 @@ fn tensor_collection(net: &NetPlan, marker: bool) -> TokenStream {
         }
     });
     let modules = nest(modules.collect());
-    let pattern = nest(visited.iter().map(|f| {
-        let ident = &f.ident;
-        quote!(#ident)
-    }).collect());
-    let inits = net.fields.iter().filter(|f| !f.layer.has_tensors()).map(|field| {
-        let ident = &field.ident;
-        let value = field_init(&field.layer);
-        quote!(#ident: #value)
-    });
+    let pattern = nest(
+        visited
+            .iter()
+            .map(|f| {
+                let ident = &f.ident;
+                quote!(#ident)
+            })
+            .collect(),
+    );
+    let inits = net
+        .fields
+        .iter()
+        .filter(|f| !f.layer.has_tensors())
+        .map(|field| {
+            let ident = &field.ident;
+            let value = field_init(&field.layer);
+            quote!(#ident: #value)
+        });
     let visited_idents = visited.iter().map(|f| &f.ident);
     let marker = marker.then(|| quote!(__marker: ::core::marker::PhantomData,));
     quote! {
@@ -245,11 +327,6 @@ fn tensor_collection(net: &NetPlan, marker: bool) -> TokenStream {
             }
         }
 
-        /// `leaky_relu`'s slope in the network's dtype.
-        #[allow(dead_code)]
-        fn __slope<E: #dfdx::shapes::Dtype>(slope: f64) -> E {
-            E::from_f64(slope).unwrap()
-        }
     }
 }
 
@@ -284,7 +361,9 @@ fn forward(net: &NetPlan) -> TokenStream {
         Mode::BatchNorm => "an untraced",
         _ => "a",
     };
-    let message = format!("`{name}` takes {which} tensor of shape {input} or a batch {batch}, not `{{Self}}`");
+    let message = format!(
+        "`{name}` takes {which} tensor of shape {input} or a batch {batch}, not `{{Self}}`"
+    );
     let label = format!("not a {input} image or a {batch} batch for `{name}`");
     let note = match net.mode {
         Mode::BatchNorm => format!(
@@ -293,14 +372,49 @@ fn forward(net: &NetPlan) -> TokenStream {
         ),
         _ => format!("`{name}` was declared by `cnn!` as `{input} -> {output}`"),
     };
-    let inference = input_impls(net, &input_trait, &tape, &tape_param, &body, false, (&message, &label, &note));
-    // Expected output for a wrong input (tests/ui/forward-wrong-shape.stderr):
-    // error[E0277]: `LeNet` takes a tensor of shape [1, 28, 28] or a batch [B, 1, 28, 28], not `Tensor<(Const<1>, Const<32>, Const<32>), f32, Cpu>`
-    //   |     let _ = model.forward(dev.zeros::<Rank3<1, 32, 32>>());
-    //   |                   ------- ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ not a [1, 28, 28] image or a [B, 1, 28, 28] batch for `LeNet`
-    //   = note: `LeNet` was declared by `cnn!` as `[1, 28, 28] -> [10]`
+    let inference = input_impls(
+        net,
+        &input_trait,
+        &tape,
+        &tape_param,
+        &body,
+        false,
+        (&message, &label, &note),
+    );
+    // A wrong input is a type error on the hidden trait; the compiler says (abridged from
+    // tests/ui/forward-wrong-shape.stderr):
+    //
+    // error[E0277]: `LeNet` takes a tensor of shape [1, 28, 28] or a batch [B, 1, 28, 28], not `Tensor<(Const<1>, Const<32>, Const<32>), _, Cpu>`
+    //   --> tests/ui/forward-wrong-shape.rs:19:27
+    //    |
+    // 19 |     let _ = model.forward(dev.zeros::<Rank3<1, 32, 32>>());
+    //    |                   ------- ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ not a [1, 28, 28] image or a [B, 1, 28, 28] batch for `LeNet`
+    //    |                   |
+    //    |                   required by a bound introduced by this call
+    //    |
+    //    = help: the trait `LeNetInput<f32, Cpu>` is not implemented for `Tensor<(Const<1>, Const<32>, Const<32>), _, Cpu>`
+    //    = note: `LeNet` was declared by `cnn!` as `[1, 28, 28] -> [10]`
+    // help: the following other types implement trait `LeNetInput<E, D>`
+    //   --> tests/ui/forward-wrong-shape.rs:4:19
+    //    |
+    //  4 |     struct LeNet: [1, 28, 28] -> [10] {
+    //    |                   ^^^^^^^^^^^
+    //    |                   |
+    //    |                   `Tensor<(B, Const<1>, Const<28>, Const<28>), E, D, T>`
+    //    |                   `Tensor<(Const<1>, Const<28>, Const<28>), E, D, T>`
+    // note: required for `LeNet` to implement `Module<Tensor<(Const<1>, Const<32>, Const<32>), _, Cpu>>`
+    //   --> tests/ui/forward-wrong-shape.rs:4:12
+    //    |
+    //  4 |     struct LeNet: [1, 28, 28] -> [10] {
+    //    |            ^^^^^
+    // Spanned on the network's name: "required for `LeNet` to implement `Module<..>`" points
+    // there.
+    let header = respan(
+        quote!(impl<E, D, X> #dfdx::nn::Module<X> for #name<E, D>),
+        name.span(),
+    );
     let module = quote! {
-        impl<E, D, X> #dfdx::nn::Module<X> for #name<E, D>
+        #header
         where
             E: ::cnn::Float,
             D: ::cnn::ConvDevice<E>,
@@ -331,11 +445,23 @@ fn forward(net: &NetPlan) -> TokenStream {
                 "`{name}` holds dropout or batch_norm2d, which train only on a tensor with a tape (`.trace(grads)`); \
                  `forward` runs inference"
             );
-            let impls = input_impls(net, &train_trait, &tape, &quote!(), &body, true, (&message, &label, &note));
+            let impls = input_impls(
+                net,
+                &train_trait,
+                &tape,
+                &quote!(),
+                &body,
+                true,
+                (&message, &label, &note),
+            );
+            let header_mut = respan(
+                quote!(impl<E, D, X> #dfdx::nn::ModuleMut<X> for #name<E, D>),
+                name.span(),
+            );
             quote! {
                 #impls
 
-                impl<E, D, X> #dfdx::nn::ModuleMut<X> for #name<E, D>
+                #header_mut
                 where
                     E: ::cnn::Float,
                     D: ::cnn::ConvDevice<E>,
@@ -385,17 +511,23 @@ fn input_impls(
     let batch_in = tensor(quote!((B, #(#input,)*)));
     let batch_out = tensor(quote!((B, #(#output,)*)));
     let implementation = |generics: TokenStream, input: &TokenStream, output: &TokenStream| {
-        quote! {
-            impl<#generics E: ::cnn::Float, D: ::cnn::ConvDevice<E>, #tape_param> #trait_name<E, D> for #input {
-                type Output = #output;
+        // Spanned on the declared input shape, so that the compiler's "the following other
+        // types implement trait" points at `[C, H, W]`.
+        respan(
+            quote! {
+                impl<#generics E: ::cnn::Float, D: ::cnn::ConvDevice<E>, #tape_param> #trait_name<E, D> for #input {
+                    type Output = #output;
 
-                #[allow(clippy::needless_question_mark)]
-                fn #method(net: #receiver, x: Self) -> ::core::result::Result<Self::Output, D::Err> {
-                    #body
-                    ::core::result::Result::Ok(x)
+                    // Spanned on user tokens, so lints would report there: nothing here is theirs.
+                    #[allow(unused_variables, clippy::all)]
+                    fn #method(net: #receiver, x: Self) -> ::core::result::Result<Self::Output, D::Err> {
+                        #body
+                        ::core::result::Result::Ok(x)
+                    }
                 }
-            }
-        }
+            },
+            net.input_span,
+        )
     };
     let one = implementation(quote!(), &one_in, &one_out);
     let batch = implementation(quote!(B: #dfdx::shapes::Dim,), &batch_in, &batch_out);
@@ -411,12 +543,31 @@ fn input_impls(
     }
 }
 
+/// Gives every token of `tokens` the span `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let TokenTree::Group(group) = &token {
+                let mut inner = Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                token = TokenTree::Group(inner);
+            } else {
+                token.set_span(span);
+            }
+            token
+        })
+        .collect()
+}
+
 fn const_dims(dims: &[usize]) -> Vec<TokenStream> {
     let dfdx = dfdx();
-    dims.iter().map(|&n| {
-        let n = lit(n);
-        quote!(#dfdx::shapes::Const<#n>)
-    }).collect()
+    dims.iter()
+        .map(|&n| {
+            let n = lit(n);
+            quote!(#dfdx::shapes::Const<#n>)
+        })
+        .collect()
 }
 
 /// The forward body: one `let x = ...?;` per step. Training (`mutable`) differs from inference
@@ -427,11 +578,24 @@ fn steps(net: &NetPlan, mutable: bool) -> TokenStream {
     let module_mut = quote!(#dfdx::nn::ModuleMut::try_forward_mut);
     let steps = net.steps.iter().filter_map(|step| {
         let call = match step {
-            Step::Conv { field, act, pool } if act.is_none() && pool.is_none() => quote!(#module(&net.#field, x)),
-            Step::Conv { field, act, pool } => {
+            Step::Conv {
+                field,
+                act: None,
+                pool: None,
+                input_grad: true,
+            } => quote!(#module(&net.#field, x)),
+            Step::Conv {
+                field,
+                act,
+                pool,
+                input_grad,
+            } => {
                 let act = act.map_or_else(|| quote!(()), |act| unit_value(&Unit::Act(act)));
-                let pool = pool.as_ref().map_or_else(|| quote!(()), |pool| unit_value(&Unit::Pool(pool.clone())));
-                quote!(#module(&net.#field.fused(#act, #pool), x))
+                let pool = pool
+                    .as_ref()
+                    .map_or_else(|| quote!(()), |pool| unit_value(&Unit::Pool(pool.clone())));
+                let input_grad = (!input_grad).then(|| quote!(.without_input_grad()));
+                quote!(#module(&net.#field.fused(#act, #pool) #input_grad, x))
             }
             Step::Field(field) => quote!(#module(&net.#field, x)),
             Step::Unit(unit) => {
@@ -440,7 +604,9 @@ fn steps(net: &NetPlan, mutable: bool) -> TokenStream {
             }
             Step::BatchNorm(field) if mutable => quote!(#module_mut(&mut net.#field, x)),
             Step::BatchNorm(field) => quote!(#module(&net.#field, x)),
-            Step::Dropout { field: Some(field), .. } if mutable => quote!(#module_mut(&mut net.#field, x)),
+            Step::Dropout {
+                field: Some(field), ..
+            } if mutable => quote!(#module_mut(&mut net.#field, x)),
             Step::Dropout { field: None, p } if mutable => {
                 let p = Literal::f32_suffixed(*p as f32);
                 quote!(#module_mut(&mut #dfdx::nn::modules::Dropout { p: #p }, x))
@@ -465,7 +631,15 @@ fn consts(net: &NetPlan) -> TokenStream {
     let output: Vec<_> = net.output.iter().map(|&n| lit(n)).collect();
     let out_len = lit(net.output.len());
     let rows = net.rows.iter().map(|row| {
-        let Row { name, kind, output, params, non_trainable, macs, receptive_field } = row;
+        let Row {
+            name,
+            kind,
+            output,
+            params,
+            non_trainable,
+            macs,
+            receptive_field,
+        } = row;
         let output = output.iter().map(|&n| lit(n));
         let (params, non_trainable, macs) = (lit(*params), lit(*non_trainable), lit(*macs));
         let receptive_field = match receptive_field {
@@ -491,7 +665,10 @@ fn consts(net: &NetPlan) -> TokenStream {
         "Trainable parameters: {} (what `num_trainable_params` counts).",
         thousands(net.params)
     );
-    let macs_doc = format!("Multiply-adds for one image: {} (conv and linear layers; others count 0).", thousands(net.macs));
+    let macs_doc = format!(
+        "Multiply-adds for one image: {} (conv and linear layers; others count 0).",
+        thousands(net.macs)
+    );
     quote! {
         impl #name {
             #[doc = #params_doc]
@@ -525,17 +702,30 @@ fn struct_doc(net: &NetPlan) -> String {
         doc,
         "`{input} -> {output}`, generated by `cnn!`: {} trainable parameters{}, {} multiply-adds per image.\n",
         thousands(net.params),
-        if net.non_trainable > 0 { format!(" (and {} non-trainable)", thousands(net.non_trainable)) } else { String::new() },
+        if net.non_trainable > 0 {
+            format!(" (and {} non-trainable)", thousands(net.non_trainable))
+        } else {
+            String::new()
+        },
         thousands(net.macs),
     );
-    let _ = writeln!(doc, "| layer | kind | output | params | mult-adds | receptive field |");
+    let _ = writeln!(
+        doc,
+        "| layer | kind | output | params | mult-adds | receptive field |"
+    );
     let _ = writeln!(doc, "|---|---|---|--:|--:|---|");
     for row in &net.rows {
-        let name = if row.name.is_empty() { String::new() } else { format!("`{}`", row.name) };
-        let rf = row.receptive_field.map_or_else(|| "-".to_string(), |(h, w)| format!("{h}x{w}"));
+        let name = if row.name.is_empty() {
+            String::new()
+        } else {
+            format!("`{}`", row.name)
+        };
+        let rf = row
+            .receptive_field
+            .map_or_else(|| "-".to_string(), |(h, w)| format!("{h}x{w}"));
         let _ = writeln!(
             doc,
-            "| {name} | `{}` | {} | {} | {} | {rf} |",
+            "| {name} | `{}` | `{}` | {} | {} | {rf} |",
             row.kind,
             fmt_dims(&row.output),
             thousands(row.params + row.non_trainable),
@@ -544,7 +734,7 @@ fn struct_doc(net: &NetPlan) -> String {
     }
     let _ = writeln!(
         doc,
-        "| **total** | | {output} | {} | {} | |\n",
+        "| **total** | | `{output}` | {} | {} | |\n",
         thousands(net.params + net.non_trainable),
         thousands(net.macs)
     );
@@ -563,6 +753,16 @@ fn struct_doc(net: &NetPlan) -> String {
          macro (`conv1`, `conv2`, ..., `linear1`, ..., `bn1`, ...); they are the keys of saved \
          checkpoints."
     );
+    if let Some(Step::Conv {
+        input_grad: false, ..
+    }) = net.steps.first()
+    {
+        let _ = writeln!(
+            doc,
+            "\nThe first convolution does not compute the gradient with respect to the input image \
+             (training never reads it; skipping it saves about a fifth of a step)."
+        );
+    }
     match net.mode {
         Mode::Same => {}
         Mode::Dropout => {
@@ -601,4 +801,29 @@ pub fn thousands(n: usize) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    /// Prints LeNet's expansion: `cargo test -p cnn-macros expansion -- --ignored --nocapture`
+    /// (pipe through `rustfmt` to read it).
+    #[test]
+    #[ignore = "a tool, not a test"]
+    fn expansion() {
+        let input: crate::ast::Input = syn::parse_str(
+            "pub struct LeNet: [1, 28, 28] -> [10] {
+                conv2d(6, kernel = 5, padding = 2), sigmoid,
+                avg_pool2d(kernel = 2, stride = 2),
+                conv2d(16, kernel = 5), sigmoid,
+                avg_pool2d(kernel = 2, stride = 2),
+                flatten,
+                linear(120), sigmoid,
+                linear(84), sigmoid,
+                linear(10),
+            }",
+        )
+        .unwrap();
+        let plan = crate::check::net(&input).unwrap();
+        println!("{}", super::net(&plan));
+    }
 }

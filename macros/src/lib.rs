@@ -1,7 +1,7 @@
-//! The `cnn!` macro, re-exported by the `cnn` crate: see its documentation for the grammar.
+//! The `cnn!` macro, re-exported by the `cnn` crate, which documents it.
 //!
-//! `ast` is the syntax, `check` the shapes and rules (the only place that decides), `expand` the
-//! generated code.
+//! The pipeline: `ast` is the syntax (every node keeps its tokens for spans), `check` the shapes
+//! and rules (the only place that decides), `expand` the generated code (`quote!` only).
 
 mod ast;
 mod check;
@@ -10,10 +10,134 @@ mod expand;
 use proc_macro::TokenStream;
 use syn::parse_macro_input;
 
-/// Declares convolutional networks whose shapes are checked at compile time. Documented in the
-/// `cnn` crate, which re-exports it.
+/// Declares convolutional networks whose shapes the compiler checks.
+///
+/// A network is a stack of layers written the way the book writes it; the macro works every
+/// size out at expansion time and writes it as a literal into the layers' const generics, so a
+/// shape that cannot work is a compile error at the offending layer (from `cargo check` and
+/// rust-analyzer, not only `cargo build`), and nothing needs nightly.
+///
+/// ```
+/// use cnn::prelude::*; // all a user imports
+///
+/// cnn! {
+///     /// d2l's LeNet. Doc comments and attributes pass through to the struct.
+///     pub struct LeNet: [1, 28, 28] -> [10] {
+///         conv2d(6, kernel = 5, padding = 2), sigmoid,
+///         avg_pool2d(kernel = 2, stride = 2),
+///         conv2d(16, kernel = 5), sigmoid,
+///         avg_pool2d(kernel = 2, stride = 2),
+///         flatten,
+///         linear(120), sigmoid,
+///         linear(84), sigmoid,
+///         linear(10),
+///     }
+///     // any number of networks in one invocation
+/// }
+///
+/// let dev = Cpu::default();
+/// let model: LeNet<f32, Cpu> = dev.build_module::<LeNet, f32>();
+/// let y: Tensor<Rank1<10>, f32, Cpu> = model.forward(dev.zeros::<Rank3<1, 28, 28>>());
+/// let y: Tensor<Rank2<64, 10>, f32, Cpu> = model.forward(dev.zeros::<Rank4<64, 1, 28, 28>>());
+/// assert_eq!(LeNet::PARAMS, 61_706);
+/// assert_eq!(model.num_trainable_params(), LeNet::PARAMS);
+/// println!("{}", LeNet::summary());
+/// ```
+///
+/// # Grammar
+///
+/// ```text
+/// invocation := network*
+/// network    := ATTR* VIS `struct` NAME `:` `[` C `,` H `,` W `]` (`->` dims)? `{` layers `}`
+/// layers     := (layer `,`)* layer?
+/// layer      := (FIELD `:`)? KEYWORD (`(` args `)`)? (`->` dims)?
+/// dims       := `[` INT (`,` INT)* `]`
+/// args       := (arg `,`)* arg?
+/// arg        := KEY `=` value | (value `=>`)? value
+/// value      := INT | FLOAT | `true` | `false` | IDENT | `(` INT `,` INT `)`
+/// ```
+///
+/// - `[C, H, W]` is the shape of one input image; `-> [DIMS]` after it is the network's output
+///   shape for one image, optional and checked when given.
+/// - `-> [DIMS]` after a layer is that layer's output shape, checked.
+/// - `FIELD:` names a layer: it becomes the struct field `FIELD` (`pub` when the struct is).
+///
+/// # Layers
+///
+/// Sizes (`K`, `S`, `P`, `D`) are an integer or a pair `(height, width)`.
+///
+/// | layer | PyTorch | type |
+/// |---|---|---|
+/// | `conv2d([IN =>] OUT, kernel = K, stride = S, padding = P, dilation = D, groups = G, bias = B)`: `kernel` required; stride 1, padding 0, dilation 1, groups 1, bias `true` by default; `padding = same` pads so that the output is `ceil(n / s)`, the odd pixel at the bottom/right (TensorFlow's `same`); `padding = valid` is 0 | `nn.Conv2d` | `cnn::nn::Conv2D` |
+/// | `max_pool2d(kernel = K, stride = S, padding = P)`: stride the kernel by default, padding at most half the kernel | `nn.MaxPool2d` | `cnn::nn::MaxPool2D` |
+/// | `avg_pool2d(kernel = K, stride = S, padding = P)`: as `max_pool2d`; padded zeros count | `nn.AvgPool2d` | `cnn::nn::AvgPool2D` |
+/// | `flatten`: `[C, H, W]` to `[C*H*W]` | `nn.Flatten` | `cnn::nn::Flatten2D` |
+/// | `linear([IN =>] OUT, bias = B)` | `nn.Linear` | dfdx's `Linear`, `UnbiasedLinear` |
+/// | `batch_norm2d`, `batch_norm2d(C)` | `nn.BatchNorm2d` | dfdx's `BatchNorm2D` |
+/// | `dropout(P)`: P 0.5 by default | `nn.Dropout` | dfdx's `Dropout` |
+/// | `relu`, `sigmoid`, `tanh`, `gelu` (exact), `fast_gelu` (tanh approximation), `leaky_relu(SLOPE)` (0.01 by default), `softmax`, `log_softmax` (last axis), `abs`, `exp`, `ln`, `sqrt`, `square`, `sin`, `cos` | | dfdx's activations |
+///
+/// An explicit `IN =>` count is checked against the actual one.
+///
+/// # What it generates
+///
+/// For `pub struct LeNet: ...`:
+///
+/// - `pub struct LeNet<E = f32, D = Cpu>`, `Debug` and `Clone`, whose fields are the layers
+///   with parameters (and the named ones). Its documentation holds the layer table. An unnamed
+///   layer with parameters is named by kind and ordinal among the layers of its kind, counting
+///   from 1: `conv1`, `conv2`, ... for `conv2d`, `linear1`, ... for `linear`, `bn1`, ... for
+///   `batch_norm2d`. These names are the keys of saved checkpoints (`conv1.weight`), so they
+///   stay put when other layers are named. Stateless layers without a name (activations,
+///   pooling, `flatten`, `dropout`) have no field.
+/// - `BuildOnDevice` (`dev.build_module::<LeNet, f32>()` gives a `LeNet<f32, Cpu>`) and
+///   `TensorCollection`, so that dfdx's optimisers, `alloc_grads`, `num_trainable_params`,
+///   `reset_params`, `to_device`, `to_dtype` and safetensors save/load work.
+/// - `Module` (`forward`, `try_forward`) and `ModuleMut` (`forward_mut`, `try_forward_mut`) for
+///   one image `Tensor<Rank3<C, H, W>, E, D, T>` and a batch `Tensor<(B, Const<C>, Const<H>,
+///   Const<W>), E, D, T>` (`B` a `Const` or `usize`), returning `[DIMS]` or `[B, DIMS]`. A
+///   tensor of another shape is a type error that names the network and the shapes it takes.
+///   Without dropout or batch norm, every tape works in both. With them, as in dfdx,
+///   `forward_mut` on a traced input trains (dropout applied, batch statistics used and the
+///   running ones updated) and `forward` is inference (dropout skipped, running statistics);
+///   `forward` then takes any tape with dropout and only an untraced input with batch norm.
+/// - `LeNet::PARAMS` (trainable parameters), `LeNet::MACS` (multiply-adds per image: a
+///   convolution counts `OUT * OH * OW * (IN / GROUPS) * KH * KW`, a linear layer `IN * OUT`,
+///   other layers 0), `LeNet::INPUT`, `LeNet::OUTPUT`, and `LeNet::summary()`, a
+///   [`Summary`](../cnn/summary/struct.Summary.html) that displays as a table with each layer's
+///   output shape, parameters, multiply-adds and receptive field. These are on `LeNet`, the
+///   default `LeNet<f32, Cpu>`.
+///
+/// Each run `conv2d [relu|sigmoid|tanh] [max_pool2d|avg_pool2d]` runs as one fused op (about
+/// twice as fast as the three layers). A network that starts with a convolution does not
+/// compute the gradient with respect to its input image.
+///
+/// # Compile errors
+///
+/// Each points at the offending tokens and quotes the numbers, e.g.
+///
+/// ```compile_fail
+/// use cnn::prelude::*;
+/// cnn! {
+///     struct Net: [1, 8, 8] {
+///         conv2d(6, kernel = 5), // 8x8 -> 4x4
+///         conv2d(16, kernel = 5), // error: kernel 5 does not fit input 4x4 (padding 0, dilation 1)
+///     }
+/// }
+/// # fn main() {}
+/// ```
+///
+/// The rules: a (dilated) kernel fits the padded input, so no output is empty; kernel, stride,
+/// dilation, groups and out-counts are at least 1; groups divide the in- and out-channels; an
+/// explicit `IN =>` count and a declared output shape are the actual ones; convolution,
+/// pooling and batch norm take images, so not after `flatten`, and `linear` takes vectors, so
+/// needs `flatten` after images; pooling pads at most half its kernel; layers, arguments and
+/// names are known, given once, and required ones present. `tests/ui/` has one case each.
 #[proc_macro]
 pub fn cnn(input: TokenStream) -> TokenStream {
     let ast = parse_macro_input!(input as ast::Input);
-    check::net(&ast).map(|plan| expand::net(&plan)).unwrap_or_else(syn::Error::into_compile_error).into()
+    check::net(&ast)
+        .map(|plan| expand::net(&plan))
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }

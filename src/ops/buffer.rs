@@ -70,7 +70,11 @@ impl<E: Float> Drop for Buffer<E> {
         let mut pool = E::buffer_pool().0.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() >= KEEP {
             // Keep the larger buffers: they are the expensive ones to map again.
-            let (i, smallest) = pool.iter().enumerate().min_by_key(|(_, v)| v.capacity()).expect("pool is full");
+            let (i, smallest) = pool
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, v)| v.capacity())
+                .expect("pool is full");
             if smallest.capacity() >= v.capacity() {
                 return;
             }

@@ -1,1 +1,552 @@
+//! The checker on its own: the size arithmetic against the shared table, the plans it makes
+//! (fields, fusion, totals), and the text of every error.
 
+use super::*;
+use crate::ast::Input;
+
+fn plan_of(src: &str, f: impl FnOnce(&NetPlan)) {
+    let input: Input = syn::parse_str(src).expect("parses");
+    let plan = net(&input).unwrap_or_else(|e| panic!("checks: {e}"));
+    f(&plan.nets[0]);
+}
+
+/// Every error message of a failing invocation, in order.
+fn errors(src: &str) -> Vec<String> {
+    let input: Input = match syn::parse_str(src) {
+        Ok(input) => input,
+        Err(e) => return e.into_iter().map(|e| e.to_string()).collect(),
+    };
+    match net(&input) {
+        Ok(_) => panic!("expected an error from {src}"),
+        Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn error(src: &str) -> String {
+    let all = errors(src);
+    assert_eq!(all.len(), 1, "one error expected: {all:?}");
+    all.into_iter().next().unwrap()
+}
+
+fn stack(layers: &str) -> String {
+    format!("struct N: [1, 28, 28] {{ {layers} }}")
+}
+
+const LENET: &str = "
+    pub struct LeNet: [1, 28, 28] -> [10] {
+        conv2d(6, kernel = 5, padding = 2), sigmoid,
+        avg_pool2d(kernel = 2, stride = 2),
+        conv2d(16, kernel = 5), sigmoid,
+        avg_pool2d(kernel = 2, stride = 2),
+        flatten,
+        linear(120), sigmoid,
+        linear(84), sigmoid,
+        linear(10),
+    }";
+
+// ---------------------------------------------------------------------------------------------
+// Arithmetic
+
+/// The table the library's `shape::conv_out` is tested against too.
+#[test]
+fn conv_out_matches_the_shared_table() {
+    let table = include_str!("../../../tests/shape_cases.in");
+    let mut cases = 0;
+    for line in table
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (args, out) = line.split_once("->").expect("`n k s p d -> out`");
+        let args: Vec<usize> = args
+            .split_whitespace()
+            .map(|a| a.parse().expect("a number"))
+            .collect();
+        let out: usize = out.trim().parse().expect("a number");
+        let [n, k, s, p, d] = args[..] else {
+            panic!("five numbers before `->`: {line}")
+        };
+        assert_eq!(conv_out(n, k, s, p, p, d).unwrap_or(0), out, "{line}");
+        cases += 1;
+    }
+    assert!(cases >= 20, "only {cases} cases read");
+}
+
+/// `padding = same` gives `ceil(n / s)`, with the odd pixel at the end.
+#[test]
+fn same_padding_gives_ceil() {
+    for n in 1..20 {
+        for k in 1..8 {
+            for s in 1..5 {
+                for d in 1..4 {
+                    let (begin, end) = same_padding(n, k, s, d);
+                    assert!(
+                        begin == end || begin + 1 == end,
+                        "n {n} k {k} s {s} d {d}: {begin} {end}"
+                    );
+                    assert_eq!(
+                        conv_out(n, k, s, begin, end, d),
+                        Some(n.div_ceil(s)),
+                        "n {n} k {k} s {s} d {d}"
+                    );
+                }
+            }
+        }
+    }
+    // TensorFlow's example: 5 pixels, kernel 2, stride 1 -> 1 pixel of padding, at the end.
+    assert_eq!(same_padding(5, 2, 1, 1), (0, 1));
+    assert_eq!(same_padding(28, 5, 1, 1), (2, 2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plans
+
+#[test]
+fn lenet_plan() {
+    plan_of(LENET, |net| {
+        assert_eq!(net.input, [1, 28, 28]);
+        assert_eq!(net.output, [10]);
+        assert_eq!(net.params, 61_706);
+        assert_eq!(net.non_trainable, 0);
+        assert_eq!(net.macs, 117_600 + 240_000 + 48_000 + 10_080 + 840);
+        assert_eq!(net.mode, Mode::Same);
+        let names: Vec<_> = net.fields.iter().map(|f| f.ident.to_string()).collect();
+        assert_eq!(names, ["conv1", "conv2", "linear1", "linear2", "linear3"]);
+        let FieldLayer::Conv(conv) = &net.fields[1].layer else {
+            panic!("conv2 is a conv")
+        };
+        assert_eq!(
+            *conv,
+            Conv {
+                in_c: 6,
+                out_c: 16,
+                kernel: (5, 5),
+                input: (14, 14),
+                output: (10, 10),
+                stride: (1, 1),
+                pad: (0, 0),
+                pad_end: (0, 0),
+                dilation: (1, 1),
+                groups: 1,
+                bias: true,
+            }
+        );
+        let kinds: Vec<_> = net.rows.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(
+            kinds[..3],
+            [
+                "conv2d(6, kernel=5, padding=2)",
+                "sigmoid",
+                "avg_pool2d(kernel=2, stride=2)"
+            ]
+        );
+        let rf: Vec<_> = net.rows.iter().map(|r| r.receptive_field).collect();
+        assert_eq!(
+            rf[..7],
+            [
+                Some((5, 5)),
+                Some((5, 5)),
+                Some((6, 6)),
+                Some((14, 14)),
+                Some((14, 14)),
+                Some((16, 16)),
+                None
+            ]
+        );
+    });
+}
+
+#[test]
+fn conv_activation_pool_runs_are_fused() {
+    plan_of(LENET, |net| {
+        // conv+sigmoid+pool twice, then flatten, then linear, sigmoid, ...
+        assert_eq!(net.steps.len(), 2 + 1 + 5);
+        let Step::Conv {
+            field,
+            act: Some(Act::Sigmoid),
+            pool: Some(pool),
+            input_grad: false,
+        } = &net.steps[0]
+        else {
+            panic!("conv1, sigmoid and the pool are one step, without the image's gradient")
+        };
+        assert!(matches!(
+            net.steps[1],
+            Step::Conv {
+                input_grad: true,
+                ..
+            }
+        ));
+        assert_eq!(field, "conv1");
+        assert_eq!(
+            (pool.kind, pool.input, pool.output),
+            (PoolKind::Avg, (28, 28), (14, 14))
+        );
+    });
+    // Only relu, sigmoid and tanh fuse; a pool fuses without an activation; batch norm breaks
+    // the run.
+    let src = stack(
+        "conv2d(2, kernel = 3), gelu, max_pool2d(kernel = 2),
+         conv2d(2, kernel = 3), max_pool2d(kernel = 2),
+         conv2d(2, kernel = 1), batch_norm2d, relu,
+         conv2d(2, kernel = 1), relu, relu",
+    );
+    plan_of(&src, |net| {
+        let shape: Vec<String> = net
+            .steps
+            .iter()
+            .map(|step| match step {
+                Step::Conv {
+                    field, act, pool, ..
+                } => format!("{field}+{act:?}+{}", pool.is_some()),
+                Step::Field(field) | Step::BatchNorm(field) => field.to_string(),
+                Step::Unit(Unit::Act(act)) => format!("{act:?}"),
+                Step::Unit(Unit::Pool(_)) => "pool".into(),
+                Step::Unit(Unit::Flatten(_)) => "flatten".into(),
+                Step::Dropout { .. } => "dropout".into(),
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                "conv1+None+false",
+                "GeLU",
+                "pool",
+                "conv2+None+true",
+                "conv3+None+false",
+                "bn1",
+                "ReLU",
+                "conv4+Some(ReLU)+false",
+                "ReLU"
+            ]
+        );
+    });
+}
+
+#[test]
+fn modes() {
+    plan_of(&stack("flatten, dropout, linear(2)"), |net| {
+        assert_eq!(net.mode, Mode::Dropout)
+    });
+    plan_of(&stack("batch_norm2d, dropout(0.1)"), |net| {
+        assert_eq!(net.mode, Mode::BatchNorm);
+        assert_eq!((net.params, net.non_trainable), (2, 2));
+    });
+}
+
+#[test]
+fn field_names_count_every_layer_of_a_kind() {
+    let src = stack(
+        "c: conv2d(2, kernel = 1), conv2d(2, kernel = 1), p: max_pool2d(kernel = 2), relu, flatten, linear(3)",
+    );
+    plan_of(&src, |net| {
+        let names: Vec<_> = net.fields.iter().map(|f| f.ident.to_string()).collect();
+        assert_eq!(names, ["c", "conv2", "p", "linear1"]);
+    });
+}
+
+#[test]
+fn describe_normalises() {
+    let src =
+        stack("conv2d( 1=>2 , kernel=(3,3), padding = same, bias=false ), dropout(0.5), flatten()");
+    plan_of(&src, |net| {
+        let kinds: Vec<_> = net.rows.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "conv2d(1 => 2, kernel=(3, 3), padding=same, bias=false)",
+                "dropout(0.5)",
+                "flatten"
+            ]
+        );
+    });
+}
+
+#[test]
+fn no_layers_is_the_identity() {
+    plan_of("struct Id: [3, 2, 2] -> [3, 2, 2] {}", |net| {
+        assert_eq!(net.output, [3, 2, 2]);
+        assert!(net.steps.is_empty() && net.fields.is_empty());
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors, one rule each
+
+#[test]
+fn kernel_too_large() {
+    let src = stack("conv2d(6, kernel = 5), max_pool2d(kernel = 6), conv2d(1, kernel = 5)");
+    assert_eq!(
+        error(&src),
+        "kernel 5 does not fit input 4x4 (padding 0, dilation 1)"
+    );
+    assert_eq!(
+        error(&stack("conv2d(1, kernel = 11, dilation = 3, padding = 1)")),
+        "kernel 11 does not fit input 28x28 (padding 1, dilation 3: the kernel spans 31)"
+    );
+    assert_eq!(
+        error(&stack("avg_pool2d(kernel = (29, 2))")),
+        "kernel 29x2 does not fit input 28x28 (padding 0)"
+    );
+}
+
+#[test]
+fn zero_arguments() {
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = 0)")),
+        "kernel must be at least 1, not 0"
+    );
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = 3, stride = (1, 0))")),
+        "stride must be at least 1, not (1, 0)"
+    );
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = 3, dilation = 0)")),
+        "dilation must be at least 1, not 0"
+    );
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = 3, groups = 0)")),
+        "groups must be at least 1, not 0"
+    );
+    assert_eq!(
+        error(&stack("conv2d(0, kernel = 3)")),
+        "out-channels must be at least 1, not 0"
+    );
+    assert_eq!(
+        error(&stack("flatten, linear(0)")),
+        "out-features must be at least 1, not 0"
+    );
+    assert_eq!(
+        error(&stack("max_pool2d(kernel = 2, stride = 0)")),
+        "stride must be at least 1, not 0"
+    );
+}
+
+#[test]
+fn groups_must_divide() {
+    let src = "struct N: [6, 8, 8] { conv2d(6, kernel = 3, groups = 4) }";
+    assert_eq!(error(src), "groups 4 does not divide in-channels 6");
+    let src = "struct N: [6, 8, 8] { conv2d(9, kernel = 3, groups = 3), conv2d(8, kernel = 3, groups = 3) }";
+    assert_eq!(error(src), "groups 3 does not divide out-channels 8");
+}
+
+#[test]
+fn explicit_counts_are_checked() {
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = 5), conv2d(3 => 16, kernel = 5)")),
+        "in-channels 3 differ from the actual 6 (made by conv1)"
+    );
+    assert_eq!(
+        error(&stack("conv2d(2 => 6, kernel = 5)")),
+        "in-channels 2 differ from the actual 1 (made by the network's input [1, 28, 28])"
+    );
+    assert_eq!(
+        error(&stack(
+            "conv2d(16, kernel = 5, stride = 5), flatten, linear(500 => 10)"
+        )),
+        "in-features 500 differ from the actual 400 (made by flatten: 16x5x5 = 400)"
+    );
+    assert_eq!(
+        error(&stack("flatten, fc: linear(10), linear(12 => 2)")),
+        "in-features 12 differ from the actual 10 (made by fc)"
+    );
+    assert_eq!(
+        error(&stack("batch_norm2d(3)")),
+        "channels 3 differ from the actual 1 (made by the network's input [1, 28, 28])"
+    );
+}
+
+#[test]
+fn output_shapes_are_checked() {
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = 5) -> [6, 28, 28]")),
+        "output [6, 28, 28] differs from the actual [6, 24, 24]"
+    );
+    assert_eq!(
+        error("struct N: [1, 28, 28] -> [10] { flatten, linear(12) }"),
+        "declared output [10] differs from the actual [12]"
+    );
+}
+
+#[test]
+fn image_layers_after_flatten() {
+    assert_eq!(
+        error(&stack("flatten, conv2d(6, kernel = 1)")),
+        "conv2d needs an image input [C, H, W], but its input is flat: [784]"
+    );
+    assert_eq!(
+        error(&stack("flatten, max_pool2d(kernel = 2)")),
+        "max_pool2d needs an image input [C, H, W], but its input is flat: [784]"
+    );
+    assert_eq!(
+        error(&stack("flatten, flatten")),
+        "flatten needs an image input [C, H, W], but its input is flat: [784]"
+    );
+    assert_eq!(
+        error(&stack("linear(10)")),
+        "linear needs a flat input, not [1, 28, 28]; add `flatten` before it"
+    );
+}
+
+#[test]
+fn pool_padding_at_most_half_the_kernel() {
+    assert_eq!(
+        error(&stack("max_pool2d(kernel = 3, padding = 2)")),
+        "padding 2 is more than half the kernel 3 (at most 1)"
+    );
+    assert_eq!(
+        error(&stack("avg_pool2d(kernel = (2, 4), padding = (1, 3))")),
+        "padding 1x3 is more than half the kernel 2x4 (at most 1x2)"
+    );
+}
+
+#[test]
+fn unknown_duplicated_and_missing() {
+    assert!(
+        error(&stack("conv3d(6, kernel = 5)"))
+            .starts_with("unknown layer `conv3d`; expected one of: conv2d, max_pool2d,")
+    );
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = 5, strides = 2)")),
+        "unknown argument `strides` for conv2d; expected one of: kernel, stride, padding, dilation, groups, bias"
+    );
+    assert_eq!(
+        error(&stack("relu(inplace = true)")),
+        "unknown argument `inplace` for relu; relu takes no named arguments"
+    );
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = 5, kernel = 3)")),
+        "duplicate argument `kernel`"
+    );
+    assert_eq!(
+        error(&stack("conv2d(6)")),
+        "missing argument `kernel`, as in `conv2d(OUT, kernel = K)`"
+    );
+    assert_eq!(
+        error(&stack("conv2d(kernel = 5)")),
+        "missing the out-channels, as in `conv2d(OUT, kernel = K)`"
+    );
+    assert_eq!(
+        errors(&stack("conv2d")),
+        [
+            "missing the out-channels, as in `conv2d(OUT, kernel = K)`",
+            "missing argument `kernel`, as in `conv2d(OUT, kernel = K)`"
+        ]
+    );
+    assert_eq!(
+        error(&stack("flatten, linear")),
+        "missing the out-features, as in `linear(OUT)`"
+    );
+    assert_eq!(
+        error(&stack("max_pool2d(2)")),
+        "max_pool2d takes no positional arguments; write `kernel = 2`"
+    );
+    assert_eq!(
+        error(&stack("flatten(2)")),
+        "flatten takes no positional arguments"
+    );
+    assert_eq!(
+        error(&stack("flatten, linear(10, 20)")),
+        "linear takes one positional argument"
+    );
+    assert_eq!(
+        error(&stack("dropout(1 => 0.5)")),
+        "dropout takes no `IN =>` count"
+    );
+}
+
+#[test]
+fn argument_values() {
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = same)")),
+        "expected an integer or a pair `(h, w)` for `kernel`"
+    );
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = 3, padding = full)")),
+        "expected an integer, a pair `(h, w)`, `same` or `valid` for `padding`"
+    );
+    assert_eq!(
+        error(&stack("conv2d(6, kernel = 3, bias = 1)")),
+        "expected `true` or `false` for `bias`"
+    );
+    assert_eq!(
+        error(&stack("conv2d(6.0, kernel = 3)")),
+        "expected an integer for out-channels"
+    );
+    assert_eq!(
+        error(&stack("dropout(1.5)")),
+        "dropout probability must be in [0, 1), not 1.5"
+    );
+    assert_eq!(
+        error(&stack("max_pool2d(kernel = 2, padding = same)")),
+        "expected an integer or a pair `(h, w)` for `padding`"
+    );
+}
+
+#[test]
+fn input_shape() {
+    assert_eq!(
+        error("struct N: [28, 28] {}"),
+        "the input must be one image [C, H, W], not [28, 28]"
+    );
+    assert_eq!(
+        error("struct N: [1, 0, 28] {}"),
+        "input dimensions must be at least 1, not [1, 0, 28]"
+    );
+}
+
+#[test]
+fn names_are_unique() {
+    assert_eq!(
+        error(&stack("a: relu, a: relu")),
+        "layer name `a` is used twice"
+    );
+    assert_eq!(
+        error(&stack(
+            "conv2: conv2d(1, kernel = 1), conv2d(1, kernel = 1)"
+        )),
+        "layer name `conv2` is already the default name of another layer (unnamed layers with parameters are \
+         conv1, conv2, ..., linear1, ..., bn1, ... by kind)"
+    );
+}
+
+/// Independent mistakes are reported together; a shape error stops the walk.
+#[test]
+fn errors_are_combined() {
+    let all = errors(&stack(
+        "conv2d(6, kernel = 5, strides = 2), pool(2), flatten, linear(10, bias = maybe)",
+    ));
+    assert_eq!(
+        all,
+        [
+            "unknown argument `strides` for conv2d; expected one of: kernel, stride, padding, dilation, groups, bias",
+            &format!(
+                "unknown layer `pool`; expected one of: {}",
+                LAYERS.join(", ")
+            ),
+            "expected `true` or `false` for `bias`",
+        ]
+    );
+    let all = errors(&format!(
+        "{} {}",
+        stack("conv2d(0, kernel = 1)"),
+        "struct M: [1, 2, 2] { linear(2) }"
+    ));
+    assert_eq!(all.len(), 2, "{all:?}");
+    let all = errors(&stack("linear(10), conv2d(1 => 2, kernel = 50)"));
+    assert_eq!(
+        all,
+        ["linear needs a flat input, not [1, 28, 28]; add `flatten` before it"]
+    );
+}
+
+#[test]
+fn syntax_errors() {
+    assert_eq!(errors("struct N [1, 2, 2] {}"), ["expected `:`"]);
+    assert_eq!(
+        errors(&stack("conv2d(6, kernel = [3])")),
+        [
+            "expected one of: integer literal, floating point literal, boolean literal, identifier, parentheses"
+        ]
+    );
+}

@@ -331,7 +331,11 @@ pub(crate) fn backward<E: Float>(
                 a.db[o] += plane.iter().fold(E::zero(), |s, &v| s + v);
             }
         }
-        let xn = if x.is_empty() { &[][..] } else { &x[n * per_x..][..per_x] };
+        let xn = if x.is_empty() {
+            &[][..]
+        } else {
+            &x[n * per_x..][..per_x]
+        };
         let mut dx = dx;
         for grp in 0..g.groups {
             let dy = &a.dy[grp * og * ohw..][..og * ohw];

@@ -1,0 +1,9 @@
+use cnn::prelude::*;
+
+cnn! {
+    struct Net: [1, 28, 28] {
+        conv2d(6, kernel = 5), flatten, max_pool2d(kernel = 2),
+    }
+}
+
+fn main() {}

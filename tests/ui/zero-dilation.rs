@@ -1,0 +1,9 @@
+use cnn::prelude::*;
+
+cnn! {
+    struct Net: [1, 8, 8] {
+        conv2d(4, kernel = 3, dilation = 0),
+    }
+}
+
+fn main() {}
