@@ -45,19 +45,16 @@ cnn! {
 type Traced<S> = Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>>;
 
 /// The receptive field of the centre output unit, measured: back-propagate from that one unit
-/// and see which input pixels get a gradient. Returns the height and width of the smallest box
-/// holding them, and how many of the box's pixels are reached.
-fn measured_field<M, const OH: usize, const OW: usize>(
-    net: &M,
+/// through `layers` and see which input pixels get a gradient. Returns the height and width of
+/// the smallest box holding them, and how many of the box's pixels are reached.
+fn measured_field<const OH: usize, const OW: usize>(
     dev: &Cpu,
-) -> ((usize, usize), usize)
-where
-    M: Module<Traced<Rank3<1, 32, 32>>, Output = Traced<Rank3<1, OH, OW>>>,
-{
+    layers: impl Fn(Traced<Rank3<1, 32, 32>>) -> Traced<Rank3<1, OH, OW>>,
+) -> ((usize, usize), usize) {
     let x: Tensor<Rank3<1, 32, 32>, f32, Cpu> = dev.ones();
     let mut pick = [[[0.0f32; OW]; OH]; 1];
     pick[0][OH / 2][OW / 2] = 1.0;
-    let y = net.forward(x.leaky_trace());
+    let y = layers(x.leaky_trace());
     let grads = (y * dev.tensor(pick)).sum().backward();
     let g = grads.get(&x).array()[0];
     let reached: Vec<(usize, usize)> = (0..32)
@@ -100,11 +97,25 @@ fn main() {
         Dilated::summary(),
         DilatedSame::summary(),
     ];
+    // The layers one at a time: a network's own `forward` does not compute the gradient for
+    // its input images, which training never needs.
     let measured = [
-        measured_field(&one, &dev),
-        measured_field(&plain, &dev),
-        measured_field(&dilated, &dev),
-        measured_field(&same, &dev),
+        measured_field(&dev, |x| one.conv1.forward(x)),
+        measured_field(&dev, |x| {
+            let x = plain.conv1.forward(x);
+            let x = plain.conv2.forward(x);
+            plain.conv3.forward(x)
+        }),
+        measured_field(&dev, |x| {
+            let x = dilated.conv1.forward(x);
+            let x = dilated.conv2.forward(x);
+            dilated.conv3.forward(x)
+        }),
+        measured_field(&dev, |x| {
+            let x = same.conv1.forward(x);
+            let x = same.conv2.forward(x);
+            same.conv3.forward(x)
+        }),
     ];
     for (summary, (field, reached)) in summaries.iter().zip(measured) {
         println!("{summary}");
