@@ -169,6 +169,14 @@ fn activation_grad<E: Float>(act: Activation, y: E) -> E {
     }
 }
 
+/// `d[i] *= f(y[i])`, monomorphised per activation so that it vectorises.
+#[inline(always)]
+fn scale_by<E: Float>(d: &mut [E], y: &[E], f: impl Fn(E) -> E) {
+    for (d, &y) in d.iter_mut().zip(y) {
+        *d *= f(y);
+    }
+}
+
 /// Scratch buffers of one rayon task.
 struct Scratch<E> {
     cols: Vec<E>,
@@ -232,7 +240,12 @@ fn forward_image<E: Float>(
             Activation::Identity if b.is_some() => plane.iter_mut().for_each(|v| *v += bias),
             Activation::Identity => {}
             Activation::Sigmoid => E::sigmoid_in_place(plane, bias),
-            _ => plane.iter_mut().for_each(|v| *v = activate(act, *v + bias)),
+            Activation::Relu => plane
+                .iter_mut()
+                .for_each(|v| *v = activate(Activation::Relu, *v + bias)),
+            Activation::Tanh => plane
+                .iter_mut()
+                .for_each(|v| *v = activate(Activation::Tanh, *v + bias)),
         }
     }
     if let Some(save) = save_after {
@@ -351,10 +364,15 @@ pub(crate) fn backward<E: Float>(
             }
             None => a.dy.copy_from_slice(go),
         }
-        if act != Activation::Identity {
-            for (d, &yv) in a.dy.iter_mut().zip(yn) {
-                *d *= activation_grad(act, yv);
+        // One loop per activation (a `match` inside the loop is not hoisted, and costs a jump
+        // per element).
+        match act {
+            Activation::Identity => {}
+            Activation::Relu => scale_by(&mut a.dy, yn, |y| activation_grad(Activation::Relu, y)),
+            Activation::Sigmoid => {
+                scale_by(&mut a.dy, yn, |y| activation_grad(Activation::Sigmoid, y))
             }
+            Activation::Tanh => scale_by(&mut a.dy, yn, |y| activation_grad(Activation::Tanh, y)),
         }
         if !a.db.is_empty() {
             for (o, plane) in a.dy.chunks_exact(ohw).enumerate() {

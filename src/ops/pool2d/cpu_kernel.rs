@@ -25,7 +25,7 @@ fn is_2x2(g: &Pool2DGeometry) -> bool {
 /// of it vectorise.
 #[inline(always)]
 fn beats<E: Float>(new: E, old: E) -> bool {
-    new > old || (new.is_nan() & !old.is_nan())
+    (new > old) | (new.is_nan() & !old.is_nan())
 }
 
 /// The maximum of the 2x2 window `[a, b; c, d]` and its position 0..4 in row-major order (the
@@ -84,13 +84,22 @@ fn backward_2x2<E: Float>(g: &Pool2DGeometry, src: &[E], gout: &[E], dsrc: &mut 
             PoolKind::Max => {
                 let r0 = &src[2 * oy * w..][..2 * ow];
                 let r1 = &src[(2 * oy + 1) * w..][..2 * ow];
-                for (ox, &go) in go.iter().enumerate() {
-                    let i = max4(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]).1;
-                    // four selects rather than a branch on i, which is unpredictable
-                    d0[2 * ox] += if i == 0 { go } else { zero };
-                    d0[2 * ox + 1] += if i == 1 { go } else { zero };
-                    d1[2 * ox] += if i == 2 { go } else { zero };
-                    d1[2 * ox + 1] += if i == 3 { go } else { zero };
+                let windows = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
+                let inputs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+                for (((d0, d1), (r0, r1)), &go) in windows.zip(inputs).zip(go) {
+                    let (a, b, c, d) = (r0[0], r0[1], r1[0], r1[1]);
+                    let m = max4(a, b, c, d).0;
+                    // The first position holding the maximum, as masks: no branches, so the
+                    // loop vectorises (a branch on the position is unpredictable).
+                    let same = |x: E| (x == m) | (x.is_nan() & m.is_nan());
+                    let e0 = same(a);
+                    let e1 = same(b) & !e0;
+                    let e2 = same(c) & !(e0 | e1);
+                    let e3 = !(e0 | e1 | e2);
+                    d0[0] += if e0 { go } else { zero };
+                    d0[1] += if e1 { go } else { zero };
+                    d1[0] += if e2 { go } else { zero };
+                    d1[1] += if e3 { go } else { zero };
                 }
             }
         }
