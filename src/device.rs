@@ -31,10 +31,30 @@ impl Float for f32 {
     }
 
     fn sigmoid_in_place(v: &mut [f32], bias: f32) {
-        for v in v {
-            *v = 1.0 / (1.0 + exp_f32(-(*v + bias)));
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features `sigmoid_avx2` is compiled for, checked above.
+            return unsafe { sigmoid_avx2(v, bias) };
         }
+        sigmoid_f32(v, bias)
     }
+}
+
+/// The loop of [`Float::sigmoid_in_place`] for `f32`, inlined into each caller so that it is
+/// compiled for the caller's target features.
+#[inline(always)]
+fn sigmoid_f32(v: &mut [f32], bias: f32) {
+    for v in v {
+        *v = 1.0 / (1.0 + exp_f32(-(*v + bias)));
+    }
+}
+
+/// [`sigmoid_f32`] with 8-wide vectors (the default x86-64 target only has 4-wide SSE2): twice
+/// as fast on the machines that have AVX2, which is nearly all of them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn sigmoid_avx2(v: &mut [f32], bias: f32) {
+    sigmoid_f32(v, bias)
 }
 
 /// `e^x` for `f32`, within 3 ulp of the true value on [-87, 88] (below, it returns `e^-87`,
@@ -52,7 +72,11 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer with SSE2 alone
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let k = x * LOG2E + ROUND;
+    let n = k - ROUND;
+    // k's low mantissa bits hold n in two's complement: an integer without a float-to-int cast
+    // (Rust's saturating `as` does not vectorise)
+    let n_bits = k.to_bits().wrapping_sub(ROUND.to_bits());
     let r = x - n * C1 - n * C2;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -61,7 +85,7 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let er = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     er * scale
 }
 impl Float for f64 {

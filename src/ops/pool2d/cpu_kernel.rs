@@ -20,16 +20,23 @@ fn is_2x2(g: &Pool2DGeometry) -> bool {
     g.kernel == (2, 2) && g.stride == (2, 2) && g.padding == (0, 0)
 }
 
-/// The first maximum of a 2x2 window in row-major order, as the general loop finds it.
-#[inline]
-fn argmax4<E: Float>(v: [E; 4]) -> usize {
-    let mut best = 0;
-    for i in 1..4 {
-        if v[i] > v[best] || (v[i].is_nan() && !v[best].is_nan()) {
-            best = i;
-        }
-    }
-    best
+/// Whether `new` replaces `old` as a window's maximum: larger, or the first NaN (a NaN anywhere
+/// in the window makes its maximum NaN, as in PyTorch). Written without branches so that loops
+/// of it vectorise.
+#[inline(always)]
+fn beats<E: Float>(new: E, old: E) -> bool {
+    (new > old) | (new.is_nan() & !old.is_nan())
+}
+
+/// The maximum of the 2x2 window `[a, b; c, d]` and its position 0..4 in row-major order (the
+/// first maximum, as the general loop finds it).
+#[inline(always)]
+fn max4<E: Float>(a: E, b: E, c: E, d: E) -> (E, usize) {
+    let top = beats(b, a);
+    let bottom = beats(d, c);
+    let (m1, i1) = if top { (b, 1) } else { (a, 0) };
+    let (m2, i2) = if bottom { (d, 3) } else { (c, 2) };
+    if beats(m2, m1) { (m2, i2) } else { (m1, i1) }
 }
 
 fn forward_2x2<E: Float>(g: &Pool2DGeometry, src: &[E], dst: &mut [E]) {
@@ -48,8 +55,7 @@ fn forward_2x2<E: Float>(g: &Pool2DGeometry, src: &[E], dst: &mut [E]) {
             }
             PoolKind::Max => {
                 for (ox, d) in d.iter_mut().enumerate() {
-                    let v = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
-                    *d = v[argmax4(v)];
+                    *d = max4(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]).0;
                 }
             }
         }
@@ -60,6 +66,7 @@ fn backward_2x2<E: Float>(g: &Pool2DGeometry, src: &[E], gout: &[E], dsrc: &mut 
     let w = g.input.1;
     let (oh, ow) = g.output;
     let quarter = E::from_f64(0.25).unwrap();
+    let zero = E::zero();
     for oy in 0..oh {
         let go = &gout[oy * ow..][..ow];
         let (top, bottom) = dsrc[2 * oy * w..].split_at_mut(w);
@@ -77,14 +84,22 @@ fn backward_2x2<E: Float>(g: &Pool2DGeometry, src: &[E], gout: &[E], dsrc: &mut 
             PoolKind::Max => {
                 let r0 = &src[2 * oy * w..][..2 * ow];
                 let r1 = &src[(2 * oy + 1) * w..][..2 * ow];
-                for (ox, &go) in go.iter().enumerate() {
-                    let v = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
-                    match argmax4(v) {
-                        0 => d0[2 * ox] += go,
-                        1 => d0[2 * ox + 1] += go,
-                        2 => d1[2 * ox] += go,
-                        _ => d1[2 * ox + 1] += go,
-                    }
+                let windows = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
+                let inputs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+                for (((d0, d1), (r0, r1)), &go) in windows.zip(inputs).zip(go) {
+                    let (a, b, c, d) = (r0[0], r0[1], r1[0], r1[1]);
+                    let m = max4(a, b, c, d).0;
+                    // The first position holding the maximum, as masks: no branches, so the
+                    // loop vectorises (a branch on the position is unpredictable).
+                    let same = |x: E| (x == m) | (x.is_nan() & m.is_nan());
+                    let e0 = same(a);
+                    let e1 = same(b) & !e0;
+                    let e2 = same(c) & !(e0 | e1);
+                    let e3 = !(e0 | e1 | e2);
+                    d0[0] += if e0 { go } else { zero };
+                    d0[1] += if e1 { go } else { zero };
+                    d1[0] += if e2 { go } else { zero };
+                    d1[1] += if e3 { go } else { zero };
                 }
             }
         }
@@ -114,8 +129,7 @@ pub(crate) fn plane_forward<E: Float>(g: &Pool2DGeometry, src: &[E], dst: &mut [
                     let mut m = E::neg_infinity();
                     for y in 0..ky1 - ky0 {
                         for &v in &src[(iy0 + y) * w + ix0..][..kx1 - kx0] {
-                            // `>` keeps the first maximum, and lets a NaN through as PyTorch does.
-                            if v > m || v.is_nan() {
+                            if beats(v, m) {
                                 m = v;
                             }
                         }
@@ -163,7 +177,7 @@ pub(crate) fn plane_backward<E: Float>(g: &Pool2DGeometry, src: &[E], gout: &[E]
                     for y in 0..ky1 - ky0 {
                         let row = (iy0 + y) * w + ix0;
                         for (x, &v) in src[row..][..kx1 - kx0].iter().enumerate() {
-                            if v > best.1 || v.is_nan() {
+                            if beats(v, best.1) {
                                 best = (row + x, v);
                             }
                         }
