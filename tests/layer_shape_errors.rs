@@ -49,6 +49,9 @@ fn every_case_fails_to_build_with_its_message() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name}: built, but should not have");
-        assert!(stderr.contains(expect), "{name}: expected `{expect}` in:\n{stderr}");
+        assert!(
+            stderr.contains(expect),
+            "{name}: expected `{expect}` in:\n{stderr}"
+        );
     }
 }
