@@ -68,7 +68,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut net = dev.build_module::<LeNet, f32>();
     let data = FashionMnist::locate_or_download(args.data.as_deref())?;
     if args.weights.is_file() {
-        cnn::checkpoint::load(&mut net, &args.weights)?;
+        cnn::checkpoint::load_network(&mut net, &args.weights)?;
         println!("weights: {}", args.weights.display());
     } else {
         println!(

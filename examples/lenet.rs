@@ -9,7 +9,7 @@
 //!   diverges, in PyTorch too).
 //! - `--epochs N`, `--batch N`, `--lr X`, `--seed N`, `--threads N`, `--data DIR`, `--out DIR`.
 //! - `--eval FILE`: load a checkpoint and report its test accuracy (another network's
-//!   checkpoint is refused, naming the tensor and both shapes).
+//!   checkpoint is refused, naming the tensor and both shapes, or the first layer that differs).
 //! - `--smoke`: a short run for CI (two epochs on a subset); exits non-zero unless the loss falls.
 //!
 //! Data: `/usr/share/datasets/fashion-mnist` (Debian's `dataset-fashion-mnist`), `--data`,
@@ -108,9 +108,9 @@ fn main() -> ExitCode {
         }
     }
     let result = if args.modern {
-        run::<LeNetModern>(&args, "lenet-modern", &LeNetModern::summary().to_string())
+        run::<LeNetModern>(&args, "lenet-modern")
     } else {
-        run::<LeNet>(&args, "lenet-d2l", &LeNet::summary().to_string())
+        run::<LeNet>(&args, "lenet-d2l")
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,12 +126,13 @@ fn to_batches(set: Dataset) -> Result<InMemory<Images>, Box<dyn std::error::Erro
     Ok(InMemory::new(set.images, labels)?)
 }
 
-fn run<M>(args: &Args, name: &str, summary: &str) -> Result<(), Box<dyn std::error::Error>>
+fn run<M>(args: &Args, name: &str) -> Result<(), Box<dyn std::error::Error>>
 where
     M: BuildOnDevice<Dev, f32>,
     M::Built: Classifier<Images, f32, Dev, 10>
         + SaveToSafetensors<f32, Dev>
-        + LoadFromSafetensors<f32, Dev>,
+        + LoadFromSafetensors<f32, Dev>
+        + Network,
 {
     let dev = Dev::seed_from_u64(args.seed);
     println!(
@@ -142,7 +143,7 @@ where
             "CPU"
         }
     );
-    println!("{summary}");
+    println!("{}", <M::Built as Network>::SUMMARY);
     let mut data = FashionMnist::locate_or_download(args.data.as_deref())?;
     if args.smoke {
         data.train = data.train.subset(12_000);
@@ -152,7 +153,7 @@ where
     let mut model = dev.build_module::<M, f32>();
 
     if let Some(path) = &args.eval {
-        cnn::checkpoint::load(&mut model, path)?;
+        cnn::checkpoint::load_network(&mut model, path)?;
         let acc = cnn::train::evaluate(&dev, &model, &test, args.batch)?;
         println!("{}: test acc {acc:.3}", path.display());
         return Ok(());
@@ -170,7 +171,7 @@ where
     let checkpoint = args.out.join(format!("{name}.safetensors"));
     // Saved after every epoch, so an interrupted run keeps its last complete epoch.
     let save = |_: &EpochStats, m: &M::Built| {
-        if let Err(e) = cnn::checkpoint::save(m, &checkpoint) {
+        if let Err(e) = cnn::checkpoint::save_network(m, &checkpoint) {
             eprintln!("warning: {e}");
         }
     };

@@ -6,7 +6,12 @@
 //! both shapes in the message) and write through a temporary file renamed into place, so a
 //! failed save never destroys the previous checkpoint and a refused load leaves the model as it
 //! was.
+//!
+//! [`save_network`]/[`load_network`] do the same for a `cnn!` network and also record its layer
+//! table in the file's metadata, so that a network with the same tensors but other layers
+//! (d2l's sigmoid LeNet against its ReLU variant, say) is refused too.
 
+use crate::{Network, Summary};
 use dfdx::nn::tensor_collection::{
     RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName,
 };
@@ -14,6 +19,7 @@ use dfdx::nn::{LoadFromSafetensors, SaveToSafetensors};
 use dfdx::shapes::{Dtype, Shape};
 use dfdx::tensor::safetensors::SafeDtype;
 use dfdx::tensor_ops::Device;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Why a checkpoint could not be saved or loaded.
@@ -84,6 +90,44 @@ where
     D: Device<E>,
     M: SaveToSafetensors<E, D>,
 {
+    save_with(model, path, None)
+}
+
+/// [`save`] for a `cnn!` network, recording its name and layers in the file's metadata
+/// (`cnn.network`, `cnn.layers`) for [`load_network`] to check.
+///
+/// # Errors
+/// As [`save`].
+pub fn save_network<E, D, M>(model: &M, path: &Path) -> Result<(), CheckpointError>
+where
+    E: Dtype + SafeDtype,
+    D: Device<E>,
+    M: SaveToSafetensors<E, D> + Network,
+{
+    let metadata = [
+        ("cnn.network".to_string(), M::SUMMARY.name.to_string()),
+        ("cnn.layers".to_string(), layers(&M::SUMMARY)),
+    ];
+    save_with(model, path, Some(metadata.into_iter().collect()))
+}
+
+/// A network's input and layers as one line: what must agree for its weights to mean the same.
+fn layers(s: &Summary) -> String {
+    // `; ` separates: a layer's own text has commas, never semicolons
+    let kinds: Vec<&str> = s.rows.iter().map(|r| r.kind).collect();
+    format!("{:?}; {}", s.input, kinds.join("; "))
+}
+
+fn save_with<E, D, M>(
+    model: &M,
+    path: &Path,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<(), CheckpointError>
+where
+    E: Dtype + SafeDtype,
+    D: Device<E>,
+    M: SaveToSafetensors<E, D>,
+{
     let io = |source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,
@@ -94,11 +138,77 @@ where
     let mut part = path.as_os_str().to_owned();
     part.push(".part");
     let part = PathBuf::from(part);
-    model.save_safetensors(&part).map_err(|e| {
+    let written = model
+        .save_safetensors(&part)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|()| match &metadata {
+            // dfdx writes no metadata: write the file again with it.
+            Some(_) => {
+                let bytes = std::fs::read(&part)?;
+                let file = safetensors::SafeTensors::deserialize(&bytes)
+                    .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+                let with = safetensors::serialize(file.tensors(), &metadata)
+                    .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+                std::fs::write(&part, with)
+            }
+            None => Ok(()),
+        });
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&part);
-        io(std::io::Error::other(e.to_string()))
-    })?;
+        return Err(io(e));
+    }
     std::fs::rename(&part, path).map_err(io)
+}
+
+/// [`load`] for a `cnn!` network: when the file records the layers it was saved from (as
+/// [`save_network`] does), they must be this network's.
+///
+/// # Errors
+/// As [`load`]; [`CheckpointError::Mismatch`] also when the recorded layers differ, naming the
+/// first layer that does.
+pub fn load_network<E, D, M>(model: &mut M, path: &Path) -> Result<(), CheckpointError>
+where
+    E: Dtype + SafeDtype,
+    D: Device<E>,
+    M: LoadFromSafetensors<E, D> + Network,
+{
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| CheckpointError::Format {
+            path: path.to_path_buf(),
+            what: format!("{e:?}"),
+        })?;
+    let recorded = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| Some((m.get("cnn.network")?, m.get("cnn.layers")?)));
+    if let Some((name, saved)) = recorded {
+        let ours = layers(&M::SUMMARY);
+        if *saved != ours {
+            let (theirs, mine): (Vec<&str>, Vec<&str>) =
+                (saved.split("; ").collect(), ours.split("; ").collect());
+            let at = match theirs.iter().zip(&mine).position(|(a, b)| a != b) {
+                Some(0) => format!("its input is {} there and {} here", theirs[0], mine[0]),
+                Some(i) => format!("layer {i} is `{}` there and `{}` here", theirs[i], mine[i]),
+                None => format!(
+                    "it has {} layers there and {} here",
+                    theirs.len() - 1,
+                    mine.len() - 1
+                ),
+            };
+            return Err(CheckpointError::Mismatch {
+                path: path.to_path_buf(),
+                what: format!(
+                    "it was saved from `{name}`, not `{}`: {at}",
+                    M::SUMMARY.name
+                ),
+            });
+        }
+    }
+    load(model, path)
 }
 
 /// Loads `path` into `model` after checking that it holds exactly the model's tensors, with the

@@ -28,6 +28,13 @@ pub mod train;
 pub use device::{ConvDevice, Float};
 pub use summary::{LayerRow, Summary};
 
+/// A network made by [`cnn!`]: its layer table is known from the type alone, so generic code
+/// (checkpoints, for one) can name what it holds.
+pub trait Network {
+    /// The network's [`Summary`], as `Net::summary()` returns it.
+    const SUMMARY: Summary;
+}
+
 pub use cnn_macros::cnn;
 
 /// All a user imports: dfdx's prelude, this crate's layers and traits, and the `cnn!` macro.
@@ -40,7 +47,7 @@ pub mod prelude {
     // Named explicitly: dfdx's prelude exports nightly-only layers of the same names, and an
     // explicit import takes precedence over a glob.
     pub use crate::nn::{AvgPool2D, Conv2D, ConvTranspose2D, Flatten2D, MaxPool2D};
-    pub use crate::{ConvDevice, Float, cnn};
+    pub use crate::{ConvDevice, Float, Network, cnn};
 }
 
 /// What the `cnn!` macro's expansion names, by absolute path; not a public API.

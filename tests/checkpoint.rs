@@ -4,7 +4,7 @@
 
 mod common;
 
-use cnn::checkpoint::{CheckpointError, load, save};
+use cnn::checkpoint::{CheckpointError, load, load_network, save, save_network};
 use cnn::prelude::*;
 use common::TestDevice;
 
@@ -22,6 +22,14 @@ cnn! {
         max_pool2d(kernel = 2),
         flatten,
         linear(32), relu,
+        linear(4),
+    }
+    // The same tensors as Net, other layers: only the recorded layer table tells them apart.
+    struct NetTanh: [1, 12, 12] -> [4] {
+        conv2d(3, kernel = 3), tanh,
+        max_pool2d(kernel = 2),
+        flatten,
+        linear(16), relu,
         linear(4),
     }
     // Another stack altogether: a tensor Net does not have.
@@ -119,4 +127,40 @@ fn a_failed_save_keeps_the_previous_checkpoint() {
     std::fs::create_dir(dir.path().join("net.safetensors.part")).unwrap();
     assert!(save(&dev.build_module::<Net, f32>(), &path).is_err());
     assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn a_network_checkpoint_records_its_layers() {
+    let dev: TestDevice = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.safetensors");
+    let model = dev.build_module::<Net, f32>();
+    save_network(&model, &path).unwrap();
+    // it loads into the same network, and as a plain checkpoint
+    let mut same = dev.build_module::<Net, f32>();
+    load_network(&mut same, &path).unwrap();
+    let x = input(&dev);
+    assert_eq!(
+        model.forward(x.clone()).array(),
+        same.forward(x.clone()).array()
+    );
+    load(&mut dev.build_module::<Net, f32>(), &path).unwrap();
+
+    // same tensors, other layers: refused, naming both networks and the first differing layer
+    let mut other = dev.build_module::<NetTanh, f32>();
+    let before = other.forward(x.clone()).array();
+    let err = load_network(&mut other, &path).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, CheckpointError::Mismatch { .. }), "{msg}");
+    assert!(msg.contains("`Net`") && msg.contains("`NetTanh`"), "{msg}");
+    assert!(
+        msg.contains("layer 2 is `relu` there and `tanh` here"),
+        "{msg}"
+    );
+    assert_eq!(other.forward(x).array(), before);
+
+    // a checkpoint without the record (dfdx's own, or `save`) falls back to the tensor checks
+    let plain = dir.path().join("plain.safetensors");
+    save(&dev.build_module::<NetTanh, f32>(), &plain).unwrap();
+    load_network(&mut dev.build_module::<Net, f32>(), &plain).unwrap();
 }

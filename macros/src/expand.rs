@@ -755,6 +755,13 @@ fn consts(net: &NetPlan) -> TokenStream {
                 ::cnn::summary::Summary { name: #name_str, input: &[#(#input),*], rows: ROWS }
             }
         }
+
+        // The summary again, reachable from a generic `M: Network` (checkpoints record it).
+        impl<__E: ::cnn::__private::dfdx::shapes::Dtype, __D: ::cnn::__private::dfdx::tensor::Storage<__E>>
+            ::cnn::Network for #name<__E, __D>
+        {
+            const SUMMARY: ::cnn::summary::Summary = <#name>::summary();
+        }
     }
 }
 
