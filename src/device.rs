@@ -9,12 +9,15 @@ use rand_distr::uniform::SampleUniform;
 /// Our kernels hand their inner products to the `gemm` crate, which supports exactly these two;
 /// `f64` is what the finite-difference gradient tests run in.
 pub trait Float:
-    Dtype + num_traits::Float + SampleUniform + Send + Sync + std::fmt::Debug + 'static
+    Dtype
+    + num_traits::Float
+    + SampleUniform
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + crate::ops::buffer::Pooled
+    + 'static
 {
-    /// The pool of host buffers the ops reuse for this type (an implementation detail).
-    #[doc(hidden)]
-    fn buffer_pool() -> &'static crate::ops::buffer::BufferPool<Self>;
-
     /// `v = sigmoid(v + bias)` for every element (an implementation detail: `f32` has a
     /// vectorised version, since `exp` from libm is scalar).
     #[doc(hidden)]
@@ -25,11 +28,6 @@ pub trait Float:
     }
 }
 impl Float for f32 {
-    fn buffer_pool() -> &'static crate::ops::buffer::BufferPool<Self> {
-        static POOL: crate::ops::buffer::BufferPool<f32> = crate::ops::buffer::BufferPool::new();
-        &POOL
-    }
-
     fn sigmoid_in_place(v: &mut [f32], bias: f32) {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
@@ -88,12 +86,7 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     er * scale
 }
-impl Float for f64 {
-    fn buffer_pool() -> &'static crate::ops::buffer::BufferPool<Self> {
-        static POOL: crate::ops::buffer::BufferPool<f64> = crate::ops::buffer::BufferPool::new();
-        &POOL
-    }
-}
+impl Float for f64 {}
 
 /// A dfdx device that can run this crate's conv and pooling ops (forward and backward).
 ///

@@ -5,7 +5,6 @@
 //! pays for hundreds of page faults (a quarter of the step's time in a profile). Kept in a pool
 //! instead, they stay mapped.
 
-use crate::Float;
 use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 
@@ -25,18 +24,36 @@ impl<E> Default for BufferPool<E> {
     }
 }
 
+/// An element type with a buffer pool of its own.
+pub trait Pooled: Copy + Default + Send + 'static {
+    /// The pool.
+    fn pool() -> &'static BufferPool<Self>;
+}
+
+macro_rules! pooled {
+    ($($t:ty),*) => {$(
+        impl Pooled for $t {
+            fn pool() -> &'static BufferPool<Self> {
+                static POOL: BufferPool<$t> = BufferPool::new();
+                &POOL
+            }
+        }
+    )*};
+}
+pooled!(f32, f64, u32);
+
 /// More buffers than this are freed rather than kept: a network uses a few per layer.
 const KEEP: usize = 64;
 
 /// A `Vec` from the pool, returned to it when dropped.
-pub(crate) struct Buffer<E: Float>(Vec<E>);
+pub(crate) struct Buffer<E: Pooled>(Vec<E>);
 
-impl<E: Float> Buffer<E> {
-    /// `len` zeros.
+impl<E: Pooled> Buffer<E> {
+    /// `len` zeros (`Default` values).
     pub(crate) fn zeroed(len: usize) -> Self {
         let mut v = take::<E>(len);
         v.clear();
-        v.resize(len, E::zero());
+        v.resize(len, E::default());
         Buffer(v)
     }
 
@@ -47,8 +64,8 @@ impl<E: Float> Buffer<E> {
 }
 
 /// The smallest pooled buffer that holds `len` elements, or a new one.
-fn take<E: Float>(len: usize) -> Vec<E> {
-    let mut pool = E::buffer_pool().0.lock().unwrap_or_else(|e| e.into_inner());
+fn take<E: Pooled>(len: usize) -> Vec<E> {
+    let mut pool = E::pool().0.lock().unwrap_or_else(|e| e.into_inner());
     let best = pool
         .iter()
         .enumerate()
@@ -61,13 +78,13 @@ fn take<E: Float>(len: usize) -> Vec<E> {
     }
 }
 
-impl<E: Float> Drop for Buffer<E> {
+impl<E: Pooled> Drop for Buffer<E> {
     fn drop(&mut self) {
         let v = std::mem::take(&mut self.0);
         if v.capacity() == 0 {
             return;
         }
-        let mut pool = E::buffer_pool().0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = E::pool().0.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() >= KEEP {
             // Keep the larger buffers: they are the expensive ones to map again.
             let (i, smallest) = pool
@@ -84,14 +101,14 @@ impl<E: Float> Drop for Buffer<E> {
     }
 }
 
-impl<E: Float> Deref for Buffer<E> {
+impl<E: Pooled> Deref for Buffer<E> {
     type Target = [E];
     fn deref(&self) -> &[E] {
         &self.0
     }
 }
 
-impl<E: Float> DerefMut for Buffer<E> {
+impl<E: Pooled> DerefMut for Buffer<E> {
     fn deref_mut(&mut self) -> &mut [E] {
         &mut self.0
     }

@@ -152,6 +152,7 @@ where
         &[],
         &wh,
         &[],
+        &[],
         &xh,
         &mut out,
         &mut [],
@@ -179,7 +180,7 @@ where
             dev.read_host(grads.get_or_alloc_mut(&out_g)?, &mut gout)?;
             // dx = the adjoint conv applied to the output gradient
             let mut dx = Buffer::zeroed(xh.len());
-            cpu_kernel::forward(&adj, id, None, &gout, &wh, None, &mut dx, &mut []);
+            cpu_kernel::forward(&adj, id, None, &gout, &wh, None, &mut dx, &mut [], &mut []);
             // dw = the adjoint conv's weight gradient, with input gout and output gradient x
             let mut dw = Buffer::zeroed(wh.len());
             cpu_kernel::backward(
@@ -188,6 +189,7 @@ where
                 None,
                 &gout,
                 &wh,
+                &[],
                 &[],
                 &xh,
                 &mut [],

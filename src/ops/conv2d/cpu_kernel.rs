@@ -177,6 +177,16 @@ fn scale_by<E: Float>(d: &mut [E], y: &[E], f: impl Fn(E) -> E) {
     }
 }
 
+/// `d[arg[i]] += g[i] * f(y[i])`: the gradient of max pooling, through saved maxima.
+#[inline(always)]
+fn scatter<E: Float>(d: &mut [E], arg: &[u32], g: &[E], y: &[E], f: impl Fn(E) -> E) {
+    for (i, (&at, &g)) in arg.iter().zip(g).enumerate() {
+        // y is empty when the activation is the identity (f ignores its argument then)
+        let yv = y.get(i).copied().unwrap_or(E::zero());
+        d[at as usize] += g * f(yv);
+    }
+}
+
 /// Scratch buffers of one rayon task.
 struct Scratch<E> {
     cols: Vec<E>,
@@ -206,6 +216,7 @@ fn forward_image<E: Float>(
     b: Option<&[E]>,
     out: &mut [E],
     y_save: Option<&mut [E]>,
+    arg: Option<&mut [u32]>,
     s: &mut Scratch<E>,
 ) {
     let (h, wd) = g.input;
@@ -253,13 +264,23 @@ fn forward_image<E: Float>(
     }
     if let (Some(p), Some(out)) = (pool_geom, out) {
         let pohw = p.output.0 * p.output.1;
-        for (src, dst) in y.chunks_exact(ohw).zip(out.chunks_exact_mut(pohw)) {
-            pool::plane_forward(p, src, dst);
+        let planes = y.chunks_exact(ohw).zip(out.chunks_exact_mut(pohw));
+        match arg {
+            // max pooling for training: keep where each maximum came from
+            Some(arg) => {
+                for (o, ((src, dst), arg)) in planes.zip(arg.chunks_exact_mut(pohw)).enumerate() {
+                    pool::plane_max_with_arg(p, src, dst, arg, o * ohw);
+                }
+            }
+            None => planes.for_each(|(src, dst)| pool::plane_forward(p, src, dst)),
         }
     }
 }
 
-/// Runs the fused forward pass over a batch; fills `y_save` (B, O, OH*OW) when it is non-empty.
+/// Runs the fused forward pass over a batch. What backward needs is saved when its buffer is
+/// non-empty: `y_save` (B, O, OH*OW), the activation's output; `arg` (B, O*POH*POW), with max
+/// pooling, each maximum's position in its image's activation (then `y_save` stays empty:
+/// the pooled output holds the values at those positions).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<E: Float>(
     g: &Conv2DGeometry,
@@ -270,28 +291,50 @@ pub(crate) fn forward<E: Float>(
     b: Option<&[E]>,
     out: &mut [E],
     y_save: &mut [E],
+    arg: &mut [u32],
 ) {
     let per_x = g.in_channels * g.input.0 * g.input.1;
     let per_y = g.out_channels * g.output.0 * g.output.1;
     let per_out = out.len() / g.batch;
     let nb = images_per_task(g.batch);
-    let run = |s: &mut Scratch<E>, ci: usize, out: &mut [E], mut ys: Option<&mut [E]>| {
-        for (i, o) in out.chunks_exact_mut(per_out).enumerate() {
-            let n = ci * nb + i;
-            let y = ys.as_deref_mut().map(|ys| &mut ys[i * per_y..][..per_y]);
-            forward_image(g, act, pool_geom, &x[n * per_x..][..per_x], w, b, o, y, s);
+    let chunks = g.batch.div_ceil(nb);
+    // Each task's part of the optional buffers, or None for each task.
+    fn parts<T>(v: &mut [T], len: usize, chunks: usize) -> Vec<Option<&mut [T]>> {
+        match v.is_empty() {
+            true => (0..chunks).map(|_| None).collect(),
+            false => v.chunks_mut(len).map(Some).collect(),
         }
-    };
-    if y_save.is_empty() {
-        out.par_chunks_mut(nb * per_out)
-            .enumerate()
-            .for_each_init(|| Scratch::new(g), |s, (ci, o)| run(s, ci, o, None));
-    } else {
-        out.par_chunks_mut(nb * per_out)
-            .zip(y_save.par_chunks_mut(nb * per_y))
-            .enumerate()
-            .for_each_init(|| Scratch::new(g), |s, (ci, (o, y))| run(s, ci, o, Some(y)));
     }
+    let ys = parts(y_save, nb * per_y, chunks);
+    let args = parts(arg, nb * per_out, chunks);
+    out.par_chunks_mut(nb * per_out)
+        .zip(ys)
+        .zip(args)
+        .enumerate()
+        .for_each_init(
+            || Scratch::new(g),
+            |s, (ci, ((out, mut ys), mut args))| {
+                for (i, o) in out.chunks_exact_mut(per_out).enumerate() {
+                    let n = ci * nb + i;
+                    let y = ys.as_deref_mut().map(|ys| &mut ys[i * per_y..][..per_y]);
+                    let a = args
+                        .as_deref_mut()
+                        .map(|a| &mut a[i * per_out..][..per_out]);
+                    forward_image(
+                        g,
+                        act,
+                        pool_geom,
+                        &x[n * per_x..][..per_x],
+                        w,
+                        b,
+                        o,
+                        y,
+                        a,
+                        s,
+                    );
+                }
+            },
+        );
 }
 
 /// Per-task gradient accumulators.
@@ -304,7 +347,10 @@ struct Grads<E> {
 }
 
 /// Backward pass over a batch.
-/// - `y`: the saved (B, O, OH*OW) activations, or empty when the fusion needs none
+/// - `y`: what [`forward`] saved of the activation: all of it, (B, O, OH*OW); or, with `arg`,
+///   the pooled output (B, O*POH*POW), i.e. the activation at the maxima; or empty when the
+///   fusion needs none
+/// - `arg`: with max pooling, the maxima's positions that [`forward`] saved, else empty
 /// - `gout`: the output gradient, (B, O, POH*POW) or (B, O, OH*OW)
 /// - `dx`: (B, C, H, W) or empty to skip the input gradient; added into
 /// - `dw`, `db`: added into; either may be empty to skip it (`x` may then be empty too)
@@ -316,6 +362,7 @@ pub(crate) fn backward<E: Float>(
     x: &[E],
     w: &[E],
     y: &[E],
+    arg: &[u32],
     gout: &[E],
     dx: &mut [E],
     dw: &mut [E],
@@ -342,37 +389,61 @@ pub(crate) fn backward<E: Float>(
     };
     let image = |a: &mut Grads<E>, n: usize, dx: Option<&mut [E]>| {
         let go = &gout[n * per_out..][..per_out];
+        let per_saved = if arg.is_empty() { per_y } else { per_out };
         let yn = if y.is_empty() {
             &[][..]
         } else {
-            &y[n * per_y..][..per_y]
+            &y[n * per_saved..][..per_saved]
         };
-        // dy: the gradient at the activation's output, before pooling.
-        match pool_geom {
-            Some(p) => {
-                a.dy.fill(E::zero());
-                let pohw = p.output.0 * p.output.1;
-                for o in 0..g.out_channels {
-                    let src = if yn.is_empty() {
-                        &[][..]
-                    } else {
-                        &yn[o * ohw..][..ohw]
-                    };
-                    let d = &mut a.dy[o * ohw..][..ohw];
-                    pool::plane_backward(p, src, &go[o * pohw..][..pohw], d);
+        // dy: the gradient at the conv's output (through the pool and the activation).
+        if !arg.is_empty() {
+            // Max pooling with saved maxima: only they get gradient, times the activation's
+            // derivative there (the pooled output is the activation's value at each maximum).
+            a.dy.fill(E::zero());
+            let an = &arg[n * per_out..][..per_out];
+            match act {
+                Activation::Identity => scatter(&mut a.dy, an, go, yn, |_| E::one()),
+                Activation::Relu => scatter(&mut a.dy, an, go, yn, |y| {
+                    activation_grad(Activation::Relu, y)
+                }),
+                Activation::Sigmoid => scatter(&mut a.dy, an, go, yn, |y| {
+                    activation_grad(Activation::Sigmoid, y)
+                }),
+                Activation::Tanh => scatter(&mut a.dy, an, go, yn, |y| {
+                    activation_grad(Activation::Tanh, y)
+                }),
+            }
+        } else {
+            match pool_geom {
+                Some(p) => {
+                    a.dy.fill(E::zero());
+                    let pohw = p.output.0 * p.output.1;
+                    for o in 0..g.out_channels {
+                        let src = if yn.is_empty() {
+                            &[][..]
+                        } else {
+                            &yn[o * ohw..][..ohw]
+                        };
+                        let d = &mut a.dy[o * ohw..][..ohw];
+                        pool::plane_backward(p, src, &go[o * pohw..][..pohw], d);
+                    }
+                }
+                None => a.dy.copy_from_slice(go),
+            }
+            // One loop per activation (a `match` inside the loop is not hoisted, and costs a jump
+            // per element).
+            match act {
+                Activation::Identity => {}
+                Activation::Relu => {
+                    scale_by(&mut a.dy, yn, |y| activation_grad(Activation::Relu, y))
+                }
+                Activation::Sigmoid => {
+                    scale_by(&mut a.dy, yn, |y| activation_grad(Activation::Sigmoid, y))
+                }
+                Activation::Tanh => {
+                    scale_by(&mut a.dy, yn, |y| activation_grad(Activation::Tanh, y))
                 }
             }
-            None => a.dy.copy_from_slice(go),
-        }
-        // One loop per activation (a `match` inside the loop is not hoisted, and costs a jump
-        // per element).
-        match act {
-            Activation::Identity => {}
-            Activation::Relu => scale_by(&mut a.dy, yn, |y| activation_grad(Activation::Relu, y)),
-            Activation::Sigmoid => {
-                scale_by(&mut a.dy, yn, |y| activation_grad(Activation::Sigmoid, y))
-            }
-            Activation::Tanh => scale_by(&mut a.dy, yn, |y| activation_grad(Activation::Tanh, y)),
         }
         if !a.db.is_empty() {
             for (o, plane) in a.dy.chunks_exact(ohw).enumerate() {

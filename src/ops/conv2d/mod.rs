@@ -142,14 +142,18 @@ where
     let wh = to_host(weight);
     let bh = bias.map(to_host);
     let mut out = Buffer::zeroed(out_shape.num_elements());
-    // Backward needs the activation's output (for its derivative and for max pooling's argmax).
-    let keep_y = T::OWNS_TAPE
-        && (act != Activation::Identity || pool.is_some_and(|p| p.kind == super::PoolKind::Max));
-    let mut y = if keep_y {
-        Buffer::zeroed(geom.batch * geom.out_channels * oh * ow)
+    // What backward needs: with max pooling, where each maximum came from (and the pooled
+    // output, the activation's value there); otherwise the activation's output, for its
+    // derivative.
+    let max_pool = pool.is_some_and(|p| p.kind == super::PoolKind::Max);
+    let keep_arg = T::OWNS_TAPE && max_pool;
+    let keep_y = T::OWNS_TAPE && !max_pool && act != Activation::Identity;
+    let mut y = Buffer::zeroed(if keep_y {
+        geom.batch * geom.out_channels * oh * ow
     } else {
-        Buffer::zeroed(0)
-    };
+        0
+    });
+    let mut arg = Buffer::<u32>::zeroed(if keep_arg { out.len() } else { 0 });
     cpu_kernel::forward(
         &geom,
         act,
@@ -159,7 +163,12 @@ where
         bh.as_deref(),
         &mut out,
         &mut y,
+        &mut arg,
     );
+    if keep_arg && act != Activation::Identity {
+        y = Buffer::zeroed(out.len());
+        y.copy_from_slice(&out);
+    }
     let n_out = out.len();
     let out = dev.try_tensor_from_vec(out.into_vec(), out_shape)?;
 
@@ -183,6 +192,7 @@ where
                     &xh,
                     &wh,
                     &y,
+                    &arg,
                     &gout,
                     dx,
                     &mut dw,

@@ -106,6 +106,55 @@ fn backward_2x2<E: Float>(g: &Pool2DGeometry, src: &[E], gout: &[E], dsrc: &mut 
     }
 }
 
+/// Max-pools one plane and records where each maximum came from: `arg[i]` is `base` plus the
+/// position of output `i`'s maximum in `src` (H*W row-major). The fused conv saves these
+/// instead of its whole activation, and its backward pass scatters through them.
+pub(crate) fn plane_max_with_arg<E: Float>(
+    g: &Pool2DGeometry,
+    src: &[E],
+    dst: &mut [E],
+    arg: &mut [u32],
+    base: usize,
+) {
+    let w = g.input.1;
+    let (oh, ow) = g.output;
+    if is_2x2(g) {
+        for oy in 0..oh {
+            let (r0, r1) = (2 * oy * w, (2 * oy + 1) * w);
+            for ox in 0..ow {
+                let at = [r0 + 2 * ox, r0 + 2 * ox + 1, r1 + 2 * ox, r1 + 2 * ox + 1];
+                let (m, i) = max4(src[at[0]], src[at[1]], src[at[2]], src[at[3]]);
+                dst[oy * ow + ox] = m;
+                arg[oy * ow + ox] = (base + at[i]) as u32;
+            }
+        }
+        return;
+    }
+    let h = g.input.0;
+    let (kh, kw) = g.kernel;
+    let (sh, sw) = g.stride;
+    let (ph, pw) = g.padding;
+    for oy in 0..oh {
+        let (ky0, ky1) = window(oy, sh, ph, kh, h);
+        let iy0 = oy * sh + ky0 - ph;
+        for ox in 0..ow {
+            let (kx0, kx1) = window(ox, sw, pw, kw, w);
+            let ix0 = ox * sw + kx0 - pw;
+            let mut best = (iy0 * w + ix0, E::neg_infinity());
+            for y in 0..ky1 - ky0 {
+                let row = (iy0 + y) * w + ix0;
+                for (x, &v) in src[row..][..kx1 - kx0].iter().enumerate() {
+                    if beats(v, best.1) {
+                        best = (row + x, v);
+                    }
+                }
+            }
+            dst[oy * ow + ox] = best.1;
+            arg[oy * ow + ox] = (base + best.0) as u32;
+        }
+    }
+}
+
 /// Pools one plane. `src`: (H, W), `dst`: (OH, OW).
 pub(crate) fn plane_forward<E: Float>(g: &Pool2DGeometry, src: &[E], dst: &mut [E]) {
     if is_2x2(g) {
