@@ -57,6 +57,18 @@ impl<E: Pooled> Buffer<E> {
         Buffer(v)
     }
 
+    /// `len` values to be overwritten before they are read: a reused buffer keeps its old
+    /// contents (valid values of `E`, just stale), which saves clearing it.
+    pub(crate) fn for_overwrite(len: usize) -> Self {
+        let mut v = take::<E>(len);
+        if v.len() >= len {
+            v.truncate(len);
+        } else {
+            v.resize(len, E::default());
+        }
+        Buffer(v)
+    }
+
     /// Takes the `Vec` out of the pool's care (to hand it to a tensor).
     pub(crate) fn into_vec(mut self) -> Vec<E> {
         std::mem::take(&mut self.0)

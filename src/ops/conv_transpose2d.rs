@@ -176,7 +176,7 @@ where
             out.ghost(),
         );
         tape.add_backward_op(move |grads| {
-            let mut gout = Buffer::zeroed(n_out);
+            let mut gout = Buffer::for_overwrite(n_out);
             dev.read_host(grads.get_or_alloc_mut(&out_g)?, &mut gout)?;
             // dx = the adjoint conv applied to the output gradient
             let mut dx = Buffer::zeroed(xh.len());

@@ -83,7 +83,7 @@ pub(crate) fn to_host<S: dfdx::shapes::Shape, E: Float, D: dfdx::tensor_ops::Dev
     t: &dfdx::tensor::Tensor<S, E, D, T>,
 ) -> buffer::Buffer<E> {
     use dfdx::shapes::HasShape;
-    let mut v = buffer::Buffer::zeroed(t.shape().num_elements());
+    let mut v = buffer::Buffer::for_overwrite(t.shape().num_elements());
     t.copy_into(&mut v);
     v
 }

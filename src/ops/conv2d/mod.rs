@@ -141,19 +141,20 @@ where
     let xh = to_host(&x);
     let wh = to_host(weight);
     let bh = bias.map(to_host);
-    let mut out = Buffer::zeroed(out_shape.num_elements());
+    // every element is written by the kernel
+    let mut out = Buffer::for_overwrite(out_shape.num_elements());
     // What backward needs: with max pooling, where each maximum came from (and the pooled
     // output, the activation's value there); otherwise the activation's output, for its
     // derivative.
     let max_pool = pool.is_some_and(|p| p.kind == super::PoolKind::Max);
     let keep_arg = T::OWNS_TAPE && max_pool;
     let keep_y = T::OWNS_TAPE && !max_pool && act != Activation::Identity;
-    let mut y = Buffer::zeroed(if keep_y {
+    let mut y = Buffer::for_overwrite(if keep_y {
         geom.batch * geom.out_channels * oh * ow
     } else {
         0
     });
-    let mut arg = Buffer::<u32>::zeroed(if keep_arg { out.len() } else { 0 });
+    let mut arg = Buffer::<u32>::for_overwrite(if keep_arg { out.len() } else { 0 });
     cpu_kernel::forward(
         &geom,
         act,
@@ -166,7 +167,7 @@ where
         &mut arg,
     );
     if keep_arg && act != Activation::Identity {
-        y = Buffer::zeroed(out.len());
+        y = Buffer::for_overwrite(out.len());
         y.copy_from_slice(&out);
     }
     let n_out = out.len();
@@ -180,7 +181,7 @@ where
             out.ghost(),
         );
         tape.add_backward_op(move |grads| {
-            let mut gout = Buffer::zeroed(n_out);
+            let mut gout = Buffer::for_overwrite(n_out);
             dev.read_host(grads.get_or_alloc_mut(&out_g)?, &mut gout)?;
             let mut dw = Buffer::zeroed(wh.len());
             let mut db = Buffer::zeroed(if b_g.is_some() { geom.out_channels } else { 0 });

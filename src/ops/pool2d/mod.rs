@@ -77,7 +77,8 @@ pub fn try_pool2d<Sx: Shape, So: Shape, E: Float, D: ConvDevice<E>, T: Tape<E, D
     let (x, mut tape) = x.split_tape();
     let dev = x.device().clone();
     let xh = to_host(&x);
-    let mut out = Buffer::zeroed(out_shape.num_elements());
+    // every element is written by the kernel
+    let mut out = Buffer::for_overwrite(out_shape.num_elements());
     cpu_kernel::forward(&geom, &xh, &mut out);
     let n_out = out.len();
     let out = dev.try_tensor_from_vec(out.into_vec(), out_shape)?;
@@ -90,7 +91,7 @@ pub fn try_pool2d<Sx: Shape, So: Shape, E: Float, D: ConvDevice<E>, T: Tape<E, D
             Buffer::zeroed(0)
         };
         tape.add_backward_op(move |grads| {
-            let mut gout = Buffer::zeroed(n_out);
+            let mut gout = Buffer::for_overwrite(n_out);
             dev.read_host(grads.get_or_alloc_mut(&out_g)?, &mut gout)?;
             dev.update_host(grads.get_or_alloc_mut(&x_g)?, |dx| {
                 cpu_kernel::backward(&geom, &xh, &gout, dx)
