@@ -65,26 +65,37 @@ fn im2col<E: Float>(g: &Conv2DGeometry, x: &[E], cols: &mut [E]) {
     let (ph, pw) = g.padding;
     let (dh, dw) = g.dilation;
     let ohw = oh * ow;
-    let mut row = 0;
-    for c in 0..g.in_channels / g.groups {
-        let plane = &x[c * h * w..][..h * w];
+    let mut rows = cols.chunks_exact_mut(ohw);
+    for plane in x.chunks_exact(h * w).take(g.in_channels / g.groups) {
         for ki in 0..kh {
+            // Output rows whose input row is inside the image; the others read padding. Worked
+            // out once per kernel row, so the loop below has no per-row tests.
+            let y_off = (ki * dh) as isize - ph as isize;
+            let (oy_lo, oy_hi) = valid_range(y_off, sh, h, oh);
+            // The input rows the valid output rows read, one per output row.
+            let first = (oy_lo as isize * sh as isize + y_off).max(0) as usize;
             for kj in 0..kw {
-                let dst = &mut cols[row * ohw..][..ohw];
-                row += 1;
-                let off = (kj * dw) as isize - pw as isize;
-                let (lo, hi) = valid_range(off, sw, w, ow);
-                for oy in 0..oh {
-                    let d = &mut dst[oy * ow..][..ow];
-                    let iy = (oy * sh + ki * dh) as isize - ph as isize;
-                    if iy < 0 || iy >= h as isize || lo == hi {
-                        d.fill(E::zero());
-                        continue;
+                let dst = rows.next().expect("cols has C/G*KH*KW rows");
+                let x_off = (kj * dw) as isize - pw as isize;
+                let (lo, hi) = valid_range(x_off, sw, w, ow);
+                let start = (lo as isize * sw as isize + x_off).max(0) as usize;
+                dst[..oy_lo * ow].fill(E::zero());
+                dst[oy_hi * ow..].fill(E::zero());
+                if oy_lo == oy_hi {
+                    continue;
+                }
+                let src_rows = plane[first * w..].chunks(w).step_by(sh);
+                for (d, src) in dst[oy_lo * ow..oy_hi * ow]
+                    .chunks_exact_mut(ow)
+                    .zip(src_rows)
+                {
+                    // a few padded columns at each end, when there is padding
+                    for v in &mut d[..lo] {
+                        *v = E::zero();
                     }
-                    let src = &plane[iy as usize * w..][..w];
-                    d[..lo].fill(E::zero());
-                    d[hi..].fill(E::zero());
-                    let start = (lo as isize * sw as isize + off) as usize;
+                    for v in &mut d[hi..] {
+                        *v = E::zero();
+                    }
                     if sw == 1 {
                         copy_short(&mut d[lo..hi], &src[start..start + hi - lo]);
                     } else {
