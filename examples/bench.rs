@@ -1,5 +1,6 @@
-//! LeNet throughput on the CPU: the cases of `../shared/bench/torch_lenet.py`, so
-//! `../shared/bench/compare.sh` can put our figures beside PyTorch's from the same run.
+//! LeNet throughput: the cases of `../shared/bench/torch_lenet.py`, so
+//! `../shared/bench/compare.sh` can put our figures beside PyTorch's from the same run. It runs
+//! on dfdx's `AutoDevice`: the CPU, or the GPU under `--features cuda`.
 //!
 //! - `train` = forward + backward + SGD step; `infer` = forward without a tape.
 //! - `sigmoid` = d2l's LeNet (sigmoid, average pooling); `relu` = ReLU and max pooling.
@@ -43,7 +44,8 @@ cnn! {
     }
 }
 
-type Dev = Cpu;
+/// The CPU, or CUDA under `--features cuda`.
+type Dev = AutoDevice;
 type Batch = (usize, Const<1>, Const<28>, Const<28>);
 
 /// Images per second of `steps` training steps (after 3 warm-up steps).
@@ -149,10 +151,14 @@ fn main() {
     }
     if !json {
         println!(
-            "{:24} {:>12}  (median of {rounds} rounds, {steps} steps each, {} threads)",
+            "{:24} {:>12}  (median of {rounds} rounds, {steps} steps each, {})",
             "case",
             "images/s",
-            rayon::current_num_threads()
+            if cfg!(feature = "cuda") {
+                "CUDA".to_string()
+            } else {
+                format!("CPU, {} threads", rayon::current_num_threads())
+            }
         );
     }
     for ((name, _), mut v) in cases.iter().zip(seen) {
