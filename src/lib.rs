@@ -55,3 +55,8 @@ pub mod prelude {
 pub mod __private {
     pub use dfdx;
 }
+
+// The README's code runs as a doctest, so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
