@@ -14,6 +14,36 @@ fn window(out: usize, stride: usize, pad: usize, kernel: usize, n: usize) -> (us
     (lo.min(hi), hi)
 }
 
+/// The in-bounds part of output `(oy, ox)`'s window: its first position in the (H, W) plane,
+/// its number of rows and its row length (padding is outside, so never read).
+#[inline]
+fn bounds(g: &Pool2DGeometry, oy: usize, ox: usize) -> (usize, usize, usize) {
+    let (h, w) = g.input;
+    let (ky0, ky1) = window(oy, g.stride.0, g.padding.0, g.kernel.0, h);
+    let (kx0, kx1) = window(ox, g.stride.1, g.padding.1, g.kernel.1, w);
+    let start = (oy * g.stride.0 + ky0 - g.padding.0) * w + ox * g.stride.1 + kx0 - g.padding.1;
+    (start, ky1 - ky0, kx1 - kx0)
+}
+
+/// The first maximum of a window given by [`bounds`], and its position in the plane.
+#[inline]
+fn window_max<E: Float>(
+    src: &[E],
+    w: usize,
+    (start, rows, cols): (usize, usize, usize),
+) -> (usize, E) {
+    let mut best = (start, E::neg_infinity());
+    for y in 0..rows {
+        let row = start + y * w;
+        for (x, &v) in src[row..][..cols].iter().enumerate() {
+            if beats(v, best.1) {
+                best = (row + x, v);
+            }
+        }
+    }
+    best
+}
+
 /// The window of LeNet, VGG and most CNNs: 2x2, stride 2, no padding. It gets its own loops
 /// (a third of the time of the general ones): every window is four in-bounds values.
 fn is_2x2(g: &Pool2DGeometry) -> bool {
@@ -130,27 +160,11 @@ pub(crate) fn plane_max_with_arg<E: Float>(
         }
         return;
     }
-    let h = g.input.0;
-    let (kh, kw) = g.kernel;
-    let (sh, sw) = g.stride;
-    let (ph, pw) = g.padding;
     for oy in 0..oh {
-        let (ky0, ky1) = window(oy, sh, ph, kh, h);
-        let iy0 = oy * sh + ky0 - ph;
         for ox in 0..ow {
-            let (kx0, kx1) = window(ox, sw, pw, kw, w);
-            let ix0 = ox * sw + kx0 - pw;
-            let mut best = (iy0 * w + ix0, E::neg_infinity());
-            for y in 0..ky1 - ky0 {
-                let row = (iy0 + y) * w + ix0;
-                for (x, &v) in src[row..][..kx1 - kx0].iter().enumerate() {
-                    if beats(v, best.1) {
-                        best = (row + x, v);
-                    }
-                }
-            }
-            dst[oy * ow + ox] = best.1;
-            arg[oy * ow + ox] = (base + best.0) as u32;
+            let (at, m) = window_max(src, w, bounds(g, oy, ox));
+            dst[oy * ow + ox] = m;
+            arg[oy * ow + ox] = (base + at) as u32;
         }
     }
 }
@@ -160,42 +174,20 @@ pub(crate) fn plane_forward<E: Float>(g: &Pool2DGeometry, src: &[E], dst: &mut [
     if is_2x2(g) {
         return forward_2x2(g, src, dst);
     }
-    let (h, w) = g.input;
+    let w = g.input.1;
     let (oh, ow) = g.output;
-    let (kh, kw) = g.kernel;
-    let (sh, sw) = g.stride;
-    let (ph, pw) = g.padding;
     // PyTorch's count_include_pad: padded zeros count, so the divisor is always the window size.
-    let inv = E::one() / E::from_usize(kh * kw).unwrap();
+    let inv = E::one() / E::from_usize(g.kernel.0 * g.kernel.1).unwrap();
     for oy in 0..oh {
-        let (ky0, ky1) = window(oy, sh, ph, kh, h);
-        let iy0 = oy * sh + ky0 - ph;
         for ox in 0..ow {
-            let (kx0, kx1) = window(ox, sw, pw, kw, w);
-            let ix0 = ox * sw + kx0 - pw;
-            let v = match g.kind {
-                PoolKind::Max => {
-                    let mut m = E::neg_infinity();
-                    for y in 0..ky1 - ky0 {
-                        for &v in &src[(iy0 + y) * w + ix0..][..kx1 - kx0] {
-                            if beats(v, m) {
-                                m = v;
-                            }
-                        }
-                    }
-                    m
-                }
+            let b @ (start, rows, cols) = bounds(g, oy, ox);
+            dst[oy * ow + ox] = match g.kind {
+                PoolKind::Max => window_max(src, w, b).1,
                 PoolKind::Avg => {
-                    let mut s = E::zero();
-                    for y in 0..ky1 - ky0 {
-                        for &v in &src[(iy0 + y) * w + ix0..][..kx1 - kx0] {
-                            s += v;
-                        }
-                    }
-                    s * inv
+                    let rows = (0..rows).map(|y| &src[start + y * w..][..cols]);
+                    rows.flatten().fold(E::zero(), |s, &v| s + v) * inv
                 }
             };
-            dst[oy * ow + ox] = v;
         }
     }
 }
@@ -206,37 +198,20 @@ pub(crate) fn plane_backward<E: Float>(g: &Pool2DGeometry, src: &[E], gout: &[E]
     if is_2x2(g) {
         return backward_2x2(g, src, gout, dsrc);
     }
-    let (h, w) = g.input;
+    let w = g.input.1;
     let (oh, ow) = g.output;
-    let (kh, kw) = g.kernel;
-    let (sh, sw) = g.stride;
-    let (ph, pw) = g.padding;
-    let inv = E::one() / E::from_usize(kh * kw).unwrap();
+    let inv = E::one() / E::from_usize(g.kernel.0 * g.kernel.1).unwrap();
     for oy in 0..oh {
-        let (ky0, ky1) = window(oy, sh, ph, kh, h);
-        let iy0 = oy * sh + ky0 - ph;
         for ox in 0..ow {
-            let (kx0, kx1) = window(ox, sw, pw, kw, w);
-            let ix0 = ox * sw + kx0 - pw;
+            let b @ (start, rows, cols) = bounds(g, oy, ox);
             let go = gout[oy * ow + ox];
             match g.kind {
-                PoolKind::Max => {
-                    // The gradient goes to the first maximum, as in the forward pass.
-                    let mut best = (iy0 * w + ix0, E::neg_infinity());
-                    for y in 0..ky1 - ky0 {
-                        let row = (iy0 + y) * w + ix0;
-                        for (x, &v) in src[row..][..kx1 - kx0].iter().enumerate() {
-                            if beats(v, best.1) {
-                                best = (row + x, v);
-                            }
-                        }
-                    }
-                    dsrc[best.0] += go;
-                }
+                // The gradient goes to the first maximum, as in the forward pass.
+                PoolKind::Max => dsrc[window_max(src, w, b).0] += go,
                 PoolKind::Avg => {
                     let share = go * inv;
-                    for y in 0..ky1 - ky0 {
-                        for d in &mut dsrc[(iy0 + y) * w + ix0..][..kx1 - kx0] {
+                    for y in 0..rows {
+                        for d in &mut dsrc[start + y * w..][..cols] {
                             *d += share;
                         }
                     }
