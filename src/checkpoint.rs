@@ -172,15 +172,9 @@ where
     D: Device<E>,
     M: LoadFromSafetensors<E, D> + Network,
 {
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read(path)?;
     let (_, header) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| CheckpointError::Format {
-            path: path.to_path_buf(),
-            what: format!("{e:?}"),
-        })?;
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(format_error(path))?;
     let recorded = header
         .metadata()
         .as_ref()
@@ -208,7 +202,7 @@ where
             });
         }
     }
-    load(model, path)
+    check_and_load(model, path, &bytes)
 }
 
 /// Loads `path` into `model` after checking that it holds exactly the model's tensors, with the
@@ -224,15 +218,31 @@ where
     D: Device<E>,
     M: LoadFromSafetensors<E, D>,
 {
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+    check_and_load(model, path, &read(path)?)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    std::fs::read(path).map_err(|source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    let file =
-        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Format {
-            path: path.to_path_buf(),
-            what: format!("{e:?}"),
-        })?;
+    })
+}
+
+fn format_error<T: std::fmt::Debug>(path: &Path) -> impl Fn(T) -> CheckpointError + '_ {
+    move |e| CheckpointError::Format {
+        path: path.to_path_buf(),
+        what: format!("{e:?}"),
+    }
+}
+
+/// [`load`]'s checks on the file's `bytes`, then the load itself.
+fn check_and_load<E, D, M>(model: &mut M, path: &Path, bytes: &[u8]) -> Result<(), CheckpointError>
+where
+    E: Dtype + SafeDtype,
+    D: Device<E>,
+    M: LoadFromSafetensors<E, D>,
+{
+    let file = safetensors::SafeTensors::deserialize(bytes).map_err(format_error(path))?;
     // Every difference is listed: a checkpoint of another network usually differs in several.
     let mut problems = Vec::new();
     let expected = layout::<E, D, M>();
@@ -270,10 +280,5 @@ where
             what: problems.join("; "),
         });
     }
-    model
-        .load_safetensors(path)
-        .map_err(|e| CheckpointError::Format {
-            path: path.to_path_buf(),
-            what: format!("{e:?}"),
-        })
+    model.load_safetensors(path).map_err(format_error(path))
 }
