@@ -1,7 +1,6 @@
 //! The element types and devices the crate's layers run on.
 
 use dfdx::shapes::Dtype;
-use dfdx::tensor::Cpu;
 use rand_distr::uniform::SampleUniform;
 
 /// A float element type the layers accept: `f32` or `f64`.
@@ -88,45 +87,30 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
 }
 impl Float for f64 {}
 
-/// A dfdx device that can run this crate's conv and pooling ops (forward and backward).
+/// A dfdx device that can run this crate's conv and pooling ops, forward and backward: `Cpu`,
+/// and `Cuda` under the `cuda` feature.
 ///
-/// The ops compute on host memory with our own kernels (`src/ops/*/cpu_kernel.rs`). On `Cpu`
-/// that *is* the device memory: gradients are read and accumulated in place, and the only extra
-/// traffic is one `memcpy` per operand. Other devices implement the two methods below with a
-/// copy each way.
-pub trait ConvDevice<E: Float>: dfdx::tensor_ops::Device<E> {
-    /// Copies a gradient buffer into `dst` on the host.
-    fn read_host(
-        &self,
-        src: &<Self as dfdx::tensor::Storage<E>>::Vec,
-        dst: &mut [E],
-    ) -> Result<(), Self::Err>;
+/// Each op has its own kernel trait ([`Conv2DKernel`], [`Pool2DKernel`],
+/// [`ConvTranspose2DKernel`]), implemented once per device in the op's `cpu_kernel.rs` and
+/// `cuda_kernel.rs`; this trait only names them together, so that layers need one bound.
+///
+/// [`Conv2DKernel`]: crate::ops::conv2d::Conv2DKernel
+/// [`Pool2DKernel`]: crate::ops::pool2d::Pool2DKernel
+/// [`ConvTranspose2DKernel`]: crate::ops::conv_transpose2d::ConvTranspose2DKernel
+pub trait ConvDevice<E: Float>:
+    dfdx::tensor_ops::Device<E>
+    + crate::ops::conv2d::Conv2DKernel<E>
+    + crate::ops::pool2d::Pool2DKernel<E>
+    + crate::ops::conv_transpose2d::ConvTranspose2DKernel<E>
+{
+}
 
-    /// Runs `f` on a gradient buffer seen as a host slice. `f` must add into it, never
-    /// overwrite: a tensor may receive gradient from several uses.
-    fn update_host<R>(
-        &self,
-        buf: &mut <Self as dfdx::tensor::Storage<E>>::Vec,
-        f: impl FnOnce(&mut [E]) -> R,
-    ) -> Result<R, Self::Err>;
-
-    /// Adds `src` element-wise into the gradient buffer `dst`.
-    fn add_host_into(
-        &self,
-        dst: &mut <Self as dfdx::tensor::Storage<E>>::Vec,
-        src: &[E],
-    ) -> Result<(), Self::Err> {
-        self.update_host(dst, |dst| {
-            assert_eq!(
-                dst.len(),
-                src.len(),
-                "gradient buffer and host gradient differ in length"
-            );
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d += *s;
-            }
-        })
-    }
+impl<E: Float, D> ConvDevice<E> for D where
+    D: dfdx::tensor_ops::Device<E>
+        + crate::ops::conv2d::Conv2DKernel<E>
+        + crate::ops::pool2d::Pool2DKernel<E>
+        + crate::ops::conv_transpose2d::ConvTranspose2DKernel<E>
+{
 }
 
 #[cfg(test)]
@@ -158,51 +142,3 @@ mod tests {
         );
     }
 }
-
-macro_rules! cpu_conv_device {
-    ($($e:ty),*) => {$(
-        impl ConvDevice<$e> for Cpu {
-            fn read_host(&self, src: &<Self as dfdx::tensor::Storage<$e>>::Vec, dst: &mut [$e]) -> Result<(), Self::Err> {
-                dst.copy_from_slice(src);
-                Ok(())
-            }
-
-            fn update_host<R>(
-                &self,
-                buf: &mut <Self as dfdx::tensor::Storage<$e>>::Vec,
-                f: impl FnOnce(&mut [$e]) -> R,
-            ) -> Result<R, Self::Err> {
-                Ok(f(buf))
-            }
-        }
-    )*};
-}
-cpu_conv_device!(f32, f64);
-
-#[cfg(feature = "cuda")]
-macro_rules! cuda_conv_device {
-    ($($e:ty),*) => {$(
-        // A round trip through host memory: correct on any CUDA device, but not fast. The CUDA
-        // issue replaces this (and the host kernels behind it) with device kernels.
-        impl ConvDevice<$e> for dfdx::tensor::Cuda {
-            fn read_host(&self, src: &<Self as dfdx::tensor::Storage<$e>>::Vec, dst: &mut [$e]) -> Result<(), Self::Err> {
-                src.device().dtoh_sync_copy_into(src, dst).map_err(dfdx::tensor::CudaError::from)?;
-                Ok(())
-            }
-
-            fn update_host<R>(
-                &self,
-                buf: &mut <Self as dfdx::tensor::Storage<$e>>::Vec,
-                f: impl FnOnce(&mut [$e]) -> R,
-            ) -> Result<R, Self::Err> {
-                let dev = buf.device();
-                let mut host = dev.dtoh_sync_copy(buf).map_err(dfdx::tensor::CudaError::from)?;
-                let r = f(&mut host);
-                dev.htod_sync_copy_into(&host, buf).map_err(dfdx::tensor::CudaError::from)?;
-                Ok(r)
-            }
-        }
-    )*};
-}
-#[cfg(feature = "cuda")]
-cuda_conv_device!(f32, f64);

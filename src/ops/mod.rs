@@ -1,19 +1,43 @@
 //! Ops that dfdx 0.13 only has on nightly: 2-D convolution and pooling, forward and backward.
 //!
-//! Each op is a folder: `mod.rs` wires it to dfdx's tape (generic over devices and tapes) and
-//! `cpu_kernel.rs` holds the host kernels, written against plain slices with their shapes in
-//! comments. Tests compare every kernel with a nested-loop reference (`tests/ops.rs`) and its
-//! gradients with finite differences.
+//! Each op is a folder: `mod.rs` declares the op's kernel trait and wires it to dfdx's tape
+//! (generic over devices and tapes), `cpu_kernel.rs` implements it for `Cpu` with host kernels
+//! written against plain slices, and `cuda_kernel.rs` for `Cuda` with the device kernels of
+//! [`cuda`] (under the `cuda` feature). Tests compare every kernel with a nested-loop reference
+//! (`tests/ops.rs`) and its gradients with finite differences, on whichever device `TestDevice`
+//! names.
 
 #[doc(hidden)]
 pub mod buffer;
 pub mod conv2d;
 pub mod conv_transpose2d;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod pool2d;
 
-pub use conv_transpose2d::{ConvTranspose2DGeometry, try_conv_transpose2d};
-pub use conv2d::{Activation, Conv2DGeometry, try_conv2d};
-pub use pool2d::{Pool2DGeometry, PoolKind, try_pool2d};
+pub use conv_transpose2d::{ConvTranspose2DGeometry, ConvTranspose2DKernel, try_conv_transpose2d};
+pub use conv2d::{Activation, Conv2DGeometry, Conv2DKernel, Conv2DOp, try_conv2d};
+pub use pool2d::{Pool2DGeometry, Pool2DKernel, PoolKind, try_pool2d};
+
+/// Moves the gradient buffer of the tensor whose ghost is `$t` out of `$grads` (allocated and
+/// zeroed if nothing was written to it yet), leaving a one-element placeholder. dfdx's gradient
+/// store lends one `&mut` at a time and a backward pass needs several buffers at once, so each
+/// op takes its buffers out, runs its kernel and gives them back with [`put_grad!`].
+macro_rules! take_grad {
+    ($grads:expr, $t:expr, $dev:expr, $e:ty) => {
+        std::mem::replace(
+            $grads.get_or_alloc_mut($t)?,
+            dfdx::tensor::Storage::<$e>::try_alloc_len($dev, 1)?,
+        )
+    };
+}
+/// Gives back a buffer taken with [`take_grad!`].
+macro_rules! put_grad {
+    ($grads:expr, $t:expr, $buf:expr) => {
+        *$grads.get_or_alloc_mut($t)? = $buf
+    };
+}
+pub(crate) use {put_grad, take_grad};
 
 use crate::Float;
 
@@ -79,7 +103,7 @@ pub(crate) fn gemm<E: Float>(
 }
 
 /// Copies a tensor's data into a pooled host buffer (a `memcpy` on `Cpu`).
-pub(crate) fn to_host<S: dfdx::shapes::Shape, E: Float, D: dfdx::tensor_ops::Device<E>, T>(
+pub(crate) fn to_host<S: dfdx::shapes::Shape, E: Float, D: dfdx::tensor::CopySlice<E>, T>(
     t: &dfdx::tensor::Tensor<S, E, D, T>,
 ) -> buffer::Buffer<E> {
     use dfdx::shapes::HasShape;

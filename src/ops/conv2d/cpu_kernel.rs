@@ -8,10 +8,13 @@
 //! - `y`: (O, OH * OW), the activation's output before pooling
 //! - `out`: (O, POH * POW) after pooling, or `y` itself without pooling
 
-use super::{Activation, Conv2DGeometry};
+use super::{Activation, Conv2DGeometry, Conv2DKernel, Conv2DOp};
 use crate::Float;
+use crate::ops::buffer::Buffer;
 use crate::ops::pool2d::cpu_kernel as pool;
-use crate::ops::{gemm, images_per_task};
+use crate::ops::{PoolKind, gemm, images_per_task, to_host};
+use dfdx::shapes::Shape;
+use dfdx::tensor::{Cpu, Tensor, TensorFromVec};
 use rayon::prelude::*;
 
 /// Range of `ox` for which `ox * stride + offset` lands in `0..n` (half-open, clipped to `out`).
@@ -528,5 +531,122 @@ pub(crate) fn backward<E: Float>(
     if let Some(t) = total {
         dw.iter_mut().zip(&t.dw).for_each(|(a, b)| *a += *b);
         db.iter_mut().zip(&t.db).for_each(|(a, b)| *a += *b);
+    }
+}
+
+/// What the backward pass keeps on the host: the operands, and the activation's output or the
+/// maxima (see [`forward`]).
+pub struct CpuConv2DSaved<E: Float> {
+    x: Buffer<E>,
+    w: Buffer<E>,
+    y: Buffer<E>,
+    arg: Buffer<u32>,
+}
+
+impl<E: Float> Conv2DKernel<E> for Cpu {
+    type Conv2DSaved = CpuConv2DSaved<E>;
+
+    fn conv2d_forward<Sx: Shape, Sw: Shape, Sb: Shape, So: Shape>(
+        &self,
+        op: &Conv2DOp,
+        x: &Tensor<Sx, E, Self>,
+        w: &Tensor<Sw, E, Self>,
+        b: Option<&Tensor<Sb, E, Self>>,
+        out_shape: So,
+        save: bool,
+    ) -> Result<(Tensor<So, E, Self>, Self::Conv2DSaved), Self::Err> {
+        let &Conv2DOp {
+            geom, act, pool, ..
+        } = op;
+        let (oh, ow) = geom.output;
+        let xh = to_host(x);
+        let wh = to_host(w);
+        let bh = b.map(to_host);
+        // every element is written by the kernel
+        let mut out = Buffer::for_overwrite(out_shape.num_elements());
+        // What backward needs: with max pooling, where each maximum came from (and the pooled
+        // output, the activation's value there); otherwise the activation's output, for its
+        // derivative.
+        let max_pool = pool.is_some_and(|p| p.kind == PoolKind::Max);
+        let keep_arg = save && max_pool;
+        let keep_y = save && !max_pool && act != Activation::Identity;
+        let mut y = Buffer::for_overwrite(if keep_y {
+            geom.batch * geom.out_channels * oh * ow
+        } else {
+            0
+        });
+        let mut arg = Buffer::<u32>::for_overwrite(if keep_arg { out.len() } else { 0 });
+        forward(
+            &geom,
+            act,
+            pool.as_ref(),
+            &xh,
+            &wh,
+            bh.as_deref(),
+            &mut out,
+            &mut y,
+            &mut arg,
+        );
+        if keep_arg && act != Activation::Identity {
+            y = Buffer::for_overwrite(out.len());
+            y.copy_from_slice(&out);
+        }
+        let out = self.try_tensor_from_vec(out.into_vec(), out_shape)?;
+        let saved = CpuConv2DSaved {
+            x: xh,
+            w: wh,
+            y,
+            arg,
+        };
+        Ok((out, saved))
+    }
+
+    fn conv2d_backward(
+        &self,
+        op: &Conv2DOp,
+        saved: Self::Conv2DSaved,
+        gout: &Self::Vec,
+        dx: Option<&mut Self::Vec>,
+        dw: &mut Self::Vec,
+        db: Option<&mut Self::Vec>,
+    ) -> Result<(), Self::Err> {
+        let CpuConv2DSaved { x, w, y, arg } = saved;
+        // dx is accumulated in place; dw and db are summed over the rayon tasks, then added.
+        let mut dw_new = Buffer::zeroed(w.len());
+        let mut db_new = Buffer::zeroed(if db.is_some() {
+            op.geom.out_channels
+        } else {
+            0
+        });
+        let dx: &mut [E] = match dx {
+            Some(dx) => dx,
+            None => &mut [],
+        };
+        backward(
+            &op.geom,
+            op.act,
+            op.pool.as_ref(),
+            &x,
+            &w,
+            &y,
+            &arg,
+            gout,
+            dx,
+            &mut dw_new,
+            &mut db_new,
+        );
+        add_into(dw, &dw_new);
+        if let Some(db) = db {
+            add_into(db, &db_new);
+        }
+        Ok(())
+    }
+}
+
+/// `dst += src`, element-wise.
+pub(crate) fn add_into<E: Float>(dst: &mut [E], src: &[E]) {
+    assert_eq!(dst.len(), src.len(), "gradient buffers differ in length");
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += *s;
     }
 }

@@ -6,12 +6,13 @@
 //! `cnn!` macro chooses it for every `conv2d [activation] [pool]` run it sees.
 
 pub(crate) mod cpu_kernel;
+#[cfg(feature = "cuda")]
+mod cuda_kernel;
 
-use crate::ops::buffer::Buffer;
-use crate::ops::{Pool2DGeometry, to_host};
+use crate::ops::{Pool2DGeometry, put_grad, take_grad};
 use crate::{ConvDevice, Float};
 use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{PutTape, SplitTape, Tape, Tensor};
+use dfdx::tensor::{PutTape, SplitTape, Storage, Tape, Tensor};
 use dfdx::tensor_ops::ReshapeTo;
 
 /// The activation applied inside a fused convolution.
@@ -77,6 +78,61 @@ impl Conv2DGeometry {
     }
 }
 
+/// One fused convolution: the geometry and what follows it inside the op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2DOp {
+    /// The convolution itself.
+    pub geom: Conv2DGeometry,
+    /// The activation applied to `conv + bias`.
+    pub act: Activation,
+    /// A pooling window applied after the activation, if any.
+    pub pool: Option<Pool2DGeometry>,
+    /// Whether backward computes the input's gradient.
+    pub input_grad: bool,
+}
+
+impl Conv2DOp {
+    /// `(POH, POW)`: the op's output plane, after any pooling.
+    pub fn out_plane(&self) -> (usize, usize) {
+        self.pool.map_or(self.geom.output, |p| p.output)
+    }
+}
+
+/// A device's kernels for [`try_conv2d`].
+///
+/// Layouts (row-major): `x` (B, C, H, W); `w` (O, C/G, KH, KW); `b` (O); the output
+/// (B, O, POH, POW).
+pub trait Conv2DKernel<E: Float>: Storage<E> {
+    /// What the backward pass keeps of the forward pass (copies of the operands, the
+    /// activation's output, the maxima's positions...).
+    type Conv2DSaved: 'static;
+
+    /// Computes `pool(act(conv(x, w) + b))` as a tensor of shape `out_shape`. When `save` is
+    /// false no backward pass will run, and the saved state may be empty.
+    #[allow(clippy::type_complexity)]
+    fn conv2d_forward<Sx: Shape, Sw: Shape, Sb: Shape, So: Shape>(
+        &self,
+        op: &Conv2DOp,
+        x: &Tensor<Sx, E, Self>,
+        w: &Tensor<Sw, E, Self>,
+        b: Option<&Tensor<Sb, E, Self>>,
+        out_shape: So,
+        save: bool,
+    ) -> Result<(Tensor<So, E, Self>, Self::Conv2DSaved), Self::Err>;
+
+    /// Adds the gradients for output gradient `gout` into `dx` (given when `op.input_grad`),
+    /// `dw` and `db` (given when the op has a bias).
+    fn conv2d_backward(
+        &self,
+        op: &Conv2DOp,
+        saved: Self::Conv2DSaved,
+        gout: &Self::Vec,
+        dx: Option<&mut Self::Vec>,
+        dw: &mut Self::Vec,
+        db: Option<&mut Self::Vec>,
+    ) -> Result<(), Self::Err>;
+}
+
 /// Convolves `x` with `weight` (PyTorch layout `(O, C/G, KH, KW)`), adds `bias`, applies `act`
 /// and then `pool`, returning a tensor of shape `out_shape`.
 ///
@@ -108,7 +164,6 @@ where
     T: Tape<E, D>,
 {
     geom.validate();
-    let (oh, ow) = geom.output;
     if let Some(p) = &pool {
         p.validate();
         assert_eq!(
@@ -134,45 +189,17 @@ where
         assert_eq!(b.shape().num_elements(), geom.out_channels);
     }
 
-    // Our kernels read row-major data; a permuted or broadcast view is copied first.
+    let op = Conv2DOp {
+        geom,
+        act,
+        pool,
+        input_grad,
+    };
+    // The kernels read row-major data; a permuted or broadcast view is copied first.
     let x = x.try_contiguous()?;
     let (x, mut tape) = x.split_tape();
     let dev = x.device().clone();
-    let xh = to_host(&x);
-    let wh = to_host(weight);
-    let bh = bias.map(to_host);
-    // every element is written by the kernel
-    let mut out = Buffer::for_overwrite(out_shape.num_elements());
-    // What backward needs: with max pooling, where each maximum came from (and the pooled
-    // output, the activation's value there); otherwise the activation's output, for its
-    // derivative.
-    let max_pool = pool.is_some_and(|p| p.kind == super::PoolKind::Max);
-    let keep_arg = T::OWNS_TAPE && max_pool;
-    let keep_y = T::OWNS_TAPE && !max_pool && act != Activation::Identity;
-    let mut y = Buffer::for_overwrite(if keep_y {
-        geom.batch * geom.out_channels * oh * ow
-    } else {
-        0
-    });
-    let mut arg = Buffer::<u32>::for_overwrite(if keep_arg { out.len() } else { 0 });
-    cpu_kernel::forward(
-        &geom,
-        act,
-        pool.as_ref(),
-        &xh,
-        &wh,
-        bh.as_deref(),
-        &mut out,
-        &mut y,
-        &mut arg,
-    );
-    if keep_arg && act != Activation::Identity {
-        y = Buffer::for_overwrite(out.len());
-        y.copy_from_slice(&out);
-    }
-    let n_out = out.len();
-    let out = dev.try_tensor_from_vec(out.into_vec(), out_shape)?;
-
+    let (out, saved) = dev.conv2d_forward(&op, &x, weight, bias, out_shape, T::OWNS_TAPE)?;
     if T::OWNS_TAPE {
         let (x_g, w_g, b_g, out_g) = (
             x.ghost(),
@@ -181,34 +208,24 @@ where
             out.ghost(),
         );
         tape.add_backward_op(move |grads| {
-            let mut gout = Buffer::for_overwrite(n_out);
-            dev.read_host(grads.get_or_alloc_mut(&out_g)?, &mut gout)?;
-            let mut dw = Buffer::zeroed(wh.len());
-            let mut db = Buffer::zeroed(if b_g.is_some() { geom.out_channels } else { 0 });
-            let mut run = |dx: &mut [E]| {
-                cpu_kernel::backward(
-                    &geom,
-                    act,
-                    pool.as_ref(),
-                    &xh,
-                    &wh,
-                    &y,
-                    &arg,
-                    &gout,
-                    dx,
-                    &mut dw,
-                    &mut db,
-                )
+            let gout = take_grad!(grads, &out_g, &dev, E);
+            let mut dx = match input_grad {
+                true => Some(take_grad!(grads, &x_g, &dev, E)),
+                false => None,
             };
-            // The input gradient is accumulated in place; the weight's and bias's are added after.
-            if input_grad {
-                dev.update_host(grads.get_or_alloc_mut(&x_g)?, run)?;
-            } else {
-                run(&mut []);
+            let mut dw = take_grad!(grads, &w_g, &dev, E);
+            let mut db = match &b_g {
+                Some(b_g) => Some(take_grad!(grads, b_g, &dev, E)),
+                None => None,
+            };
+            dev.conv2d_backward(&op, saved, &gout, dx.as_mut(), &mut dw, db.as_mut())?;
+            put_grad!(grads, &out_g, gout);
+            if let Some(dx) = dx {
+                put_grad!(grads, &x_g, dx);
             }
-            dev.add_host_into(grads.get_or_alloc_mut(&w_g)?, &dw)?;
-            if let Some(b_g) = &b_g {
-                dev.add_host_into(grads.get_or_alloc_mut(b_g)?, &db)?;
+            put_grad!(grads, &w_g, dw);
+            if let (Some(b_g), Some(db)) = (&b_g, db) {
+                put_grad!(grads, b_g, db);
             }
             Ok(())
         });

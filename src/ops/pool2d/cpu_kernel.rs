@@ -1,8 +1,12 @@
 //! Host kernels for 2-D max and average pooling, one plane (one channel of one image) at a time.
 //! The fused conv kernel calls the same plane functions on its output.
 
-use super::{Pool2DGeometry, PoolKind};
+use super::{Pool2DGeometry, Pool2DKernel, PoolKind};
 use crate::Float;
+use crate::ops::buffer::Buffer;
+use crate::ops::to_host;
+use dfdx::shapes::Shape;
+use dfdx::tensor::{Cpu, Tensor, TensorFromVec};
 use rayon::prelude::*;
 
 /// Half-open range of window offsets `k` for which `out * stride + k - pad` lands in `0..n`.
@@ -245,4 +249,41 @@ pub(crate) fn backward<E: Float>(g: &Pool2DGeometry, x: &[E], gout: &[E], dx: &m
             };
             plane_backward(g, src, go, d)
         });
+}
+
+/// The input, kept for max pooling (average pooling's gradient does not depend on it).
+pub struct CpuPool2DSaved<E: Float>(Buffer<E>);
+
+impl<E: Float> Pool2DKernel<E> for Cpu {
+    type Pool2DSaved = CpuPool2DSaved<E>;
+
+    fn pool2d_forward<Sx: Shape, So: Shape>(
+        &self,
+        geom: &Pool2DGeometry,
+        x: &Tensor<Sx, E, Self>,
+        out_shape: So,
+        save: bool,
+    ) -> Result<(Tensor<So, E, Self>, Self::Pool2DSaved), Self::Err> {
+        let xh = to_host(x);
+        // every element is written by the kernel
+        let mut out = Buffer::for_overwrite(out_shape.num_elements());
+        forward(geom, &xh, &mut out);
+        let out = self.try_tensor_from_vec(out.into_vec(), out_shape)?;
+        let keep = save && geom.kind == PoolKind::Max;
+        Ok((
+            out,
+            CpuPool2DSaved(if keep { xh } else { Buffer::zeroed(0) }),
+        ))
+    }
+
+    fn pool2d_backward(
+        &self,
+        geom: &Pool2DGeometry,
+        saved: Self::Pool2DSaved,
+        gout: &Self::Vec,
+        dx: &mut Self::Vec,
+    ) -> Result<(), Self::Err> {
+        backward(geom, &saved.0, gout, dx);
+        Ok(())
+    }
 }

@@ -2,12 +2,13 @@
 //! counts padded zeros, `count_include_pad = true`), forward and backward on dfdx's tape.
 
 pub(crate) mod cpu_kernel;
+#[cfg(feature = "cuda")]
+mod cuda_kernel;
 
-use crate::ops::buffer::Buffer;
-use crate::ops::to_host;
+use crate::ops::{put_grad, take_grad};
 use crate::{ConvDevice, Float};
 use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{PutTape, SplitTape, Tape, Tensor};
+use dfdx::tensor::{PutTape, SplitTape, Storage, Tape, Tensor};
 use dfdx::tensor_ops::ReshapeTo;
 
 /// Which reduction a pooling window applies.
@@ -53,6 +54,33 @@ impl Pool2DGeometry {
     }
 }
 
+/// A device's kernels for [`try_pool2d`]. Layouts: `x` (planes, H, W), the output
+/// (planes, OH, OW).
+pub trait Pool2DKernel<E: Float>: Storage<E> {
+    /// What the backward pass keeps of the forward pass.
+    type Pool2DSaved: 'static;
+
+    /// Pools every plane of `x` into a tensor of shape `out_shape`. When `save` is false no
+    /// backward pass will run.
+    #[allow(clippy::type_complexity)]
+    fn pool2d_forward<Sx: Shape, So: Shape>(
+        &self,
+        geom: &Pool2DGeometry,
+        x: &Tensor<Sx, E, Self>,
+        out_shape: So,
+        save: bool,
+    ) -> Result<(Tensor<So, E, Self>, Self::Pool2DSaved), Self::Err>;
+
+    /// Adds the input gradient for output gradient `gout` into `dx`.
+    fn pool2d_backward(
+        &self,
+        geom: &Pool2DGeometry,
+        saved: Self::Pool2DSaved,
+        gout: &Self::Vec,
+        dx: &mut Self::Vec,
+    ) -> Result<(), Self::Err>;
+}
+
 /// Pools every `(H, W)` plane of `x` (shape `(C, H, W)`, `(B, C, H, W)`, or anything whose
 /// element count is a multiple of `H * W`), returning `out_shape`.
 ///
@@ -76,26 +104,16 @@ pub fn try_pool2d<Sx: Shape, So: Shape, E: Float, D: ConvDevice<E>, T: Tape<E, D
     let x = x.try_contiguous()?;
     let (x, mut tape) = x.split_tape();
     let dev = x.device().clone();
-    let xh = to_host(&x);
-    // every element is written by the kernel
-    let mut out = Buffer::for_overwrite(out_shape.num_elements());
-    cpu_kernel::forward(&geom, &xh, &mut out);
-    let n_out = out.len();
-    let out = dev.try_tensor_from_vec(out.into_vec(), out_shape)?;
+    let (out, saved) = dev.pool2d_forward(&geom, &x, out_shape, T::OWNS_TAPE)?;
     if T::OWNS_TAPE {
         let (x_g, out_g) = (x.ghost(), out.ghost());
-        // Average pooling's gradient does not depend on the input.
-        let xh = if geom.kind == PoolKind::Max {
-            xh
-        } else {
-            Buffer::zeroed(0)
-        };
         tape.add_backward_op(move |grads| {
-            let mut gout = Buffer::for_overwrite(n_out);
-            dev.read_host(grads.get_or_alloc_mut(&out_g)?, &mut gout)?;
-            dev.update_host(grads.get_or_alloc_mut(&x_g)?, |dx| {
-                cpu_kernel::backward(&geom, &xh, &gout, dx)
-            })
+            let gout = take_grad!(grads, &out_g, &dev, E);
+            let mut dx = take_grad!(grads, &x_g, &dev, E);
+            dev.pool2d_backward(&geom, saved, &gout, &mut dx)?;
+            put_grad!(grads, &out_g, gout);
+            put_grad!(grads, &x_g, dx);
+            Ok(())
         });
     }
     Ok(out.put_tape(tape))

@@ -7,12 +7,14 @@
 //! op's output back to its input. PyTorch's weight layout `(IN, OUT / G, KH, KW)` is exactly that
 //! conv's `(O, C / G, KH, KW)`.
 
-use super::conv2d::cpu_kernel;
-use crate::ops::buffer::Buffer;
-use crate::ops::{Activation, Conv2DGeometry, to_host};
+mod cpu_kernel;
+#[cfg(feature = "cuda")]
+mod cuda_kernel;
+
+use crate::ops::{Conv2DGeometry, put_grad, take_grad};
 use crate::{ConvDevice, Float};
 use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{PutTape, SplitTape, Tape, Tensor};
+use dfdx::tensor::{PutTape, SplitTape, Storage, Tape, Tensor};
 use dfdx::tensor_ops::ReshapeTo;
 
 /// Everything a 2-D transposed convolution's kernels need to know, as run-time numbers.
@@ -96,6 +98,38 @@ impl ConvTranspose2DGeometry {
     }
 }
 
+/// A device's kernels for [`try_conv_transpose2d`]. Layouts: `x` (B, IN, H, W), `w`
+/// (IN, OUT/G, KH, KW), `b` (OUT), the output (B, OUT, OH, OW).
+pub trait ConvTranspose2DKernel<E: Float>: Storage<E> {
+    /// What the backward pass keeps of the forward pass.
+    type ConvTranspose2DSaved: 'static;
+
+    /// Computes the transposed convolution plus bias as a tensor of shape `out_shape`. When
+    /// `save` is false no backward pass will run.
+    #[allow(clippy::type_complexity)]
+    fn conv_transpose2d_forward<Sx: Shape, Sw: Shape, Sb: Shape, So: Shape>(
+        &self,
+        geom: &ConvTranspose2DGeometry,
+        x: &Tensor<Sx, E, Self>,
+        w: &Tensor<Sw, E, Self>,
+        b: Option<&Tensor<Sb, E, Self>>,
+        out_shape: So,
+        save: bool,
+    ) -> Result<(Tensor<So, E, Self>, Self::ConvTranspose2DSaved), Self::Err>;
+
+    /// Adds the gradients for output gradient `gout` into `dx`, `dw` and `db` (given when the
+    /// op has a bias).
+    fn conv_transpose2d_backward(
+        &self,
+        geom: &ConvTranspose2DGeometry,
+        saved: Self::ConvTranspose2DSaved,
+        gout: &Self::Vec,
+        dx: &mut Self::Vec,
+        dw: &mut Self::Vec,
+        db: Option<&mut Self::Vec>,
+    ) -> Result<(), Self::Err>;
+}
+
 /// Transposed convolution of `x` (`(B, IN, H, W)` read row-major) with `weight`
 /// (`(IN, OUT / G, KH, KW)`) plus `bias` (`(OUT,)`), returning `out_shape`
 /// (`B * OUT * OH * OW` elements). Gradients flow to all three when `x` carries a tape.
@@ -119,7 +153,6 @@ where
     T: Tape<E, D>,
 {
     geom.validate();
-    let adj = geom.adjoint();
     let ohw = geom.output.0 * geom.output.1;
     assert_eq!(
         x.shape().num_elements(),
@@ -140,34 +173,8 @@ where
     let x = x.try_contiguous()?;
     let (x, mut tape) = x.split_tape();
     let dev = x.device().clone();
-    let xh = to_host(&x);
-    let wh = to_host(weight);
-    // out = the adjoint conv's input gradient for output gradient x: col2im(W^T x)
-    let mut out = Buffer::zeroed(out_shape.num_elements());
-    let id = Activation::Identity;
-    cpu_kernel::backward(
-        &adj,
-        id,
-        None,
-        &[],
-        &wh,
-        &[],
-        &[],
-        &xh,
-        &mut out,
-        &mut [],
-        &mut [],
-    );
-    if let Some(b) = bias {
-        let bh = to_host(b);
-        for (i, plane) in out.chunks_exact_mut(ohw).enumerate() {
-            let bias = bh[i % geom.out_channels];
-            plane.iter_mut().for_each(|v| *v += bias);
-        }
-    }
-    let n_out = out.len();
-    let out = dev.try_tensor_from_vec(out.into_vec(), out_shape)?;
-
+    let (out, saved) =
+        dev.conv_transpose2d_forward(&geom, &x, weight, bias, out_shape, T::OWNS_TAPE)?;
     if T::OWNS_TAPE {
         let (x_g, w_g, b_g, out_g) = (
             x.ghost(),
@@ -176,34 +183,19 @@ where
             out.ghost(),
         );
         tape.add_backward_op(move |grads| {
-            let mut gout = Buffer::for_overwrite(n_out);
-            dev.read_host(grads.get_or_alloc_mut(&out_g)?, &mut gout)?;
-            // dx = the adjoint conv applied to the output gradient
-            let mut dx = Buffer::zeroed(xh.len());
-            cpu_kernel::forward(&adj, id, None, &gout, &wh, None, &mut dx, &mut [], &mut []);
-            // dw = the adjoint conv's weight gradient, with input gout and output gradient x
-            let mut dw = Buffer::zeroed(wh.len());
-            cpu_kernel::backward(
-                &adj,
-                id,
-                None,
-                &gout,
-                &wh,
-                &[],
-                &[],
-                &xh,
-                &mut [],
-                &mut dw,
-                &mut [],
-            );
-            dev.add_host_into(grads.get_or_alloc_mut(&w_g)?, &dw)?;
-            dev.add_host_into(grads.get_or_alloc_mut(&x_g)?, &dx)?;
-            if let Some(b_g) = &b_g {
-                let mut db = Buffer::zeroed(geom.out_channels);
-                for (i, plane) in gout.chunks_exact(ohw).enumerate() {
-                    db[i % geom.out_channels] += plane.iter().fold(E::zero(), |s, &v| s + v);
-                }
-                dev.add_host_into(grads.get_or_alloc_mut(b_g)?, &db)?;
+            let gout = take_grad!(grads, &out_g, &dev, E);
+            let mut dx = take_grad!(grads, &x_g, &dev, E);
+            let mut dw = take_grad!(grads, &w_g, &dev, E);
+            let mut db = match &b_g {
+                Some(b_g) => Some(take_grad!(grads, b_g, &dev, E)),
+                None => None,
+            };
+            dev.conv_transpose2d_backward(&geom, saved, &gout, &mut dx, &mut dw, db.as_mut())?;
+            put_grad!(grads, &out_g, gout);
+            put_grad!(grads, &x_g, dx);
+            put_grad!(grads, &w_g, dw);
+            if let (Some(b_g), Some(db)) = (&b_g, db) {
+                put_grad!(grads, b_g, db);
             }
             Ok(())
         });

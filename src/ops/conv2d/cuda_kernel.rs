@@ -1,0 +1,190 @@
+//! The fused convolution on `Cuda`: im2col over the whole batch, one cuBLAS gemm per group,
+//! then bias and activation (and the pooling kernel) from `src/ops/cuda/kernels.cu`.
+//!
+//! Buffers (row-major; `P = OH * OW`, `N = B * P`, `K = C/G * KH * KW`, `Og = O/G`):
+//! - `cols`: (G * K, N), the lowered input, kept for the weight gradient
+//! - `z`: (O, N) = w (per group (Og, K)) * cols (per group (K, N))
+//! - `y`: (B, O, P) = act(z + b), kept for the activation's derivative
+//! - the output: `y`, or pool(y) with `arg` (B, O, POH * POW), the maxima's positions
+
+use super::{Activation, Conv2DKernel, Conv2DOp};
+use crate::ops::PoolKind;
+use crate::ops::cuda::{
+    ConvGeom, CudaFloat, PoolGeom, act_code, alloc, blas, device_of, gemm, int, into_tensor,
+    kernel, launch_cfg, per_channel_cfg, ptr_or_null, to_device,
+};
+use cudarc::driver::{CudaSlice, DeviceSlice, LaunchAsync};
+use dfdx::shapes::Shape;
+use dfdx::tensor::{Cuda, Tensor};
+
+/// What backward needs, on the device.
+pub struct CudaConv2DSaved<E> {
+    cols: CudaSlice<E>,
+    w: CudaSlice<E>,
+    /// The activation's output (B, O, P), unless the activation is the identity.
+    y: Option<CudaSlice<E>>,
+    /// With max pooling, the maxima's positions.
+    arg: Option<CudaSlice<u32>>,
+}
+
+/// `(P, N, K, Og)` for a geometry.
+fn sizes(op: &Conv2DOp) -> (usize, usize, usize, usize) {
+    let g = &op.geom;
+    let p = g.output.0 * g.output.1;
+    let k = g.in_channels / g.groups * g.kernel.0 * g.kernel.1;
+    (p, g.batch * p, k, g.out_channels / g.groups)
+}
+
+impl<E: CudaFloat> Conv2DKernel<E> for Cuda {
+    type Conv2DSaved = Option<CudaConv2DSaved<E>>;
+
+    fn conv2d_forward<Sx: Shape, Sw: Shape, Sb: Shape, So: Shape>(
+        &self,
+        op: &Conv2DOp,
+        x: &Tensor<Sx, E, Self>,
+        w: &Tensor<Sw, E, Self>,
+        b: Option<&Tensor<Sb, E, Self>>,
+        out_shape: So,
+        save: bool,
+    ) -> Result<(Tensor<So, E, Self>, Self::Conv2DSaved), Self::Err> {
+        let g = &op.geom;
+        let (p, n, k, og) = sizes(op);
+        let (groups, o) = (g.groups, g.out_channels);
+        let dev = device_of::<E>(self)?;
+        let blas = blas(&dev)?;
+        let x = to_device(&dev, x)?;
+        let w = to_device(&dev, w)?;
+        let b = b.map(|b| to_device(&dev, b)).transpose()?;
+
+        let mut cols = alloc::<E>(&dev, groups * k * n)?;
+        let f = kernel::<E>(&dev, "im2col")?;
+        // SAFETY: x holds (B, C, H, W) and cols (C*KH*KW, N), as im2col reads and writes them.
+        unsafe { f.launch(launch_cfg(cols.len()), (ConvGeom::from(g), &x, &mut cols)) }?;
+        let mut z = alloc::<E>(&dev, o * n)?;
+        let strides = (og * k, k * n, og * n);
+        gemm(
+            &blas,
+            (og, n, k),
+            &w,
+            false,
+            &cols,
+            false,
+            &mut z,
+            false,
+            groups,
+            strides,
+        )?;
+        let mut y = alloc::<E>(&dev, o * n)?;
+        let f = kernel::<E>(&dev, "bias_act")?;
+        let (bi, oi, pi, act) = (int(g.batch), int(o), int(p), act_code(op.act));
+        let bias = ptr_or_null(b.as_ref());
+        // SAFETY: z is (O, N), bias (O) or null, y (B, O, P).
+        unsafe { f.launch(launch_cfg(n * o), (&z, bias, &mut y, bi, oi, pi, act, 0i32)) }?;
+        drop(z);
+
+        let keep_y = save && op.act != Activation::Identity;
+        let (out, arg, y) = match &op.pool {
+            Some(pool) => {
+                let pg = PoolGeom::new(pool, g.batch * o);
+                let mut out = alloc::<E>(&dev, pg.out_len())?;
+                let arg = match save && pool.kind == PoolKind::Max {
+                    true => Some(alloc::<u32>(&dev, pg.out_len())?),
+                    false => None,
+                };
+                let arg_ptr = ptr_or_null(arg.as_ref());
+                let f = kernel::<E>(&dev, "pool_fwd")?;
+                // SAFETY: y holds the planes pool_fwd reads, out and arg what it writes.
+                unsafe { f.launch(launch_cfg(pg.out_len()), (pg, &y, &mut out, arg_ptr)) }?;
+                (out, arg, keep_y.then_some(y))
+            }
+            None if keep_y => (y.try_clone()?, None, Some(y)),
+            None => (y, None, None),
+        };
+        let out = into_tensor(self, out, out_shape)?;
+        let saved = save.then_some(CudaConv2DSaved { cols, w, y, arg });
+        Ok((out, saved))
+    }
+
+    fn conv2d_backward(
+        &self,
+        op: &Conv2DOp,
+        saved: Self::Conv2DSaved,
+        gout: &Self::Vec,
+        dx: Option<&mut Self::Vec>,
+        dw: &mut Self::Vec,
+        db: Option<&mut Self::Vec>,
+    ) -> Result<(), Self::Err> {
+        let CudaConv2DSaved { cols, w, y, arg } =
+            saved.expect("conv2d's forward pass ran without a tape, so kept nothing");
+        let g = &op.geom;
+        let (p, n, k, og) = sizes(op);
+        let (groups, o) = (g.groups, g.out_channels);
+        let dev = gout.device();
+        let blas = blas(&dev)?;
+        let (bi, oi, pi) = (int(g.batch), int(o), int(p));
+
+        // gy: (B, O, P), the gradient at the activation's output
+        let pooled;
+        let gy: &CudaSlice<E> = match &op.pool {
+            Some(pool) => {
+                let pg = PoolGeom::new(pool, g.batch * o);
+                let mut gy = dev.alloc_zeros::<E>(pg.in_len())?;
+                let f = kernel::<E>(&dev, "pool_bwd")?;
+                let arg_ptr = ptr_or_null(arg.as_ref());
+                // SAFETY: gout and arg are (B*O, POH, POW), gy (B*O, OH, OW).
+                unsafe { f.launch(launch_cfg(pg.in_len()), (pg, gout, arg_ptr, &mut gy)) }?;
+                pooled = gy;
+                &pooled
+            }
+            None => gout,
+        };
+        // gz: (O, N), the gradient at z
+        let mut gz = alloc::<E>(&dev, o * n)?;
+        let f = kernel::<E>(&dev, "act_grad")?;
+        let act = act_code(op.act);
+        let y_ptr = ptr_or_null(y.as_ref());
+        // SAFETY: gy and y are (B, O, P), gz (O, N).
+        unsafe { f.launch(launch_cfg(o * n), (gy, y_ptr, &mut gz, bi, oi, pi, act)) }?;
+
+        if let Some(db) = db {
+            let f = kernel::<E>(&dev, "channel_sum")?;
+            // SAFETY: gz is (1, O, N) and db (O).
+            unsafe { f.launch(per_channel_cfg(o), (&gz, db, 1i32, oi, int(n))) }?;
+        }
+        // dw (per group (Og, K)) += gz (per group (Og, N)) * cols^T
+        let strides = (og * n, k * n, og * k);
+        gemm(
+            &blas,
+            (og, k, n),
+            &gz,
+            false,
+            &cols,
+            true,
+            dw,
+            true,
+            groups,
+            strides,
+        )?;
+        if let Some(dx) = dx {
+            // dcols (per group (K, N)) = w^T * gz, then folded back onto the input
+            let mut dcols = alloc::<E>(&dev, groups * k * n)?;
+            let strides = (og * k, og * n, k * n);
+            gemm(
+                &blas,
+                (k, n, og),
+                &w,
+                true,
+                &gz,
+                false,
+                &mut dcols,
+                false,
+                groups,
+                strides,
+            )?;
+            let f = kernel::<E>(&dev, "col2im")?;
+            // SAFETY: dcols is (C*KH*KW, N) and dx (B, C, H, W).
+            unsafe { f.launch(launch_cfg(dx.len()), (ConvGeom::from(g), &dcols, dx)) }?;
+        }
+        Ok(())
+    }
+}
