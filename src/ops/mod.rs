@@ -3,7 +3,7 @@
 //! Each op is a folder: `mod.rs` declares the op's kernel trait and wires it to dfdx's tape
 //! (generic over devices and tapes), `cpu_kernel.rs` implements it for `Cpu` with host kernels
 //! written against plain slices, and `cuda_kernel.rs` for `Cuda` with the device kernels of
-//! [`cuda`] (under the `cuda` feature). Tests compare every kernel with a nested-loop reference
+//! `ops/cuda` (under the `cuda` feature). Tests compare every kernel with a nested-loop reference
 //! (`tests/ops.rs`) and its gradients with finite differences, on whichever device `TestDevice`
 //! names.
 

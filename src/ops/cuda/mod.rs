@@ -5,8 +5,8 @@
 //! dfdx 0.13 keeps a tensor's device memory crate-private. Its public API reads a tensor only
 //! into host memory (`copy_into`) and builds one from device memory only as a clone of a
 //! gradient buffer (`Gradients::get`); gradient buffers themselves are public. So an op's
-//! *inputs* make one round trip through the host ([`to_device`]), its *outputs* are moved into
-//! dfdx with one device-to-device copy ([`into_tensor`]), and everything else (the kernels, the
+//! *inputs* make one round trip through the host (`to_device`), its *outputs* are moved into
+//! dfdx with one device-to-device copy (`into_tensor`), and everything else (the kernels, the
 //! state kept for backward, every gradient) stays on the device.
 
 use crate::Float;
