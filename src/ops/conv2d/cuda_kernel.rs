@@ -10,10 +10,10 @@
 use super::{Activation, Conv2DKernel, Conv2DOp};
 use crate::ops::PoolKind;
 use crate::ops::cuda::{
-    ConvGeom, CudaFloat, PoolGeom, act_code, alloc, blas, device_of, gemm, int, into_tensor,
-    kernel, launch_cfg, per_channel_cfg, ptr_or_null, to_device,
+    CudaFloat, PoolGeom, act_grad, alloc, bias_act, blas, channel_sum, col2im, device_of, gemm,
+    im2col, into_tensor, pool_bwd, pool_fwd, to_device,
 };
-use cudarc::driver::{CudaSlice, DeviceSlice, LaunchAsync};
+use cudarc::driver::CudaSlice;
 use dfdx::shapes::Shape;
 use dfdx::tensor::{Cuda, Tensor};
 
@@ -57,9 +57,7 @@ impl<E: CudaFloat> Conv2DKernel<E> for Cuda {
         let b = b.map(|b| to_device(&dev, b)).transpose()?;
 
         let mut cols = alloc::<E>(&dev, groups * k * n)?;
-        let f = kernel::<E>(&dev, "im2col")?;
-        // SAFETY: x holds (B, C, H, W) and cols (C*KH*KW, N), as im2col reads and writes them.
-        unsafe { f.launch(launch_cfg(cols.len()), (ConvGeom::from(g), &x, &mut cols)) }?;
+        im2col(&dev, g, &x, &mut cols)?;
         let mut z = alloc::<E>(&dev, o * n)?;
         let strides = (og * k, k * n, og * n);
         gemm(
@@ -75,11 +73,7 @@ impl<E: CudaFloat> Conv2DKernel<E> for Cuda {
             strides,
         )?;
         let mut y = alloc::<E>(&dev, o * n)?;
-        let f = kernel::<E>(&dev, "bias_act")?;
-        let (bi, oi, pi, act) = (int(g.batch), int(o), int(p), act_code(op.act));
-        let bias = ptr_or_null(b.as_ref());
-        // SAFETY: z is (O, N), bias (O) or null, y (B, O, P).
-        unsafe { f.launch(launch_cfg(n * o), (&z, bias, &mut y, bi, oi, pi, act, 0i32)) }?;
+        bias_act(&dev, &z, b.as_ref(), &mut y, (g.batch, o, p), op.act, false)?;
         drop(z);
 
         let keep_y = save && op.act != Activation::Identity;
@@ -87,14 +81,11 @@ impl<E: CudaFloat> Conv2DKernel<E> for Cuda {
             Some(pool) => {
                 let pg = PoolGeom::new(pool, g.batch * o);
                 let mut out = alloc::<E>(&dev, pg.out_len())?;
-                let arg = match save && pool.kind == PoolKind::Max {
+                let mut arg = match save && pool.kind == PoolKind::Max {
                     true => Some(alloc::<u32>(&dev, pg.out_len())?),
                     false => None,
                 };
-                let arg_ptr = ptr_or_null(arg.as_ref());
-                let f = kernel::<E>(&dev, "pool_fwd")?;
-                // SAFETY: y holds the planes pool_fwd reads, out and arg what it writes.
-                unsafe { f.launch(launch_cfg(pg.out_len()), (pg, &y, &mut out, arg_ptr)) }?;
+                pool_fwd(&dev, &pg, &y, &mut out, arg.as_mut())?;
                 (out, arg, keep_y.then_some(y))
             }
             None if keep_y => (y.try_clone()?, None, Some(y)),
@@ -121,7 +112,6 @@ impl<E: CudaFloat> Conv2DKernel<E> for Cuda {
         let (groups, o) = (g.groups, g.out_channels);
         let dev = gout.device();
         let blas = blas(&dev)?;
-        let (bi, oi, pi) = (int(g.batch), int(o), int(p));
 
         // gy: (B, O, P), the gradient at the activation's output
         let pooled;
@@ -129,10 +119,7 @@ impl<E: CudaFloat> Conv2DKernel<E> for Cuda {
             Some(pool) => {
                 let pg = PoolGeom::new(pool, g.batch * o);
                 let mut gy = dev.alloc_zeros::<E>(pg.in_len())?;
-                let f = kernel::<E>(&dev, "pool_bwd")?;
-                let arg_ptr = ptr_or_null(arg.as_ref());
-                // SAFETY: gout and arg are (B*O, POH, POW), gy (B*O, OH, OW).
-                unsafe { f.launch(launch_cfg(pg.in_len()), (pg, gout, arg_ptr, &mut gy)) }?;
+                pool_bwd(&dev, &pg, gout, arg.as_ref(), &mut gy)?;
                 pooled = gy;
                 &pooled
             }
@@ -140,16 +127,10 @@ impl<E: CudaFloat> Conv2DKernel<E> for Cuda {
         };
         // gz: (O, N), the gradient at z
         let mut gz = alloc::<E>(&dev, o * n)?;
-        let f = kernel::<E>(&dev, "act_grad")?;
-        let act = act_code(op.act);
-        let y_ptr = ptr_or_null(y.as_ref());
-        // SAFETY: gy and y are (B, O, P), gz (O, N).
-        unsafe { f.launch(launch_cfg(o * n), (gy, y_ptr, &mut gz, bi, oi, pi, act)) }?;
-
+        act_grad(&dev, gy, y.as_ref(), &mut gz, (g.batch, o, p), op.act)?;
         if let Some(db) = db {
-            let f = kernel::<E>(&dev, "channel_sum")?;
-            // SAFETY: gz is (1, O, N) and db (O).
-            unsafe { f.launch(per_channel_cfg(o), (&gz, db, 1i32, oi, int(n))) }?;
+            // gz seen as (1, O, N)
+            channel_sum(&dev, &gz, db, (1, o, n))?;
         }
         // dw (per group (Og, K)) += gz (per group (Og, N)) * cols^T
         let strides = (og * n, k * n, og * k);
@@ -181,9 +162,7 @@ impl<E: CudaFloat> Conv2DKernel<E> for Cuda {
                 groups,
                 strides,
             )?;
-            let f = kernel::<E>(&dev, "col2im")?;
-            // SAFETY: dcols is (C*KH*KW, N) and dx (B, C, H, W).
-            unsafe { f.launch(launch_cfg(dx.len()), (ConvGeom::from(g), &dcols, dx)) }?;
+            col2im(&dev, g, &dcols, dx)?;
         }
         Ok(())
     }

@@ -91,13 +91,6 @@ pub struct Conv2DOp {
     pub input_grad: bool,
 }
 
-impl Conv2DOp {
-    /// `(POH, POW)`: the op's output plane, after any pooling.
-    pub fn out_plane(&self) -> (usize, usize) {
-        self.pool.map_or(self.geom.output, |p| p.output)
-    }
-}
-
 /// A device's kernels for [`try_conv2d`].
 ///
 /// Layouts (row-major): `x` (B, C, H, W); `w` (O, C/G, KH, KW); `b` (O); the output

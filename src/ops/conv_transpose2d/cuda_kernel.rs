@@ -9,11 +9,12 @@
 //! - backward: `cols` (G * K, N) = im2col(gout), `z` (IN, N) = w * cols
 
 use super::{ConvTranspose2DGeometry, ConvTranspose2DKernel};
+use crate::ops::Activation::Identity;
 use crate::ops::cuda::{
-    ConvGeom, CudaFloat, alloc, blas, device_of, gemm, int, into_tensor, kernel, launch_cfg,
-    per_channel_cfg, to_device,
+    Bcp, CudaFloat, act_grad, add_bias, alloc, bias_act, blas, channel_sum, col2im, device_of,
+    gemm, im2col, into_tensor, to_device,
 };
-use cudarc::driver::{CudaSlice, DeviceSlice, LaunchAsync};
+use cudarc::driver::CudaSlice;
 use dfdx::shapes::Shape;
 use dfdx::tensor::{Cuda, Tensor};
 
@@ -21,6 +22,12 @@ use dfdx::tensor::{Cuda, Tensor};
 pub struct CudaConvTranspose2DSaved<E> {
     xt: CudaSlice<E>,
     w: CudaSlice<E>,
+}
+
+/// The output's `(B, OUT, OH * OW)`.
+fn out_bcp(geom: &ConvTranspose2DGeometry) -> Bcp {
+    let ohw = geom.output.0 * geom.output.1;
+    (geom.batch, geom.out_channels, ohw)
 }
 
 /// `(Pin, N, K, Ig)` for a geometry.
@@ -44,7 +51,6 @@ impl<E: CudaFloat> ConvTranspose2DKernel<E> for Cuda {
     ) -> Result<(Tensor<So, E, Self>, Self::ConvTranspose2DSaved), Self::Err> {
         let (p, n, k, ig) = sizes(geom);
         let groups = geom.groups;
-        let (bi, ii, pi) = (int(geom.batch), int(geom.in_channels), int(p));
         let dev = device_of::<E>(self)?;
         let blas = blas(&dev)?;
         let x = to_device(&dev, x)?;
@@ -52,9 +58,14 @@ impl<E: CudaFloat> ConvTranspose2DKernel<E> for Cuda {
 
         // xt: (IN, N), the input with channels first (the identity's act_grad is a transpose)
         let mut xt = alloc::<E>(&dev, geom.in_channels * n)?;
-        let f = kernel::<E>(&dev, "act_grad")?;
-        // SAFETY: x is (B, IN, Pin) and xt (IN, N); no activation output is read.
-        unsafe { f.launch(launch_cfg(xt.len()), (&x, 0u64, &mut xt, bi, ii, pi, 0i32)) }?;
+        act_grad(
+            &dev,
+            &x,
+            None,
+            &mut xt,
+            (geom.batch, geom.in_channels, p),
+            Identity,
+        )?;
         let mut dcols = alloc::<E>(&dev, groups * k * n)?;
         let strides = (ig * k, ig * n, k * n);
         gemm(
@@ -70,17 +81,10 @@ impl<E: CudaFloat> ConvTranspose2DKernel<E> for Cuda {
             strides,
         )?;
         let mut out = dev.alloc_zeros::<E>(out_shape.num_elements())?;
-        let f = kernel::<E>(&dev, "col2im")?;
-        let adj = ConvGeom::from(&geom.adjoint());
-        // SAFETY: dcols is (OUT*KH*KW, N) and out (B, OUT, OH, OW).
-        unsafe { f.launch(launch_cfg(out.len()), (adj, &dcols, &mut out)) }?;
+        col2im(&dev, &geom.adjoint(), &dcols, &mut out)?;
         if let Some(b) = b {
             let b = to_device(&dev, b)?;
-            let ohw = int(geom.output.0 * geom.output.1);
-            let f = kernel::<E>(&dev, "add_bias")?;
-            let oi = int(geom.out_channels);
-            // SAFETY: out is (B, OUT, OH*OW) and b (OUT).
-            unsafe { f.launch(launch_cfg(out.len()), (&mut out, &b, bi, oi, ohw)) }?;
+            add_bias(&dev, &mut out, &b, out_bcp(geom))?;
         }
         let out = into_tensor(self, out, out_shape)?;
         Ok((out, CudaConvTranspose2DSaved { xt, w }))
@@ -103,10 +107,7 @@ impl<E: CudaFloat> ConvTranspose2DKernel<E> for Cuda {
 
         // cols = im2col(gout) on the adjoint geometry: (OUT*KH*KW, N)
         let mut cols = alloc::<E>(&dev, groups * k * n)?;
-        let f = kernel::<E>(&dev, "im2col")?;
-        let adj = ConvGeom::from(&geom.adjoint());
-        // SAFETY: gout is (B, OUT, OH, OW) and cols (OUT*KH*KW, N).
-        unsafe { f.launch(launch_cfg(cols.len()), (adj, gout, &mut cols)) }?;
+        im2col(&dev, &geom.adjoint(), gout, &mut cols)?;
         // dx += (w * cols), from (IN, N) to (B, IN, Pin)
         let mut z = alloc::<E>(&dev, geom.in_channels * n)?;
         let strides = (ig * k, k * n, ig * n);
@@ -122,10 +123,8 @@ impl<E: CudaFloat> ConvTranspose2DKernel<E> for Cuda {
             groups,
             strides,
         )?;
-        let f = kernel::<E>(&dev, "bias_act")?;
-        let (bi, ii, pi) = (int(geom.batch), int(geom.in_channels), int(p));
-        // SAFETY: z is (IN, N) and dx (B, IN, Pin); no bias, identity, accumulating.
-        unsafe { f.launch(launch_cfg(dx.len()), (&z, 0u64, dx, bi, ii, pi, 0i32, 1i32)) }?;
+        let x_bcp = (geom.batch, geom.in_channels, p);
+        bias_act(&dev, &z, None, dx, x_bcp, Identity, true)?;
         // dw (per group (Ig, K)) += xt (per group (Ig, N)) * cols^T
         let strides = (ig * n, k * n, ig * k);
         gemm(
@@ -141,11 +140,7 @@ impl<E: CudaFloat> ConvTranspose2DKernel<E> for Cuda {
             strides,
         )?;
         if let Some(db) = db {
-            let f = kernel::<E>(&dev, "channel_sum")?;
-            let ohw = int(geom.output.0 * geom.output.1);
-            let oi = int(geom.out_channels);
-            // SAFETY: gout is (B, OUT, OH*OW) and db (OUT).
-            unsafe { f.launch(per_channel_cfg(geom.out_channels), (gout, db, bi, oi, ohw)) }?;
+            channel_sum(&dev, gout, db, out_bcp(geom))?;
         }
         Ok(())
     }

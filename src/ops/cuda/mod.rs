@@ -15,7 +15,7 @@ use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
 use cudarc::driver::{
     CudaDevice, CudaFunction, CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, DeviceSlice,
-    DriverError, LaunchConfig, ValidAsZeroBits,
+    DriverError, LaunchAsync, LaunchConfig, ValidAsZeroBits,
 };
 use dfdx::shapes::Shape;
 use dfdx::tensor::{Cuda, CudaError, Gradients, Storage, Tensor, ZerosTensor};
@@ -92,10 +92,7 @@ pub(crate) fn device_of<E: CudaFloat>(cuda: &Cuda) -> Result<Arc<CudaDevice>, Cu
 
 /// A kernel of `kernels.cu` for element type `E`, compiling and loading the module the first
 /// time a device asks for one.
-pub(crate) fn kernel<E: CudaFloat>(
-    dev: &Arc<CudaDevice>,
-    name: &str,
-) -> Result<CudaFunction, CudaError> {
+fn kernel<E: CudaFloat>(dev: &Arc<CudaDevice>, name: &str) -> Result<CudaFunction, CudaError> {
     let name = format!("{name}_{}", E::SUFFIX);
     if !dev.has_func(MODULE, &name) {
         // Our own source: a compile error is a bug in this crate, reported with NVRTC's log.
@@ -109,7 +106,7 @@ pub(crate) fn kernel<E: CudaFloat>(
 }
 
 /// Launch shape for a grid-stride kernel over `n` elements.
-pub(crate) fn launch_cfg(n: usize) -> LaunchConfig {
+fn launch_cfg(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(256).clamp(1, 65_535) as u32;
     LaunchConfig {
         grid_dim: (blocks, 1, 1),
@@ -118,22 +115,13 @@ pub(crate) fn launch_cfg(n: usize) -> LaunchConfig {
     }
 }
 
-/// Launch shape for `channel_sum`: one block of 256 threads per channel.
-pub(crate) fn per_channel_cfg(channels: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (channels as u32, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
 /// A dimension as the `int` the kernels take.
-pub(crate) fn int(n: usize) -> i32 {
+fn int(n: usize) -> i32 {
     i32::try_from(n).expect("a dimension does not fit the CUDA kernels' 32-bit sizes")
 }
 
 /// A device pointer to pass where a kernel accepts null (`0`) for "absent".
-pub(crate) fn ptr_or_null<T>(buf: Option<&impl DevicePtr<T>>) -> u64 {
+fn ptr_or_null<T>(buf: Option<&impl DevicePtr<T>>) -> u64 {
     buf.map_or(0, |b| *b.device_ptr())
 }
 
@@ -237,7 +225,7 @@ pub(crate) fn alloc<E: DeviceRepr>(
 /// `ConvGeom` of `kernels.cu`: the numbers `im2col` and `col2im` need.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct ConvGeom {
+struct ConvGeom {
     batch: i32,
     channels: i32,
     h: i32,
@@ -332,7 +320,7 @@ impl PoolGeom {
 }
 
 /// The number `kernels.cu` uses for an activation.
-pub(crate) fn act_code(act: crate::ops::Activation) -> i32 {
+fn act_code(act: crate::ops::Activation) -> i32 {
     use crate::ops::Activation::*;
     match act {
         Identity => 0,
@@ -340,4 +328,170 @@ pub(crate) fn act_code(act: crate::ops::Activation) -> i32 {
         Sigmoid => 2,
         Tanh => 3,
     }
+}
+
+/// `(B, C, P)`: the batch, channel and plane sizes of a `(B, C, P)` buffer, as the kernels'
+/// `int`s.
+pub(crate) type Bcp = (usize, usize, usize);
+
+fn ints((b, c, p): Bcp) -> (i32, i32, i32) {
+    (int(b), int(c), int(p))
+}
+
+// Typed launches of kernels.cu, one per kernel. Each checks its buffers against the sizes it is
+// given, so the `unsafe` launch inside reads and writes only inside them; callers never launch
+// by name. Buffers go in as raw device pointers (`u64`), nullable ones as 0.
+
+/// cols: (C*KH*KW, N) = im2col(x: (B, C, H, W)) for the conv `g`.
+pub(crate) fn im2col<E: CudaFloat>(
+    dev: &Arc<CudaDevice>,
+    g: &crate::ops::Conv2DGeometry,
+    x: &impl DevicePtr<E>,
+    cols: &mut impl DevicePtrMut<E>,
+) -> Result<(), CudaError> {
+    let n = g.batch * g.output.0 * g.output.1;
+    let len = g.in_channels * g.kernel.0 * g.kernel.1 * n;
+    assert!(x.len() >= g.batch * g.in_channels * g.input.0 * g.input.1 && cols.len() >= len);
+    let args = (ConvGeom::from(g), *x.device_ptr(), *cols.device_ptr_mut());
+    // SAFETY: the lengths are checked above.
+    unsafe { kernel::<E>(dev, "im2col")?.launch(launch_cfg(len), args) }?;
+    Ok(())
+}
+
+/// dx: (B, C, H, W) += col2im(dcols: (C*KH*KW, N)) for the conv `g`.
+pub(crate) fn col2im<E: CudaFloat>(
+    dev: &Arc<CudaDevice>,
+    g: &crate::ops::Conv2DGeometry,
+    dcols: &impl DevicePtr<E>,
+    dx: &mut impl DevicePtrMut<E>,
+) -> Result<(), CudaError> {
+    let n = g.batch * g.output.0 * g.output.1;
+    let len = g.batch * g.in_channels * g.input.0 * g.input.1;
+    assert!(dcols.len() >= g.in_channels * g.kernel.0 * g.kernel.1 * n && dx.len() >= len);
+    let args = (ConvGeom::from(g), *dcols.device_ptr(), *dx.device_ptr_mut());
+    // SAFETY: the lengths are checked above.
+    unsafe { kernel::<E>(dev, "col2im")?.launch(launch_cfg(len), args) }?;
+    Ok(())
+}
+
+/// y: (B, C, P) = [y +] act(z + bias), z: (C, B*P), bias: (C).
+pub(crate) fn bias_act<E: CudaFloat>(
+    dev: &Arc<CudaDevice>,
+    z: &impl DevicePtr<E>,
+    bias: Option<&CudaSlice<E>>,
+    y: &mut impl DevicePtrMut<E>,
+    bcp: Bcp,
+    act: crate::ops::Activation,
+    accumulate: bool,
+) -> Result<(), CudaError> {
+    let len = bcp.0 * bcp.1 * bcp.2;
+    assert!(z.len() >= len && y.len() >= len && bias.is_none_or(|b| b.len() >= bcp.1));
+    let (b, c, p) = ints(bcp);
+    let (z, bias, y) = (*z.device_ptr(), ptr_or_null(bias), *y.device_ptr_mut());
+    let args = (z, bias, y, b, c, p, act_code(act), accumulate as i32);
+    // SAFETY: the lengths are checked above.
+    unsafe { kernel::<E>(dev, "bias_act")?.launch(launch_cfg(len), args) }?;
+    Ok(())
+}
+
+/// gz: (C, B*P) = gy * act'(y), gy and y: (B, C, P); `y` may be absent for the identity (then
+/// this is a transpose).
+pub(crate) fn act_grad<E: CudaFloat>(
+    dev: &Arc<CudaDevice>,
+    gy: &impl DevicePtr<E>,
+    y: Option<&CudaSlice<E>>,
+    gz: &mut impl DevicePtrMut<E>,
+    bcp: Bcp,
+    act: crate::ops::Activation,
+) -> Result<(), CudaError> {
+    let len = bcp.0 * bcp.1 * bcp.2;
+    assert!(gy.len() >= len && gz.len() >= len);
+    assert!(match y {
+        Some(y) => y.len() >= len,
+        None => act == crate::ops::Activation::Identity,
+    });
+    let (b, c, p) = ints(bcp);
+    let (gy, y, gz) = (*gy.device_ptr(), ptr_or_null(y), *gz.device_ptr_mut());
+    let args = (gy, y, gz, b, c, p, act_code(act));
+    // SAFETY: the lengths are checked above.
+    unsafe { kernel::<E>(dev, "act_grad")?.launch(launch_cfg(len), args) }?;
+    Ok(())
+}
+
+/// y: (B, C, P) += bias: (C).
+pub(crate) fn add_bias<E: CudaFloat>(
+    dev: &Arc<CudaDevice>,
+    y: &mut impl DevicePtrMut<E>,
+    bias: &CudaSlice<E>,
+    bcp: Bcp,
+) -> Result<(), CudaError> {
+    let len = bcp.0 * bcp.1 * bcp.2;
+    assert!(y.len() >= len && bias.len() >= bcp.1);
+    let (b, c, p) = ints(bcp);
+    let args = (*y.device_ptr_mut(), *bias.device_ptr(), b, c, p);
+    // SAFETY: the lengths are checked above.
+    unsafe { kernel::<E>(dev, "add_bias")?.launch(launch_cfg(len), args) }?;
+    Ok(())
+}
+
+/// db: (C) += g: (B, C, P) summed over B and P.
+pub(crate) fn channel_sum<E: CudaFloat>(
+    dev: &Arc<CudaDevice>,
+    g: &impl DevicePtr<E>,
+    db: &mut impl DevicePtrMut<E>,
+    bcp: Bcp,
+) -> Result<(), CudaError> {
+    assert!(g.len() >= bcp.0 * bcp.1 * bcp.2 && db.len() >= bcp.1);
+    let (b, c, p) = ints(bcp);
+    let cfg = LaunchConfig {
+        // one block of 256 threads per channel (the kernel's shared array has 256 entries)
+        grid_dim: (c as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let args = (*g.device_ptr(), *db.device_ptr_mut(), b, c, p);
+    // SAFETY: the lengths are checked above.
+    unsafe { kernel::<E>(dev, "channel_sum")?.launch(cfg, args) }?;
+    Ok(())
+}
+
+/// out = pool(x) over `g`'s planes; `arg` (max only) receives each maximum's position.
+pub(crate) fn pool_fwd<E: CudaFloat>(
+    dev: &Arc<CudaDevice>,
+    g: &PoolGeom,
+    x: &impl DevicePtr<E>,
+    out: &mut impl DevicePtrMut<E>,
+    arg: Option<&mut CudaSlice<u32>>,
+) -> Result<(), CudaError> {
+    assert!(x.len() >= g.in_len() && out.len() >= g.out_len());
+    assert!(arg.as_ref().is_none_or(|a| a.len() >= g.out_len()));
+    let arg = arg.map_or(0, |a| *a.device_ptr_mut());
+    let args = (*g, *x.device_ptr(), *out.device_ptr_mut(), arg);
+    // SAFETY: the lengths are checked above.
+    unsafe { kernel::<E>(dev, "pool_fwd")?.launch(launch_cfg(g.out_len()), args) }?;
+    Ok(())
+}
+
+/// dx += the gradient of [`pool_fwd`] for `gout`; `arg` as it saved (required for max).
+pub(crate) fn pool_bwd<E: CudaFloat>(
+    dev: &Arc<CudaDevice>,
+    g: &PoolGeom,
+    gout: &impl DevicePtr<E>,
+    arg: Option<&CudaSlice<u32>>,
+    dx: &mut impl DevicePtrMut<E>,
+) -> Result<(), CudaError> {
+    assert!(gout.len() >= g.out_len() && dx.len() >= g.in_len());
+    assert!(match arg {
+        Some(a) => a.len() >= g.out_len(),
+        None => g.kind != 0,
+    });
+    let args = (
+        *g,
+        *gout.device_ptr(),
+        ptr_or_null(arg),
+        *dx.device_ptr_mut(),
+    );
+    // SAFETY: the lengths are checked above.
+    unsafe { kernel::<E>(dev, "pool_bwd")?.launch(launch_cfg(g.in_len()), args) }?;
+    Ok(())
 }

@@ -2,9 +2,9 @@
 
 use super::{Pool2DGeometry, Pool2DKernel, PoolKind};
 use crate::ops::cuda::{
-    CudaFloat, PoolGeom, alloc, device_of, into_tensor, kernel, launch_cfg, ptr_or_null, to_device,
+    CudaFloat, PoolGeom, alloc, device_of, into_tensor, pool_bwd, pool_fwd, to_device,
 };
-use cudarc::driver::{CudaSlice, DeviceSlice, LaunchAsync};
+use cudarc::driver::{CudaSlice, DeviceSlice};
 use dfdx::shapes::Shape;
 use dfdx::tensor::{Cuda, Tensor};
 
@@ -26,14 +26,11 @@ impl<E: CudaFloat> Pool2DKernel<E> for Cuda {
         let g = PoolGeom::new(geom, planes);
         let x = to_device(&dev, x)?;
         let mut out = alloc::<E>(&dev, g.out_len())?;
-        let arg = match save && geom.kind == PoolKind::Max {
+        let mut arg = match save && geom.kind == PoolKind::Max {
             true => Some(alloc::<u32>(&dev, g.out_len())?),
             false => None,
         };
-        let arg_ptr = ptr_or_null(arg.as_ref());
-        let f = kernel::<E>(&dev, "pool_fwd")?;
-        // SAFETY: x holds the planes pool_fwd reads, out and arg the outputs it writes.
-        unsafe { f.launch(launch_cfg(g.out_len()), (g, &x, &mut out, arg_ptr)) }?;
+        pool_fwd(&dev, &g, &x, &mut out, arg.as_mut())?;
         Ok((into_tensor(self, out, out_shape)?, CudaPool2DSaved(arg)))
     }
 
@@ -47,10 +44,6 @@ impl<E: CudaFloat> Pool2DKernel<E> for Cuda {
         let dev = gout.device();
         let g = PoolGeom::new(geom, gout.len() / (geom.output.0 * geom.output.1));
         assert_eq!(dx.len(), g.in_len());
-        let arg_ptr = ptr_or_null(saved.0.as_ref());
-        let f = kernel::<E>(&dev, "pool_bwd")?;
-        // SAFETY: gout and arg hold the pooled planes, dx the input planes pool_bwd adds into.
-        unsafe { f.launch(launch_cfg(g.in_len()), (g, gout, arg_ptr, dx)) }?;
-        Ok(())
+        pool_bwd(&dev, &g, gout, saved.0.as_ref(), dx)
     }
 }
