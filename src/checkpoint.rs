@@ -186,7 +186,16 @@ where
                 (saved.split("; ").collect(), ours.split("; ").collect());
             let at = match theirs.iter().zip(&mine).position(|(a, b)| a != b) {
                 Some(0) => format!("its input is {} there and {} here", theirs[0], mine[0]),
-                Some(i) => format!("layer {i} is `{}` there and `{}` here", theirs[i], mine[i]),
+                Some(i) => {
+                    // The rows agree up to here, so our row names the place in both.
+                    let path = M::SUMMARY.rows.get(i - 1).map_or("", |row| row.path);
+                    let at = if path.is_empty() {
+                        format!("layer {i}")
+                    } else {
+                        format!("layer {i} (`{path}`)")
+                    };
+                    format!("{at} is `{}` there and `{}` here", theirs[i], mine[i])
+                }
                 None => format!(
                     "it has {} layers there and {} here",
                     theirs.len() - 1,

@@ -51,9 +51,16 @@ pub struct Summary {
 /// One layer of a [`Summary`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerRow {
-    /// The layer's field in the network struct; empty for a stateless layer that was not
-    /// named, which has none.
+    /// The layer's field in its scope (the network, a block, a group: `conv1`, `0`); empty for
+    /// a stateless layer that was not named, which has none.
     pub name: &'static str,
+    /// The dotted path of names from the network (`b3.0.conv1`): the prefix of the layer's
+    /// checkpoint keys (`b3.0.conv1.weight`); empty where `name` is.
+    pub path: &'static str,
+    /// How deeply the row is nested: 0 for the network's own entries, one more inside each
+    /// block, group, repeat or branch construct (whose own row, before its contents, holds
+    /// their totals).
+    pub depth: usize,
     /// The layer as written in the macro, normalised: `conv2d(6, kernel=5, padding=2)`.
     pub kind: &'static str,
     /// The shape of the layer's output for one image.
@@ -75,12 +82,15 @@ pub struct LayerRow {
 }
 
 impl Summary {
-    /// Trainable parameters of the network, the sum of the rows' (the network's `PARAMS`).
+    /// Trainable parameters of the network, the sum of the top-level rows' (the network's
+    /// `PARAMS`).
     pub const fn params(&self) -> usize {
         let mut total = 0;
         let mut i = 0;
         while i < self.rows.len() {
-            total += self.rows[i].params;
+            if self.rows[i].depth == 0 {
+                total += self.rows[i].params;
+            }
             i += 1;
         }
         total
@@ -91,7 +101,9 @@ impl Summary {
         let mut total = 0;
         let mut i = 0;
         while i < self.rows.len() {
-            total += self.rows[i].non_trainable;
+            if self.rows[i].depth == 0 {
+                total += self.rows[i].non_trainable;
+            }
             i += 1;
         }
         total
@@ -102,19 +114,25 @@ impl Summary {
         let mut total = 0;
         let mut i = 0;
         while i < self.rows.len() {
-            total += self.rows[i].macs;
+            if self.rows[i].depth == 0 {
+                total += self.rows[i].macs;
+            }
             i += 1;
         }
         total
     }
 
-    /// The shape of the network's output for one image: the last layer's, or the input's for
-    /// a network without layers.
+    /// The shape of the network's output for one image: the last top-level row's, or the
+    /// input's for a network without layers.
     pub const fn output(&self) -> &'static [usize] {
-        match self.rows.last() {
-            Some(row) => row.output,
-            None => self.input,
+        let mut i = self.rows.len();
+        while i > 0 {
+            i -= 1;
+            if self.rows[i].depth == 0 {
+                return self.rows[i].output;
+            }
         }
+        self.input
     }
 }
 
@@ -143,9 +161,11 @@ impl fmt::Display for Summary {
             .rows
             .iter()
             .map(|row| {
+                // Nesting shows as indentation of the name and the kind.
+                let indent = "  ".repeat(row.depth);
                 [
-                    row.name.to_string(),
-                    row.kind.to_string(),
+                    format!("{indent}{}", row.name),
+                    format!("{indent}{}", row.kind),
                     dims(row.output),
                     thousands(row.params + row.non_trainable),
                     thousands(row.macs),
@@ -224,6 +244,8 @@ mod tests {
         rows: &[
             LayerRow {
                 name: "conv1",
+                path: "conv1",
+                depth: 0,
                 kind: "conv2d(2, kernel=3)",
                 output: &[2, 6, 6],
                 params: 20,
@@ -233,6 +255,8 @@ mod tests {
             },
             LayerRow {
                 name: "bn1",
+                path: "bn1",
+                depth: 0,
                 kind: "batch_norm2d",
                 output: &[2, 6, 6],
                 params: 4,
@@ -242,6 +266,8 @@ mod tests {
             },
             LayerRow {
                 name: "",
+                path: "",
+                depth: 0,
                 kind: "max_pool2d(kernel=2)",
                 output: &[2, 3, 3],
                 params: 0,
@@ -251,6 +277,8 @@ mod tests {
             },
             LayerRow {
                 name: "",
+                path: "",
+                depth: 0,
                 kind: "flatten",
                 output: &[18],
                 params: 0,
@@ -260,6 +288,8 @@ mod tests {
             },
             LayerRow {
                 name: "linear1",
+                path: "linear1",
+                depth: 0,
                 kind: "linear(4000)",
                 output: &[4000],
                 params: 76_000,

@@ -11,9 +11,10 @@ use proc_macro2::{Group, Literal, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote};
 use syn::Ident;
 
-use crate::check::{
-    Act, Conv, ConvTranspose, Field, FieldLayer, Linear, Mode, NetPlan, Plan, Pool, PoolKind, Row,
-    Step, Unit, fmt_dims,
+use crate::check::fmt_dims;
+use crate::ir::{
+    Act, Conv, ConvTranspose, Field, FieldLayer, FieldTy, Linear, Mode, NetPlan, Path, Plan, Pool,
+    PoolKind, Row, Scope, Step, Unit,
 };
 
 pub fn net(plan: &Plan) -> TokenStream {
@@ -38,31 +39,15 @@ fn one_net(net: &NetPlan) -> TokenStream {
     } = net;
     let doc = struct_doc(net);
 
-    let fields = net.fields.iter().map(|field| {
-        let ident = &field.ident;
-        let ty = field_ty(&field.layer);
-        let doc = field_doc(&net.rows[field.row]);
-        quote! {
-            #[doc = #doc]
-            #vis #ident: #ty
-        }
-    });
-    // Without layers that hold tensors, `E` and `D` would be unused.
-    let marker = !net.fields.iter().any(|f| f.layer.has_tensors());
+    let fields = fields_tokens(net, &net.fields);
+    // Without fields that hold tensors, `E` and `D` would be unused.
+    let marker = !net.fields.iter().any(Field::has_tensors);
     let marker_field =
         marker.then(|| quote!(__marker: ::core::marker::PhantomData<fn() -> (E, D)>,));
 
-    let collection = tensor_collection(net, marker);
-    let leaky = |unit: &Unit| matches!(unit, Unit::Act(Act::LeakyReLU(_)));
-    let uses_slope = net
-        .steps
-        .iter()
-        .any(|step| matches!(step, Step::Unit(unit) if leaky(unit)))
-        || net
-            .fields
-            .iter()
-            .any(|field| matches!(&field.layer, FieldLayer::Unit(unit) if leaky(unit)));
-    let slope = uses_slope.then(|| {
+    let collection = tensor_collection(net.ident, &net.fields, marker);
+    let scopes = net.scopes.iter().map(|scope| scope_struct(net, scope));
+    let slope = uses_slope(net).then(|| {
         quote! {
             /// `leaky_relu`'s slope in the network's dtype.
             fn __slope<E: #dfdx::shapes::Dtype>(slope: f64) -> E {
@@ -87,6 +72,8 @@ fn one_net(net: &NetPlan) -> TokenStream {
 
         #consts
 
+        #(#scopes)*
+
         const _: () = {
             #collection
             #slope
@@ -107,10 +94,95 @@ fn one_net(net: &NetPlan) -> TokenStream {
     }
 }
 
+/// Whether any step or field uses `leaky_relu`, whose slope needs converting to `E`.
+fn uses_slope(net: &NetPlan) -> bool {
+    fn in_steps(steps: &[Step]) -> bool {
+        steps.iter().any(|step| match step {
+            Step::Unit(Unit::Act(Act::LeakyReLU(_))) => true,
+            Step::Residual { body, shortcut } => in_steps(body) || in_steps(shortcut),
+            Step::Concat { branches, .. } | Step::Sum { branches } => {
+                branches.iter().any(|b| in_steps(b))
+            }
+            Step::Scale { gate, .. } => in_steps(gate),
+            _ => false,
+        })
+    }
+    let leaky_field = |f: &Field| {
+        matches!(
+            &f.ty,
+            FieldTy::Layer(FieldLayer::Unit(Unit::Act(Act::LeakyReLU(_))))
+        )
+    };
+    in_steps(&net.steps)
+        || net.fields.iter().any(leaky_field)
+        || net.scopes.iter().any(|s| s.fields.iter().any(leaky_field))
+}
+
+/// The fields of a struct, each with its doc.
+fn fields_tokens(net: &NetPlan, fields: &[Field]) -> Vec<TokenStream> {
+    let vis = net.vis;
+    fields
+        .iter()
+        .map(|field| {
+            let ident = &field.ident;
+            let ty = field_ty(net, &field.ty);
+            let doc = &field.doc;
+            quote! {
+                #[doc = #doc]
+                #vis #ident: #ty
+            }
+        })
+        .collect()
+}
+
+/// The struct of a nested scope (a block call, a named group, a repeat or one of its copies),
+/// with its `TensorCollection`: dfdx joins its name to its fields' with a dot, which makes the
+/// checkpoint keys dotted paths.
+fn scope_struct(net: &NetPlan, scope: &Scope) -> TokenStream {
+    let dfdx = dfdx();
+    let vis = net.vis;
+    let ident = &scope.ident;
+    let fields = fields_tokens(net, &scope.fields);
+    let marker = !scope.fields.iter().any(Field::has_tensors);
+    let marker_field =
+        marker.then(|| quote!(__marker: ::core::marker::PhantomData<fn() -> (E, D)>,));
+    let collection = tensor_collection(ident, &scope.fields, marker);
+    let doc = format!("Part of `{}` made by `cnn!`: {}.", net.ident, scope.doc);
+    let attrs = &scope.attrs;
+    quote! {
+        #(#attrs)*
+        #[doc = #doc]
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone)]
+        #vis struct #ident<
+            E: #dfdx::shapes::Dtype = f32,
+            D: #dfdx::tensor::Storage<E> = #dfdx::tensor::Cpu,
+        > {
+            #(#fields,)*
+            #marker_field
+        }
+
+        const _: () = {
+            #collection
+        };
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Types and values of layers
 
-fn field_ty(layer: &FieldLayer) -> TokenStream {
+fn field_ty(net: &NetPlan, ty: &FieldTy) -> TokenStream {
+    match ty {
+        FieldTy::Layer(layer) => layer_ty(layer),
+        FieldTy::Scope(index) => {
+            let ident = &net.scopes[*index].ident;
+            quote!(#ident<E, D>)
+        }
+    }
+}
+
+fn layer_ty(layer: &FieldLayer) -> TokenStream {
     let dfdx = dfdx();
     match layer {
         FieldLayer::Conv(conv) => conv_ty(conv),
@@ -123,9 +195,19 @@ fn field_ty(layer: &FieldLayer) -> TokenStream {
                 quote!(#dfdx::nn::modules::UnbiasedLinear<#i, #o, E, D>)
             }
         }
-        FieldLayer::BatchNorm { channels } => {
+        FieldLayer::BatchNorm {
+            channels,
+            image: true,
+        } => {
             let c = lit(*channels);
             quote!(#dfdx::nn::modules::BatchNorm2D<#c, E, D>)
+        }
+        FieldLayer::BatchNorm {
+            channels,
+            image: false,
+        } => {
+            let c = lit(*channels);
+            quote!(#dfdx::nn::modules::BatchNorm1D<#c, E, D>)
         }
         FieldLayer::Unit(Unit::Act(Act::LeakyReLU(_))) => quote!(#dfdx::nn::modules::LeakyReLU<E>),
         FieldLayer::Unit(unit) => unit_path(unit),
@@ -276,9 +358,18 @@ fn unit_value(unit: &Unit) -> TokenStream {
 fn unit_tokens(unit: &Unit, turbofish: TokenStream) -> TokenStream {
     let dfdx = dfdx();
     match unit {
+        // Ours: dfdx 0.13 has neither.
+        Unit::Act(Act::ReLU6) => quote!(::cnn::nn::ReLU6),
+        Unit::Act(Act::SiLU) => quote!(::cnn::nn::SiLU),
         Unit::Act(act) => {
             let ident = format_ident!("{}", act_type(*act));
             quote!(#dfdx::nn::modules::#ident)
+        }
+        Unit::GlobalPool(PoolKind::Avg) => quote!(#dfdx::nn::modules::AvgPoolGlobal),
+        Unit::GlobalPool(PoolKind::Max) => quote!(#dfdx::nn::modules::MaxPoolGlobal),
+        Unit::AdaptiveAvg { input, output } => {
+            let params = [input.0, input.1, output.0, output.1].map(lit);
+            quote!(::cnn::nn::AdaptiveAvgPool2D #turbofish <#(#params),*>)
         }
         Unit::Pool(Pool {
             kind,
@@ -309,6 +400,8 @@ fn unit_tokens(unit: &Unit, turbofish: TokenStream) -> TokenStream {
 fn act_type(act: Act) -> &'static str {
     match act {
         Act::ReLU => "ReLU",
+        Act::ReLU6 => "ReLU6",
+        Act::SiLU => "SiLU",
         Act::LeakyReLU(_) => "LeakyReLU",
         Act::Sigmoid => "Sigmoid",
         Act::Tanh => "Tanh",
@@ -345,17 +438,12 @@ fn field_init(layer: &FieldLayer) -> TokenStream {
 // ---------------------------------------------------------------------------------------------
 // TensorCollection: what build_module, optimisers, save/load, to_device and to_dtype walk
 
-fn tensor_collection(net: &NetPlan, marker: bool) -> TokenStream {
+fn tensor_collection(name: &Ident, fields: &[Field], marker: bool) -> TokenStream {
     let dfdx = dfdx();
-    let name = net.ident;
-    let visited: Vec<&Field> = net
-        .fields
-        .iter()
-        .filter(|f| f.layer.has_tensors())
-        .collect();
+    let visited: Vec<&Field> = fields.iter().filter(|f| f.has_tensors()).collect();
     let modules = visited.iter().map(|field| {
         let ident = &field.ident;
-        let key = ident.to_string();
+        let key = &field.key;
         quote! {
             <Self as #dfdx::nn::TensorCollection<E, D>>::module(#key, |s| &s.#ident, |s| &mut s.#ident)
         }
@@ -370,15 +458,14 @@ fn tensor_collection(net: &NetPlan, marker: bool) -> TokenStream {
             })
             .collect(),
     );
-    let inits = net
-        .fields
-        .iter()
-        .filter(|f| !f.layer.has_tensors())
-        .map(|field| {
-            let ident = &field.ident;
-            let value = field_init(&field.layer);
-            quote!(#ident: #value)
-        });
+    let inits = fields.iter().filter(|f| !f.has_tensors()).map(|field| {
+        let ident = &field.ident;
+        let FieldTy::Layer(layer) = &field.ty else {
+            unreachable!("nested scopes are visited")
+        };
+        let value = field_init(layer);
+        quote!(#ident: #value)
+    });
     let visited_idents = visited.iter().map(|f| &f.ident);
     let marker = marker.then(|| quote!(__marker: ::core::marker::PhantomData,));
     quote! {
@@ -424,7 +511,7 @@ fn forward(net: &NetPlan) -> TokenStream {
         Mode::Same | Mode::Dropout => (quote!(__T), quote!(__T: #dfdx::tensor::Tape<E, D>,)),
         Mode::BatchNorm => (quote!(#dfdx::tensor::NoneTape), quote!()),
     };
-    let body = steps(net, false);
+    let body = (Some(steps(net, false, false)), steps(net, false, true));
     let which = match net.mode {
         Mode::BatchNorm => "an untraced",
         _ => "a",
@@ -504,7 +591,10 @@ fn forward(net: &NetPlan) -> TokenStream {
         },
         Mode::Dropout | Mode::BatchNorm => {
             let tape = quote!(#dfdx::tensor::OwnedTape<E, D>);
-            let body = steps(net, true);
+            // Batch statistics of one vector are undefined: a network with batch_norm1d trains
+            // on batches only (the single-image impl is left out, so that is a type error).
+            let one = (!has_batch_norm1d(&net.steps)).then(|| steps(net, true, false));
+            let body = (one, steps(net, true, true));
             let message = format!(
                 "`{name}::forward_mut` trains on a traced tensor of shape {input} or a batch {batch}, not `{{Self}}`"
             );
@@ -559,7 +649,7 @@ fn input_impls(
     trait_name: &Ident,
     tape: &TokenStream,
     tape_param: &TokenStream,
-    body: &TokenStream,
+    (one_body, batch_body): &(Option<TokenStream>, TokenStream),
     mutable: bool,
     (message, label, note): (&str, &str, &str),
 ) -> TokenStream {
@@ -578,7 +668,10 @@ fn input_impls(
     let one_out = tensor(quote!((#(#output,)*)));
     let batch_in = tensor(quote!((__B, #(#input,)*)));
     let batch_out = tensor(quote!((__B, #(#output,)*)));
-    let implementation = |generics: TokenStream, input: &TokenStream, output: &TokenStream| {
+    let implementation = |generics: TokenStream,
+                          input: &TokenStream,
+                          output: &TokenStream,
+                          body: &TokenStream| {
         // Spanned on the declared input shape, so that the compiler's "the following other
         // types implement trait" points at `[C, H, W]`.
         respan(
@@ -597,8 +690,15 @@ fn input_impls(
             net.input_span,
         )
     };
-    let one = implementation(quote!(), &one_in, &one_out);
-    let batch = implementation(quote!(__B: #dfdx::shapes::Dim,), &batch_in, &batch_out);
+    let one = one_body
+        .as_ref()
+        .map(|body| implementation(quote!(), &one_in, &one_out, body));
+    let batch = implementation(
+        quote!(__B: #dfdx::shapes::Dim,),
+        &batch_in,
+        &batch_out,
+        batch_body,
+    );
     quote! {
         #[diagnostic::on_unimplemented(message = #message, label = #label, note = #note)]
         #vis trait #trait_name<E: #dfdx::shapes::Dtype, D: #dfdx::tensor_ops::Device<E>>: Sized {
@@ -640,50 +740,183 @@ fn const_dims(dims: &[usize]) -> Vec<TokenStream> {
 
 /// The forward body: one `let x = ...?;` per step. Training (`mutable`) differs from inference
 /// only for dropout (identity in inference) and batch norm (running statistics in inference).
-fn steps(net: &NetPlan, mutable: bool) -> TokenStream {
+/// The forward body for one image (`batched` false) or a batch.
+fn steps(net: &NetPlan, mutable: bool, batched: bool) -> TokenStream {
+    seq(&net.steps, mutable, batched)
+}
+
+/// Whether any step, at any depth, is `batch_norm1d`.
+fn has_batch_norm1d(steps: &[Step]) -> bool {
+    steps.iter().any(|step| match step {
+        Step::BatchNorm { features, .. } => features.is_some(),
+        Step::Residual { body, shortcut } => has_batch_norm1d(body) || has_batch_norm1d(shortcut),
+        Step::Concat { branches, .. } | Step::Sum { branches } => {
+            branches.iter().any(|b| has_batch_norm1d(b))
+        }
+        Step::Scale { gate, .. } => has_batch_norm1d(gate),
+        _ => false,
+    })
+}
+
+/// `net.b3._0.conv1`
+fn field(path: &Path) -> TokenStream {
+    let parts = &path.0;
+    quote!(net.#(#parts).*)
+}
+
+/// One `let x = ...?;` per step. Branches other than the first run on a copy of `x` with an
+/// empty tape, and the op that joins them merges the tapes (as dfdx's own `Residual` does), so
+/// the gradient reaches `x` through every branch.
+fn seq(steps: &[Step], mutable: bool, batched: bool) -> TokenStream {
     let dfdx = dfdx();
     let module = quote!(#dfdx::nn::Module::try_forward);
     let module_mut = quote!(#dfdx::nn::ModuleMut::try_forward_mut);
-    let steps = net.steps.iter().filter_map(|step| {
+    let fork = quote!(#dfdx::tensor::WithEmptyTape::with_empty_tape(&x));
+    let add = quote!(#dfdx::tensor_ops::TryAdd::try_add);
+    let steps = steps.iter().filter_map(|step| {
         let call = match step {
             Step::Conv {
-                field,
+                field: path,
                 act: None,
                 pool: None,
                 input_grad: true,
-            } => quote!(#module(&net.#field, x)),
+            } => {
+                let f = field(path);
+                quote!(#module(&#f, x))
+            }
             Step::Conv {
-                field,
+                field: path,
                 act,
                 pool,
                 input_grad,
             } => {
+                let f = field(path);
                 let act = act.map_or_else(|| quote!(()), |act| unit_value(&Unit::Act(act)));
                 let pool = pool
                     .as_ref()
                     .map_or_else(|| quote!(()), |pool| unit_value(&Unit::Pool(pool.clone())));
                 let input_grad = (!input_grad).then(|| quote!(.without_input_grad()));
-                quote!(#module(&net.#field.fused(#act, #pool) #input_grad, x))
+                quote!(#module(&#f.fused(#act, #pool) #input_grad, x))
             }
-            Step::Field(field) => quote!(#module(&net.#field, x)),
+            Step::Field(path) => {
+                let f = field(path);
+                quote!(#module(&#f, x))
+            }
             Step::Unit(unit) => {
                 let value = unit_value(unit);
                 quote!(#module(&#value, x))
             }
-            Step::BatchNorm(field) if mutable => quote!(#module_mut(&mut net.#field, x)),
-            Step::BatchNorm(field) => quote!(#module(&net.#field, x)),
+            Step::BatchNorm { field: path, .. } if mutable => {
+                let f = field(path);
+                quote!(#module_mut(&mut #f, x))
+            }
+            // dfdx's BatchNorm1D takes batches: one vector is inferred as a batch of one.
+            Step::BatchNorm {
+                field: path,
+                features: Some(n),
+            } if !batched => {
+                let f = field(path);
+                let n = lit(*n);
+                let reshape = quote!(#dfdx::tensor_ops::ReshapeTo::try_reshape_like);
+                quote!({
+                    let x = #reshape(x, &(#dfdx::shapes::Const::<1>, #dfdx::shapes::Const::<#n>))?;
+                    let x = #module(&#f, x)?;
+                    #reshape(x, &(#dfdx::shapes::Const::<#n>,))
+                })
+            }
+            Step::BatchNorm { field: path, .. } => {
+                let f = field(path);
+                quote!(#module(&#f, x))
+            }
             Step::Dropout {
-                field: Some(field), ..
-            } if mutable => quote!(#module_mut(&mut net.#field, x)),
+                field: Some(path), ..
+            } if mutable => {
+                let f = field(path);
+                quote!(#module_mut(&mut #f, x))
+            }
             Step::Dropout { field: None, p } if mutable => {
                 let p = Literal::f32_suffixed(*p as f32);
                 quote!(#module_mut(&mut #dfdx::nn::modules::Dropout { p: #p }, x))
             }
             Step::Dropout { .. } => return None,
+            Step::Residual { body, shortcut } => {
+                let body = seq(body, mutable, batched);
+                let shortcut = seq(shortcut, mutable, batched);
+                quote!({
+                    let __shortcut = { let x = #fork; #shortcut x };
+                    let __body = { #body x };
+                    #add(__body, __shortcut)
+                })
+            }
+            Step::Sum { branches } => {
+                let (forks, outs) = branch_values(branches, mutable, batched, &fork);
+                let first = &outs[0];
+                let rest = &outs[1..];
+                quote!({
+                    #forks
+                    let x = #first;
+                    #( let x = #add(x, #rest)?; )*
+                    ::core::result::Result::<_, D::Err>::Ok(x)
+                })
+            }
+            Step::Concat { branches, channels } => {
+                let (forks, outs) = branch_values(branches, mutable, batched, &fork);
+                let first = &outs[0];
+                let rest = &outs[1..];
+                let channels = lit(*channels);
+                quote!({
+                    #forks
+                    ::cnn::nn::try_concat::<#channels, _, _, _, _, _>(
+                        #first,
+                        [#(::cnn::nn::channels_to_usize(#rest)),*],
+                    )
+                })
+            }
+            Step::Scale { gate, flatten } => {
+                let gate = seq(gate, mutable, batched);
+                let flatten = flatten.map(|c| {
+                    let flat = unit_value(&Unit::Flatten(c));
+                    quote!(let x = #module(&#flat, x)?;)
+                });
+                quote!({
+                    let __gate = { let x = #fork; #gate #flatten x };
+                    ::cnn::nn::try_scale(x, __gate)
+                })
+            }
         };
         Some(quote!(let x = #call?;))
     });
     quote!(#(#steps)*)
+}
+
+/// The branches of a `sum` or `concat`: the forks of `x` (every branch but the first gets a
+/// copy with an empty tape, made before the first takes `x`), and each branch's output value.
+fn branch_values(
+    branches: &[Vec<Step>],
+    mutable: bool,
+    batched: bool,
+    fork: &TokenStream,
+) -> (TokenStream, Vec<TokenStream>) {
+    let forks = (1..branches.len()).map(|i| {
+        let name = format_ident!("__fork{i}");
+        quote!(let #name = #fork;)
+    });
+    let outs = branches.iter().enumerate().map(|(i, steps)| {
+        let body = seq(steps, mutable, batched);
+        let name = format_ident!("__branch{i}");
+        let input = (i > 0).then(|| {
+            let fork = format_ident!("__fork{i}");
+            quote!(let x = #fork;)
+        });
+        quote!(let #name = { #input #body x };)
+    });
+    let names: Vec<_> = (0..branches.len())
+        .map(|i| {
+            let name = format_ident!("__branch{i}");
+            quote!(#name)
+        })
+        .collect();
+    (quote!(#(#forks)* #(#outs)*), names)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -701,6 +934,8 @@ fn consts(net: &NetPlan) -> TokenStream {
     let rows = net.rows.iter().map(|row| {
         let Row {
             name,
+            path,
+            depth,
             kind,
             output,
             params,
@@ -708,6 +943,7 @@ fn consts(net: &NetPlan) -> TokenStream {
             macs,
             receptive_field,
         } = row;
+        let depth = lit(*depth);
         let output = output.iter().map(|&n| lit(n));
         let (params, non_trainable, macs) = (lit(*params), lit(*non_trainable), lit(*macs));
         let receptive_field = match receptive_field {
@@ -720,6 +956,8 @@ fn consts(net: &NetPlan) -> TokenStream {
         quote! {
             ::cnn::summary::LayerRow {
                 name: #name,
+                path: #path,
+                depth: #depth,
                 kind: #kind,
                 output: &[#(#output),*],
                 params: #params,
@@ -790,18 +1028,20 @@ fn struct_doc(net: &NetPlan) -> String {
     );
     let _ = writeln!(doc, "|---|---|---|--:|--:|---|");
     for row in &net.rows {
+        // Nesting shows as indentation (non-breaking spaces, which Markdown keeps).
+        let indent = "\u{a0}\u{a0}".repeat(row.depth);
         let name = if row.name.is_empty() {
-            String::new()
+            indent.clone()
         } else {
-            format!("`{}`", row.name)
+            format!("{indent}`{}`", row.name)
         };
+        let kind = format!("{indent}`{}`", row.kind);
         let rf = row
             .receptive_field
             .map_or_else(|| "-".to_string(), |(h, w)| format!("{h}x{w}"));
         let _ = writeln!(
             doc,
-            "| {name} | `{}` | `{}` | {} | {} | {rf} |",
-            row.kind,
+            "| {name} | {kind} | `{}` | {} | {} | {rf} |",
             fmt_dims(&row.output),
             thousands(row.params + row.non_trainable),
             thousands(row.macs),
@@ -851,14 +1091,6 @@ fn struct_doc(net: &NetPlan) -> String {
                  `forward` on an untraced input is inference (running statistics)."
             );
         }
-    }
-    doc
-}
-
-fn field_doc(row: &Row) -> String {
-    let mut doc = format!("`{}`: output {}", row.kind, fmt_dims(&row.output));
-    if row.params > 0 {
-        let _ = write!(doc, ", {} parameters", thousands(row.params));
     }
     doc
 }

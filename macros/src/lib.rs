@@ -6,6 +6,7 @@
 mod ast;
 mod check;
 mod expand;
+mod ir;
 
 use proc_macro::TokenStream;
 use syn::parse_macro_input;

@@ -11,6 +11,7 @@
 //! (`Linear`, activations, `Dropout`, `BatchNorm2D`) are used as they are.
 
 mod avg_pool2d;
+mod blocks;
 mod conv2d;
 mod conv_transpose2d;
 mod flatten;
@@ -19,6 +20,9 @@ mod max_pool2d;
 mod optional_field;
 
 pub use avg_pool2d::AvgPool2D;
+pub use blocks::{
+    AdaptiveAvgPool2D, ChannelShape, ReLU6, SiLU, channels_to_usize, try_concat, try_scale,
+};
 pub use conv_transpose2d::ConvTranspose2D;
 pub use conv2d::Conv2D;
 pub use flatten::Flatten2D;

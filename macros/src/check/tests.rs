@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::ast::Input;
+use crate::ir::*;
 
 fn plan_of(src: &str, f: impl FnOnce(&NetPlan)) {
     let input: Input = syn::parse_str(src).expect("parses");
@@ -141,7 +142,7 @@ fn lenet_plan() {
         assert_eq!(net.mode, Mode::Same);
         let names: Vec<_> = net.fields.iter().map(|f| f.ident.to_string()).collect();
         assert_eq!(names, ["conv1", "conv2", "linear1", "linear2", "linear3"]);
-        let FieldLayer::Conv(conv) = &net.fields[1].layer else {
+        let FieldTy::Layer(FieldLayer::Conv(conv)) = &net.fields[1].ty else {
             panic!("conv2 is a conv")
         };
         assert_eq!(
@@ -228,11 +229,12 @@ fn conv_activation_pool_runs_are_fused() {
                 Step::Conv {
                     field, act, pool, ..
                 } => format!("{field}+{act:?}+{}", pool.is_some()),
-                Step::Field(field) | Step::BatchNorm(field) => field.to_string(),
+                Step::Field(field) | Step::BatchNorm { field, .. } => field.to_string(),
                 Step::Unit(Unit::Act(act)) => format!("{act:?}"),
                 Step::Unit(Unit::Pool(_)) => "pool".into(),
                 Step::Unit(Unit::Flatten(_)) => "flatten".into(),
                 Step::Dropout { .. } => "dropout".into(),
+                _ => "construct".into(),
             })
             .collect();
         assert_eq!(
@@ -365,7 +367,7 @@ fn conv_transpose_plan() {
     plan_of(src, |net| {
         let names: Vec<_> = net.fields.iter().map(|f| f.ident.to_string()).collect();
         assert_eq!(names, ["conv1", "conv_transpose1", "conv_transpose2", "up"]);
-        let FieldLayer::ConvTranspose(t) = &net.fields[1].layer else {
+        let FieldTy::Layer(FieldLayer::ConvTranspose(t)) = &net.fields[1].ty else {
             panic!("a transposed conv")
         };
         assert_eq!(
@@ -384,7 +386,7 @@ fn conv_transpose_plan() {
                 bias: true,
             }
         );
-        let FieldLayer::ConvTranspose(t) = &net.fields[2].layer else {
+        let FieldTy::Layer(FieldLayer::ConvTranspose(t)) = &net.fields[2].ty else {
             panic!("a transposed conv")
         };
         // h: 15 + 2 + 1 = 18; w: 15 + 0 + 1 + 1 = 17.
@@ -686,8 +688,12 @@ fn pool_padding_at_most_half_the_kernel() {
 
 #[test]
 fn unknown_duplicated_and_missing() {
-    assert!(error(&stack("conv3d(6, kernel = 5)")).starts_with(
-        "unknown layer `conv3d`; expected one of: conv2d, conv_transpose2d, max_pool2d,"
+    assert_eq!(
+        error(&stack("conv3d(6, kernel = 5)")),
+        "unknown layer or block `conv3d`; did you mean `conv2d`?"
+    );
+    assert!(error(&stack("dense(6)")).starts_with(
+        "unknown layer `dense`; expected one of: conv2d, conv_transpose2d, max_pool2d,"
     ));
     assert_eq!(
         error(&stack("conv2d(6, kernel = 5, strides = 2)")),

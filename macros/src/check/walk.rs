@@ -1,0 +1,874 @@
+//! The walk: every entry of the network in order, into blocks and branches, applying the
+//! layers' rules ([`layers`](super::layers)), the join rules ([`blocks`](super::blocks)), the
+//! naming rules ([`names`](super::names)) and fusion ([`fuse`](super::fuse)), and writing one
+//! summary row per layer and per construct.
+
+use std::collections::BTreeMap;
+
+use quote::format_ident;
+
+use super::args::{describe, eval_args};
+use super::blocks::{self, Branch};
+use super::defs::{self, Blocks};
+use super::expr::{Env, Val};
+use super::fuse::{Item as FuseItem, field_layer, fuse};
+use super::layers::{self, is_layer};
+use super::names::{Name, ScopeNames, snake_case};
+use super::{Errors, Flow, Shape, error, fmt_dims};
+use crate::ast::{self, Entry, Item, Op};
+use crate::ir::{Field, FieldTy, Mode, Row, Scope, Step};
+
+/// What the walk of one network found.
+pub struct Walked {
+    pub errors: Errors,
+    pub fields: Vec<Field>,
+    pub scopes: Vec<Scope>,
+    pub steps: Vec<Step>,
+    pub rows: Vec<Row>,
+    /// The output shape, when every shape was worked out.
+    pub output: Option<Shape>,
+    pub mode: Mode,
+    /// Whether the network's first step is a conv2d (which `input_grad = false` needs).
+    pub starts_with_conv: bool,
+}
+
+pub fn network(net: &ast::Net, blocks: &Blocks<'_>, mut flow: Flow, input_grad: bool) -> Walked {
+    let mut walker = Walker {
+        blocks,
+        net: net.ident.to_string(),
+        scopes: Vec::new(),
+        instances: BTreeMap::new(),
+        block_counts: BTreeMap::new(),
+        calls: Vec::new(),
+        rows: Vec::new(),
+        errors: Errors::default(),
+    };
+    let mut root = ScopeNames::new(false, Vec::new(), String::new());
+    let mut steps = walker.stack(&net.body, &mut root, &Env::default(), &mut flow, 0, true);
+    let starts_with_conv = matches!(steps.first(), Some(Step::Conv { .. }));
+    if let Some(Step::Conv {
+        input_grad: first, ..
+    }) = steps.first_mut()
+    {
+        *first = input_grad;
+    }
+    Walked {
+        errors: walker.errors,
+        fields: root.fields,
+        scopes: walker.scopes,
+        steps,
+        rows: walker.rows,
+        output: flow.shape,
+        mode: flow.mode,
+        starts_with_conv,
+    }
+}
+
+struct Walker<'b, 'a> {
+    blocks: &'b Blocks<'a>,
+    /// The network's name, the prefix of its scopes' structs.
+    net: String,
+    scopes: Vec<Scope>,
+    /// Block instances already generated: `Residual(c=64, ...) on [64, 24, 24]` -> scope.
+    instances: BTreeMap<String, usize>,
+    /// How many distinct instances of each block so far, for the structs' names.
+    block_counts: BTreeMap<String, usize>,
+    /// The blocks being expanded, outermost first: a call of one of them is recursion.
+    calls: Vec<String>,
+    rows: Vec<Row>,
+    errors: Errors,
+}
+
+impl Walker<'_, '_> {
+    /// Walks one stack in `scope`, returning its fused steps. `top` marks the network's own
+    /// entries, where `C`, `H`, `W` are the shape flowing into each entry.
+    fn stack(
+        &mut self,
+        stack: &ast::Stack,
+        scope: &mut ScopeNames,
+        env: &Env,
+        flow: &mut Flow,
+        depth: usize,
+        top: bool,
+    ) -> Vec<Step> {
+        let mut items = Vec::new();
+        for entry in &stack.entries {
+            let here = if top {
+                env.with_shape(flow.shape.clone())
+            } else {
+                env.clone()
+            };
+            self.entry(entry, scope, &here, flow, depth, &mut items);
+        }
+        fuse(items)
+    }
+
+    fn entry(
+        &mut self,
+        entry: &Entry,
+        scope: &mut ScopeNames,
+        env: &Env,
+        flow: &mut Flow,
+        depth: usize,
+        items: &mut Vec<FuseItem>,
+    ) {
+        // Rule: a name gives a field, so it goes on what has one: a layer, a block call, a
+        // group or a repeat. The other constructs' layers are fields of the enclosing scope.
+        if let (Some(name), false) = (
+            &entry.name,
+            matches!(
+                entry.item,
+                Item::Op(_) | Item::Group { .. } | Item::Repeat { .. }
+            ),
+        ) {
+            self.errors.push(error(
+                name.span(),
+                format!(
+                    "`{name}:` names nothing: only layers, block calls, groups and repeats are \
+                     fields; to make this a field, wrap it in a named group: `{name}: {{ ... }}`"
+                ),
+            ));
+        }
+        match &entry.item {
+            Item::Op(op) => {
+                let name = op.ident.to_string();
+                if is_layer(&name) {
+                    self.layer(entry, op, scope, env, flow, depth, items);
+                } else if let Some(def) = self.blocks.get(&name) {
+                    let steps = self.call(entry, op, def, scope, env, flow, depth);
+                    items.push(FuseItem::Steps(steps));
+                } else {
+                    // Rule: a layer is one of `LAYERS`, or a block of the invocation.
+                    let message = match self.blocks.closest(&name) {
+                        Some(close) => {
+                            format!("unknown layer or block `{name}`; did you mean `{close}`?")
+                        }
+                        None => {
+                            let blocks: Vec<&str> = self.blocks.names().collect();
+                            let blocks = if blocks.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; or a block: {}", blocks.join(", "))
+                            };
+                            format!(
+                                "unknown layer `{name}`; expected one of: {}{blocks}",
+                                layers::LAYERS.join(", ")
+                            )
+                        }
+                    };
+                    self.errors.push(error(op.ident.span(), message));
+                    flow.shape = None;
+                }
+            }
+            Item::Identity(_) => {
+                self.leaf_row(scope, None, depth, "identity".into(), flow, (0, 0, 0));
+            }
+            Item::Group { brace, body } => match &entry.name {
+                Some(_) => {
+                    let steps = self.group(entry, body, brace.span.open(), scope, env, flow, depth);
+                    items.push(FuseItem::Steps(steps));
+                }
+                None => {
+                    let steps = self.stack(body, scope, env, flow, depth, false);
+                    items.push(FuseItem::Steps(steps));
+                }
+            },
+            Item::Residual {
+                keyword,
+                body,
+                shortcut,
+            } => {
+                let header = self.open_row_named(String::new(), depth, "residual".into());
+                let input = flow.shape.clone();
+                let mut body_flow = flow.clone();
+                let body_steps = self.stack(body, scope, env, &mut body_flow, depth + 1, false);
+                let mut short_flow = flow.clone();
+                let short_steps = match shortcut {
+                    Some((_, stack)) => {
+                        let at = self.open_row_named(String::new(), depth + 1, "shortcut".into());
+                        let steps =
+                            self.stack(stack, scope, env, &mut short_flow, depth + 2, false);
+                        self.close_row(at, &short_flow);
+                        if steps.is_empty() {
+                            // (`if` chose nothing, say.)
+                            self.rows[at].kind = "shortcut (identity)".into();
+                        }
+                        steps
+                    }
+                    None => Vec::new(),
+                };
+                let has_shortcut = shortcut.is_some() && !short_steps.is_empty();
+                flow.shape = match (&input, &body_flow.shape, &short_flow.shape) {
+                    (Some(input), Some(b), Some(s)) => {
+                        match blocks::residual(keyword.span, input, b, s, has_shortcut) {
+                            Ok(()) => Some(b.clone()),
+                            Err(e) => {
+                                self.errors.push(e);
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                join_fields(flow, &[&body_flow, &short_flow], "residual");
+                self.close_row(header, flow);
+                items.push(FuseItem::Steps(vec![Step::Residual {
+                    body: body_steps,
+                    shortcut: short_steps,
+                }]));
+            }
+            Item::Concat { keyword, branches } => {
+                let step = self.join(keyword.span, true, branches, scope, env, flow, depth);
+                items.push(FuseItem::Steps(vec![step]));
+            }
+            Item::Sum { keyword, branches } => {
+                let step = self.join(keyword.span, false, branches, scope, env, flow, depth);
+                items.push(FuseItem::Steps(vec![step]));
+            }
+            Item::Scale { keyword, gate } => {
+                let header = self.open_row_named(String::new(), depth, "scale".into());
+                let mut gate_flow = flow.clone();
+                let gate_steps = self.stack(gate, scope, env, &mut gate_flow, depth + 1, false);
+                let mut flatten = None;
+                if let (Some(input), Some(g)) = (&flow.shape, &gate_flow.shape) {
+                    match blocks::scale(keyword.span, input, g) {
+                        Ok(f) => flatten = f.then(|| input.dims()[0]),
+                        Err(e) => {
+                            self.errors.push(e);
+                            flow.shape = None;
+                        }
+                    }
+                } else {
+                    flow.shape = None;
+                }
+                let shape = flow.shape.clone();
+                join_fields(flow, &[&gate_flow], "scale");
+                flow.shape = shape;
+                self.close_row(header, flow);
+                items.push(FuseItem::Steps(vec![Step::Scale {
+                    gate: gate_steps,
+                    flatten,
+                }]));
+            }
+            Item::Repeat {
+                keyword,
+                count,
+                body,
+            } => {
+                let steps = self.repeat(entry, keyword.span, count, body, scope, env, flow, depth);
+                items.push(FuseItem::Steps(steps));
+            }
+            Item::If {
+                cond,
+                then,
+                otherwise,
+                ..
+            } => {
+                let chosen = match self.errors.ok(env.eval(cond)) {
+                    Some(value) => match value.val {
+                        Val::Bool(b) => Some(b),
+                        other => {
+                            self.errors.push(error(
+                                value.span,
+                                format!("an `if` condition is `true` or `false`, not {other}"),
+                            ));
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                match chosen {
+                    Some(true) => {
+                        let steps = self.stack(then, scope, env, flow, depth, false);
+                        items.push(FuseItem::Steps(steps));
+                    }
+                    Some(false) => {
+                        if let Some(otherwise) = otherwise {
+                            let steps = self.stack(otherwise, scope, env, flow, depth, false);
+                            items.push(FuseItem::Steps(steps));
+                        }
+                    }
+                    None => flow.shape = None,
+                }
+            }
+        }
+        // Rule: an entry's declared output shape is its actual one.
+        if let (Some(expect), Some(shape)) = (&entry.expect, &flow.shape) {
+            match super::dims_values(expect) {
+                Ok(expected) if expected != shape.dims() => {
+                    self.errors.push(error(
+                        expect.span(),
+                        format!(
+                            "output {} differs from the actual {}",
+                            fmt_dims(&expected),
+                            fmt_dims(&shape.dims())
+                        ),
+                    ));
+                    flow.shape = None;
+                }
+                Ok(_) => {}
+                Err(e) => self.errors.push(e),
+            }
+        }
+    }
+
+    /// `concat { ... }` (`is_concat`) or `sum { ... }`: every branch from the same input.
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        &mut self,
+        at: proc_macro2::Span,
+        is_concat: bool,
+        branches: &ast::Stack,
+        scope: &mut ScopeNames,
+        env: &Env,
+        flow: &mut Flow,
+        depth: usize,
+    ) -> Step {
+        let word = if is_concat { "concat" } else { "sum" };
+        let header = self.open_row_named(String::new(), depth, word.into());
+        let mut outs = Vec::new();
+        let mut all_steps = Vec::new();
+        let mut flows = Vec::new();
+        for (i, branch) in branches.entries.iter().enumerate() {
+            let mut bflow = flow.clone();
+            let label = match &branch.name {
+                Some(name) => format!("branch {} (`{name}`)", i + 1),
+                None => format!("branch {}", i + 1),
+            };
+            let steps = match (&branch.item, &branch.name) {
+                // An unnamed group is the branch's stack: a row of its own, its layers inside.
+                (Item::Group { body, .. }, None) => {
+                    let row =
+                        self.open_row_named(String::new(), depth + 1, format!("branch {}", i + 1));
+                    let steps = self.stack(body, scope, env, &mut bflow, depth + 2, false);
+                    self.close_row(row, &bflow);
+                    steps
+                }
+                _ => {
+                    let mut items = Vec::new();
+                    self.entry(branch, scope, env, &mut bflow, depth + 1, &mut items);
+                    fuse(items)
+                }
+            };
+            if let Some(shape) = &bflow.shape {
+                outs.push(Branch {
+                    label,
+                    span: branch.item.span(),
+                    shape: shape.clone(),
+                });
+            }
+            all_steps.push(steps);
+            flows.push(bflow);
+        }
+        let count = branches.entries.len();
+        let joined = blocks::at_least_two(at, word, count).and_then(|()| {
+            if outs.len() < count || flow.shape.is_none() {
+                return Ok(None);
+            }
+            if is_concat {
+                blocks::concat(&outs).map(Some)
+            } else {
+                blocks::sum(&outs).map(Some)
+            }
+        });
+        flow.shape = match joined {
+            Ok(shape) => shape,
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
+        };
+        join_fields(flow, &flows.iter().collect::<Vec<_>>(), word);
+        self.close_row(header, flow);
+        if is_concat {
+            let channels = match flow.shape {
+                Some(Shape::Image { c, .. } | Shape::Flat(c)) => c,
+                None => 0,
+            };
+            Step::Concat {
+                branches: all_steps,
+                channels,
+            }
+        } else {
+            Step::Sum {
+                branches: all_steps,
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn layer(
+        &mut self,
+        entry: &Entry,
+        op: &Op,
+        scope: &mut ScopeNames,
+        env: &Env,
+        flow: &mut Flow,
+        depth: usize,
+        items: &mut Vec<FuseItem>,
+    ) {
+        // Where no shape is known (after an error), `C`, `H`, `W` mean nothing: such
+        // arguments are not reported again.
+        let mut arg_errors = Errors::default();
+        let args = eval_args(op, env, &mut arg_errors);
+        if flow.shape.is_some() {
+            if let Some(e) = arg_errors.0 {
+                self.errors.push(e);
+                flow.shape = None;
+            }
+        }
+        let spec = match layers::spec(op, &args) {
+            Ok(spec) => spec,
+            Err(e) => {
+                self.errors.push(e);
+                flow.shape = None;
+                return;
+            }
+        };
+        let prefix = spec.name_prefix();
+        let name = match scope.name(
+            entry.name.as_ref(),
+            prefix,
+            prefix.is_some(),
+            op.ident.span(),
+        ) {
+            Ok(name) => name,
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
+        };
+        let Some(shape) = flow.shape.clone() else {
+            return;
+        };
+        let keyword = op.ident.to_string();
+        let label = name.as_ref().map_or(keyword, |n| n.key.clone());
+        let placed = match layers::place(op, &spec, flow, shape, &label) {
+            Ok(placed) => placed,
+            Err(e) => {
+                self.errors.push(e);
+                flow.shape = None;
+                return;
+            }
+        };
+        let kind = describe(op, &args);
+        let row = self.leaf_row(
+            scope,
+            name.as_ref(),
+            depth,
+            kind,
+            flow,
+            (placed.params, placed.non_trainable, placed.macs),
+        );
+        if let Some(name) = &name {
+            scope.fields.push(Field {
+                ident: name.ident.clone(),
+                key: name.key.clone(),
+                ty: FieldTy::Layer(field_layer(&placed.placing)),
+                doc: field_doc(&self.rows[row]),
+            });
+        }
+        // (A layer with parameters but no name had a naming error: nothing is generated.)
+        if name.is_some() || prefix.is_none() {
+            items.push(FuseItem::Layer {
+                field: name.as_ref().map(|name| scope.path_to(name)),
+                placing: placed.placing,
+            });
+        }
+    }
+
+    /// A call of a user block: its body walked in a scope of its own, with the call's
+    /// arguments bound to the block's parameters and `C`, `H`, `W` to the call's input.
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &mut self,
+        entry: &Entry,
+        op: &Op,
+        def: &ast::BlockDef,
+        scope: &mut ScopeNames,
+        env: &Env,
+        flow: &mut Flow,
+        depth: usize,
+    ) -> Vec<Step> {
+        let block = def.ident.to_string();
+        let mut arg_errors = Errors::default();
+        let args = eval_args(op, env, &mut arg_errors);
+        let prefix = snake_case(&block);
+        let name = match scope.name(entry.name.as_ref(), Some(&prefix), true, op.ident.span()) {
+            Ok(name) => name.expect("a call always has a field"),
+            Err(e) => {
+                self.errors.push(e);
+                flow.shape = None;
+                return Vec::new();
+            }
+        };
+        let Some(input) = flow.shape.clone() else {
+            return Vec::new();
+        };
+        if let Some(e) = arg_errors.0 {
+            self.errors.push(e);
+            flow.shape = None;
+            return Vec::new();
+        }
+        // Rule: a block does not call itself, directly or through others.
+        if self.calls.contains(&block) {
+            let chain: Vec<&str> = self.calls.iter().map(String::as_str).collect();
+            self.errors.push(error(
+                op.ident.span(),
+                format!(
+                    "block `{block}` calls itself ({} -> {block}); blocks cannot recurse, since every call is expanded",
+                    chain.join(" -> ")
+                ),
+            ));
+            flow.shape = None;
+            return Vec::new();
+        }
+        let call_text = describe(op, &args);
+        let (block_env, bound) = match defs::bind(
+            def,
+            op,
+            &args,
+            &Env::default().with_shape(Some(input.clone())),
+        ) {
+            Ok(bound) => bound,
+            Err(e) => {
+                self.errors.push(e);
+                flow.shape = None;
+                return Vec::new();
+            }
+        };
+        let header = self.open_row(&name, scope, depth, call_text.clone());
+        let mut child = ScopeNames::new(
+            false,
+            scope.path_to(&name).0,
+            format!("{}.", scope.key_of(&name)),
+        );
+        let outer = std::mem::take(&mut self.errors);
+        let scopes_before = self.scopes.len();
+        self.calls.push(block.clone());
+        let steps = self.stack(&def.body, &mut child, &block_env, flow, depth + 1, false);
+        self.calls.pop();
+        if let Some(inner) = std::mem::replace(&mut self.errors, outer).0 {
+            self.errors.push(blocks::in_call(
+                inner,
+                op.ident.span(),
+                &call_text,
+                &Some(input),
+            ));
+            flow.shape = None;
+            return Vec::new();
+        }
+        let key = format!(
+            "{block}({}) on {}",
+            bound
+                .iter()
+                .map(|(p, v)| format!("{p}={v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            fmt_dims(&input.dims())
+        );
+        let index = match self.instances.get(&key) {
+            Some(&index) => {
+                // The same struct as an earlier call: drop the copies this walk made.
+                self.scopes.truncate(scopes_before);
+                index
+            }
+            None => {
+                let n = self.block_counts.entry(block.clone()).or_default();
+                *n += 1;
+                let ident = format_ident!("__{}_{}_{}", self.net, block, *n);
+                self.scopes.push(Scope {
+                    ident,
+                    attrs: def.attrs.clone(),
+                    fields: child.fields,
+                    doc: format!(
+                        "`{call_text}` on {}, in `{}`",
+                        fmt_dims(&input.dims()),
+                        self.net
+                    ),
+                });
+                self.instances.insert(key, self.scopes.len() - 1);
+                self.scopes.len() - 1
+            }
+        };
+        flow.made_by = name.key.clone();
+        self.close_row(header, flow);
+        scope.fields.push(Field {
+            ident: name.ident.clone(),
+            key: name.key.clone(),
+            ty: FieldTy::Scope(index),
+            doc: field_doc(&self.rows[header]),
+        });
+        steps
+    }
+
+    /// A named group: a scope of its own, its entries numbered by position.
+    #[allow(clippy::too_many_arguments)]
+    fn group(
+        &mut self,
+        entry: &Entry,
+        body: &ast::Stack,
+        span: proc_macro2::Span,
+        scope: &mut ScopeNames,
+        env: &Env,
+        flow: &mut Flow,
+        depth: usize,
+    ) -> Vec<Step> {
+        let name = match scope.name(entry.name.as_ref(), Some("group"), true, span) {
+            Ok(name) => name.expect("a group always has a field"),
+            Err(e) => {
+                self.errors.push(e);
+                flow.shape = None;
+                return Vec::new();
+            }
+        };
+        let header = self.open_row(&name, scope, depth, "group".into());
+        let mut child = ScopeNames::new(
+            true,
+            scope.path_to(&name).0,
+            format!("{}.", scope.key_of(&name)),
+        );
+        let steps = self.stack(body, &mut child, env, flow, depth + 1, false);
+        self.close_row(header, flow);
+        self.child_scope(
+            scope,
+            &name,
+            child,
+            header,
+            format!("group `{}`", scope.key_of(&name)),
+        );
+        steps
+    }
+
+    /// `repeat(n) { ... }`: a scope whose children are the n copies, numbered from 0; a copy
+    /// is the body's one block call or named group itself, or else a scope of the body's
+    /// entries.
+    #[allow(clippy::too_many_arguments)]
+    fn repeat(
+        &mut self,
+        entry: &Entry,
+        at: proc_macro2::Span,
+        count: &ast::Expr,
+        body: &ast::Stack,
+        scope: &mut ScopeNames,
+        env: &Env,
+        flow: &mut Flow,
+        depth: usize,
+    ) -> Vec<Step> {
+        let n = match self
+            .errors
+            .ok(env.eval(count))
+            .map(|c| blocks::repeat_count(&c))
+        {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                self.errors.push(e);
+                flow.shape = None;
+                return Vec::new();
+            }
+            None => {
+                flow.shape = None;
+                return Vec::new();
+            }
+        };
+        let name = match scope.name(entry.name.as_ref(), Some("repeat"), true, at) {
+            Ok(name) => name.expect("a repeat always has a field"),
+            Err(e) => {
+                self.errors.push(e);
+                flow.shape = None;
+                return Vec::new();
+            }
+        };
+        let header = self.open_row(&name, scope, depth, format!("repeat({n})"));
+        let mut copies = ScopeNames::new(
+            true,
+            scope.path_to(&name).0,
+            format!("{}.", scope.key_of(&name)),
+        );
+        // One call or named group: each copy is that scope itself (`net.0.conv1`).
+        let single = match body.entries.iter().collect::<Vec<_>>()[..] {
+            [only] if only.expect.is_none() => match &only.item {
+                Item::Op(op)
+                    if only.name.is_none() && self.blocks.get(&op.ident.to_string()).is_some() =>
+                {
+                    Some(only)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let mut steps = Vec::new();
+        for i in 0..n {
+            let input = flow.shape.clone();
+            let outer = std::mem::take(&mut self.errors);
+            match single {
+                Some(only) => {
+                    let mut items = Vec::new();
+                    self.entry(only, &mut copies, env, flow, depth + 1, &mut items);
+                    steps.extend(fuse(items));
+                }
+                None => {
+                    let copy = copies.name(None, Some("copy"), true, at);
+                    let copy = match copy {
+                        Ok(copy) => copy.expect("a copy always has a field"),
+                        Err(e) => {
+                            self.errors.push(e);
+                            continue;
+                        }
+                    };
+                    let row = self.open_row_named(
+                        copy.key.clone(),
+                        depth + 1,
+                        format!("copy {} of {n}", i + 1),
+                    );
+                    self.rows[row].path = copies.key_of(&copy);
+                    let mut child = ScopeNames::new(
+                        true,
+                        copies.path_to(&copy).0,
+                        format!("{}.", copies.key_of(&copy)),
+                    );
+                    steps.extend(self.stack(body, &mut child, env, flow, depth + 2, false));
+                    self.close_row(row, flow);
+                    let what = format!("copy {} of `{}`", i + 1, scope.key_of(&name));
+                    self.child_scope(&mut copies, &copy, child, row, what);
+                }
+            }
+            if let Some(inner) = std::mem::replace(&mut self.errors, outer).0 {
+                self.errors
+                    .push(blocks::in_repetition(inner, at, i, n, &input));
+                flow.shape = None;
+                return Vec::new();
+            }
+        }
+        self.close_row(header, flow);
+        let what = format!("`{}`", scope.key_of(&name));
+        self.child_scope(scope, &name, copies, header, what);
+        steps
+    }
+
+    /// Makes `child` a struct and a field `name` of `scope`.
+    fn child_scope(
+        &mut self,
+        scope: &mut ScopeNames,
+        name: &Name,
+        child: ScopeNames,
+        row: usize,
+        doc: String,
+    ) {
+        let ident = format_ident!(
+            "__{}_{}",
+            self.net,
+            child
+                .path
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join("_")
+        );
+        self.scopes.push(Scope {
+            ident,
+            attrs: Vec::new(),
+            fields: child.fields,
+            doc,
+        });
+        scope.fields.push(Field {
+            ident: name.ident.clone(),
+            key: name.key.clone(),
+            ty: FieldTy::Scope(self.scopes.len() - 1),
+            doc: field_doc(&self.rows[row]),
+        });
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Rows
+
+    fn leaf_row(
+        &mut self,
+        scope: &ScopeNames,
+        name: Option<&Name>,
+        depth: usize,
+        kind: String,
+        flow: &Flow,
+        (params, non_trainable, macs): (usize, usize, usize),
+    ) -> usize {
+        self.rows.push(Row {
+            name: name.map_or_else(String::new, |n| n.key.clone()),
+            path: name.map_or_else(String::new, |n| scope.key_of(n)),
+            depth,
+            kind,
+            output: flow.shape.as_ref().map_or_else(Vec::new, Shape::dims),
+            params,
+            non_trainable,
+            macs,
+            receptive_field: flow.field.map(|f| f.r),
+        });
+        self.rows.len() - 1
+    }
+
+    /// A scope's row, before its contents; [`close_row`](Self::close_row) fills it in.
+    fn open_row(&mut self, name: &Name, scope: &ScopeNames, depth: usize, kind: String) -> usize {
+        let at = self.open_row_named(name.key.clone(), depth, kind);
+        self.rows[at].path = scope.key_of(name);
+        at
+    }
+
+    fn open_row_named(&mut self, name: String, depth: usize, kind: String) -> usize {
+        self.rows.push(Row {
+            name,
+            path: String::new(),
+            depth,
+            kind,
+            output: Vec::new(),
+            params: 0,
+            non_trainable: 0,
+            macs: 0,
+            receptive_field: None,
+        });
+        self.rows.len() - 1
+    }
+
+    /// Fills in a construct's row: its output, and the totals of the rows one level inside.
+    fn close_row(&mut self, at: usize, flow: &Flow) {
+        let depth = self.rows[at].depth;
+        let inside = self.rows[at + 1..]
+            .iter()
+            .take_while(|r| r.depth > depth)
+            .filter(|r| r.depth == depth + 1);
+        let (mut params, mut non_trainable, mut macs) = (0usize, 0usize, 0usize);
+        for row in inside {
+            params = params.saturating_add(row.params);
+            non_trainable = non_trainable.saturating_add(row.non_trainable);
+            macs = macs.saturating_add(row.macs);
+        }
+        let row = &mut self.rows[at];
+        row.params = params;
+        row.non_trainable = non_trainable;
+        row.macs = macs;
+        row.output = flow.shape.as_ref().map_or_else(Vec::new, Shape::dims);
+        row.receptive_field = flow.field.map(|f| f.r);
+    }
+}
+
+/// After branches meet: the receptive field is the largest branch's, the mode the strictest.
+fn join_fields(flow: &mut Flow, branches: &[&Flow], made_by: &str) {
+    let fields: Option<Vec<_>> = branches.iter().map(|b| b.field).collect();
+    flow.field = fields.and_then(|fields| {
+        fields.into_iter().reduce(|a, b| super::Field2 {
+            r: (a.r.0.max(b.r.0), a.r.1.max(b.r.1)),
+            j: (a.j.0.max(b.j.0), a.j.1.max(b.j.1)),
+        })
+    });
+    flow.mode = branches.iter().map(|b| b.mode).fold(flow.mode, Mode::max);
+    flow.made_by = made_by.to_string();
+}
+
+fn field_doc(row: &Row) -> String {
+    let mut doc = format!("`{}`: output {}", row.kind, fmt_dims(&row.output));
+    if row.params > 0 {
+        doc += &format!(", {} parameters", crate::expand::thousands(row.params));
+    }
+    if !row.path.is_empty() {
+        doc += &format!("; checkpoint key `{}`", row.path);
+    }
+    doc
+}
