@@ -595,14 +595,29 @@ fn forward(net: &NetPlan) -> TokenStream {
             // on batches only (the single-image impl is left out, so that is a type error).
             let one = (!has_batch_norm1d(&net.steps)).then(|| steps(net, true, false));
             let body = (one, steps(net, true, true));
-            let message = format!(
-                "`{name}::forward_mut` trains on a traced tensor of shape {input} or a batch {batch}, not `{{Self}}`"
-            );
-            let label = format!("not a traced {input} image or {batch} batch for `{name}`");
-            let note = format!(
-                "`{name}` holds dropout or batch_norm2d, which train only on a tensor with a tape (`.trace(grads)`); \
-                 `forward` runs inference"
-            );
+            let (message, label, note) = if body.0.is_some() {
+                (
+                    format!(
+                        "`{name}::forward_mut` trains on a traced tensor of shape {input} or a batch {batch}, not `{{Self}}`"
+                    ),
+                    format!("not a traced {input} image or {batch} batch for `{name}`"),
+                    format!(
+                        "`{name}` holds dropout or batch norm, which train only on a tensor with a tape (`.trace(grads)`); \
+                         `forward` runs inference"
+                    ),
+                )
+            } else {
+                (
+                    format!(
+                        "`{name}::forward_mut` trains on a traced batch {batch}, not `{{Self}}`"
+                    ),
+                    format!("not a traced {batch} batch for `{name}`"),
+                    format!(
+                        "`{name}` holds batch_norm1d, whose batch statistics need a batch: it trains on a traced \
+                         batch (`.trace(grads)`); `forward` runs inference, on one image too"
+                    ),
+                )
+            };
             let impls = input_impls(
                 net,
                 &train_trait,

@@ -48,23 +48,122 @@ use syn::parse_macro_input;
 /// # Grammar
 ///
 /// ```text
-/// invocation := network*
-/// network    := ATTR* VIS `struct` NAME `:` `[` C `,` H `,` W `]` (`->` dims)? `{` layers `}`
+/// invocation := (block | network)*
+/// network    := ATTR* VIS `struct` NAME `:` `[` C `,` H `,` W `]` (`->` dims)? `{` entries `}`
+/// block      := ATTR* VIS? `block` NAME `(` (param `,`)* param? `)` `{` entries `}`
+/// param      := IDENT (`=` expr)?                     a default makes it optional
 /// ATTR       := `#[cnn(` (KEY `=` value `,`)* `)]` | any other outer attribute
-/// layers     := (layer `,`)* layer?
-/// layer      := (FIELD `:`)? KEYWORD (`(` args `)`)? (`->` dims)?
+/// entries    := (entry `,`)* entry?
+/// entry      := (FIELD `:`)? item (`->` dims)?
+/// item       := LAYER (`(` args `)`)?                 a layer (table below)
+///             | NAME (`(` args `)`)?                  a call of a block
+///             | `identity`
+///             | `{` entries `}`                       a group (PyTorch's nn.Sequential)
+///             | `residual` `{` entries `}` (`shortcut` `{` entries `}`)?   body(x) + shortcut(x)
+///             | `concat` `{` branches `}`             the branches' channels, stacked
+///             | `sum` `{` branches `}`                the branches, added
+///             | `scale` `{` entries `}`               x * gate(x), the gate broadcast over H, W
+///             | `repeat` `(` expr `)` `{` entries `}` the entries n times, each copy its own weights
+///             | `if` expr `{` entries `}` (`else` `{` entries `}`)?
+/// branches   := (entry `,`)* entry                    at least two
 /// dims       := `[` INT (`,` INT)* `]`
 /// args       := (arg `,`)* arg?
-/// arg        := KEY `=` value | (value `=>`)? value
-/// value      := INT | FLOAT | `true` | `false` | IDENT | `(` INT `,` INT `)`
+/// arg        := KEY `=` expr | (expr `=>`)? expr
+/// expr       := INT | FLOAT | `true` | `false` | IDENT | IDENT `.` (`0` | `1`) | `(` expr `)`
+///             | `(` expr `,` expr `)` | expr OP expr
+/// OP         := `*` `/` (integers, rounded down), `+` `-`, `==` `!=` `<` `<=` `>` `>=`, `&&`, `||`
+///               (binding in that order, tightest first)
 /// ```
 ///
 /// - `[C, H, W]` is the shape of one input image; `-> [DIMS]` after it is the network's output
 ///   shape for one image, optional and checked when given.
-/// - `-> [DIMS]` after a layer is that layer's output shape, checked.
-/// - `FIELD:` names a layer: it becomes the struct field `FIELD` (`pub` when the struct is).
+/// - `-> [DIMS]` after an entry is its output shape, checked.
+/// - `FIELD:` names a layer, a block call, a group or a repeat: it becomes the field `FIELD`
+///   (`pub` when the struct is). `residual`, `concat`, `sum`, `scale` and `if` are not fields
+///   (their layers are fields of the enclosing scope), so they take no name.
 /// - `#[cnn(...)]` holds the macro's options (below); it is read by the macro and not passed on.
 ///   Other attributes and doc comments pass through to the struct.
+///
+/// # Blocks and expressions
+///
+/// A block is a stack with parameters, expanded at each call with the call's arguments
+/// (positional in order, or by name; a parameter with a default may be left out) and checked
+/// on the call's input, so one block serves every size. Inside a block its parameters and `C`,
+/// `H`, `W` (the shape of the block's input at that call) are names; at network level `C`, `H`,
+/// `W` are the shape flowing into the network's entry. `c.0` and `c.1` are the parts of a pair
+/// argument such as `(96, 128)`. Every expression is worked out at expansion time; the layers
+/// still get literal sizes.
+///
+/// ```
+/// use cnn::prelude::*;
+/// cnn! {
+///     /// d2l 8.6: two 3x3 convolutions with batch norm; a 1x1 convolution on the shortcut
+///     /// when the shape changes.
+///     block Residual(c, use_1x1conv = false, stride = 1) {
+///         residual {
+///             conv1: conv2d(c, kernel = 3, padding = 1, stride = stride), bn1: batch_norm2d, relu,
+///             conv2: conv2d(c, kernel = 3, padding = 1), bn2: batch_norm2d,
+///         } shortcut {
+///             if use_1x1conv { conv3: conv2d(c, kernel = 1, stride = stride) }
+///         },
+///         relu,
+///     }
+///     /// Squeeze-and-excitation: one weight per channel, from the channels' means.
+///     block SqueezeExcite(ratio = 4) {
+///         scale { global_avg_pool2d, linear(C / ratio), relu, linear(C), sigmoid }
+///     }
+///     pub struct SmallResNet: [1, 28, 28] -> [10] {
+///         conv2d(32, kernel = 3, padding = 1), batch_norm2d, relu,
+///         b2: { Residual(32), Residual(32) },
+///         b3: { Residual(64, use_1x1conv = true, stride = 2), SqueezeExcite },
+///         concat { global_avg_pool2d, global_max_pool2d },
+///         linear(10),
+///     }
+/// }
+/// assert_eq!(SmallResNet::OUTPUT, [10]);
+/// let dev = Cpu::default();
+/// let model = dev.build_module::<SmallResNet, f32>();
+/// // Every layer is reachable by its path of names.
+/// let _: &Conv2D<32, 64, 1, 1, 28, 28, 14, 14, 2, 2, 0, 0, 1, 1, 1, 32, true, 0, 0, f32, Cpu> =
+///     &model.b3._0.conv3;
+/// ```
+///
+/// # Names, paths and checkpoint keys
+///
+/// Every network, block call, named group and repeat is a *scope*: a struct of its own, and a
+/// field of the scope it is written in. Within a scope:
+///
+/// - a named entry is the field of that name;
+/// - in the network and in a block's body, an unnamed layer with parameters is named by kind
+///   and ordinal among the layers of its kind in that scope, counting from 1: `conv1`,
+///   `conv2`, ... for `conv2d`, `conv_transpose1`, ... for `conv_transpose2d`, `linear1`, ...
+///   for `linear`, `bn1`, ... for `batch_norm2d` and `batch_norm1d`; an unnamed block call by
+///   the block's name in snake case and its ordinal (`residual1`); an unnamed repeat as
+///   `repeat1`;
+/// - in a group and in a repeat, unnamed entries are numbered by position from 0, as PyTorch's
+///   `nn.Sequential` numbers its children: every entry takes a number, stateless ones too (which
+///   have no field). The Rust field is `_N`, the key `N`. A repeat's copies are numbered the
+///   same way; a copy is the body's one block call itself when the body is just that, else a
+///   group of the body's entries.
+///
+/// Unnamed stateless layers (activations, pooling, `flatten`, `dropout`) have no field. Names
+/// are unique in their scope. Checkpoint keys are the dotted paths (`b3.0.conv1.weight`,
+/// reached in Rust as `model.b3._0.conv1.weight`). For example, with the blocks above:
+///
+/// | entry | where | Rust path | key |
+/// |---|---|---|---|
+/// | `conv2d(32, ...)` | network | `model.conv1` | `conv1.weight` |
+/// | `b2: { Residual(32), ... }` | group | `model.b2._0.conv1` | `b2.0.conv1.weight` |
+/// | `conv3` in `shortcut` | block body | `model.b3._0.conv3` | `b3.0.conv3.weight` |
+/// | `linear(C / ratio)` in `scale` | block body | `model.b3._1.linear1` | `b3.1.linear1.weight` |
+/// | `net: repeat(2) { concat { identity, { batch_norm2d, relu, conv2d(...) } } }` | repeat | `model.net._1._2` | `net.1.2.weight` |
+///
+/// Calls of one block with the same arguments on the same input share one generated struct
+/// (hidden from the docs, named `__Net_Block_N`).
+///
+/// The branches of `concat` and `sum` and the body of `scale` start from the same input; in a
+/// `residual` without `shortcut` (or with an empty one) the shortcut is the identity. Gradients
+/// flow back through every branch.
 ///
 /// # Options
 ///
@@ -100,9 +199,16 @@ use syn::parse_macro_input;
 /// | `avg_pool2d(kernel = K, stride = S, padding = P)`: as `max_pool2d`; padded zeros count | `nn.AvgPool2d` | `cnn::nn::AvgPool2D` |
 /// | `flatten`: `[C, H, W]` to `[C*H*W]` | `nn.Flatten` | `cnn::nn::Flatten2D` |
 /// | `linear([IN =>] OUT, bias = B)` | `nn.Linear` | dfdx's `Linear`, `UnbiasedLinear` |
+/// | `global_avg_pool2d`, `global_max_pool2d`: `[C, H, W]` to `[C]` | `nn.AdaptiveAvgPool2d(1)` / `nn.AdaptiveMaxPool2d(1)`, then `nn.Flatten()` | dfdx's `AvgPoolGlobal`, `MaxPoolGlobal` |
+/// | `adaptive_avg_pool2d(S)`: `S` a number or a pair, at most the input's size; cell `i` averages rows `floor(i*H/S)..ceil((i+1)*H/S)` | `nn.AdaptiveAvgPool2d` | `cnn::nn::AdaptiveAvgPool2D` |
 /// | `batch_norm2d`, `batch_norm2d(C)` | `nn.BatchNorm2d` | dfdx's `BatchNorm2D` |
+/// | `batch_norm1d`, `batch_norm1d(N)`: on vectors (after `linear`); trains on batches only | `nn.BatchNorm1d` | dfdx's `BatchNorm1D` |
 /// | `dropout(P)`: P 0.5 by default | `nn.Dropout` | dfdx's `Dropout` |
 /// | `relu`, `sigmoid`, `tanh`, `gelu` (exact), `fast_gelu` (tanh approximation), `leaky_relu(SLOPE)` (0.01 by default), `softmax`, `log_softmax` (last axis), `abs`, `exp`, `ln`, `sqrt`, `square`, `sin`, `cos` | | dfdx's activations |
+/// | `relu6`, `silu` | `nn.ReLU6`, `nn.SiLU` | `cnn::nn::ReLU6`, `cnn::nn::SiLU` |
+///
+/// A depthwise convolution is `conv2d(C, kernel = 3, padding = 1, groups = C)`, a pointwise one
+/// `conv2d(OUT, kernel = 1)`.
 ///
 /// An explicit `IN =>` count is checked against the actual one.
 ///
@@ -111,12 +217,9 @@ use syn::parse_macro_input;
 /// For `pub struct LeNet: ...`:
 ///
 /// - `pub struct LeNet<E = f32, D = Cpu>`, `Debug` and `Clone`, whose fields are the layers
-///   with parameters (and the named ones). Its documentation holds the layer table. An unnamed
-///   layer with parameters is named by kind and ordinal among the layers of its kind, counting
-///   from 1: `conv1`, `conv2`, ... for `conv2d`, `conv_transpose1`, ... for
-///   `conv_transpose2d`, `linear1`, ... for `linear`, `bn1`, ... for `batch_norm2d`. These names are the keys of saved checkpoints (`conv1.weight`), so they
-///   stay put when other layers are named. Stateless layers without a name (activations,
-///   pooling, `flatten`, `dropout`) have no field.
+///   with parameters, the named ones and the nested scopes (named as above; the names are the
+///   keys of saved checkpoints, `conv1.weight`, so they stay put when other layers are named).
+///   Its documentation holds the layer table.
 /// - `BuildOnDevice` (`dev.build_module::<LeNet, f32>()` gives a `LeNet<f32, Cpu>`) and
 ///   `TensorCollection`, so that dfdx's optimisers, `alloc_grads`, `num_trainable_params`,
 ///   `reset_params`, `to_device`, `to_dtype` and safetensors save/load work.
@@ -140,8 +243,12 @@ use syn::parse_macro_input;
 ///   of an input pixel apart, and the field one of them sees depends on where it falls, so no
 ///   one number is right (with stride 1 it is a convolution, and counted as one).
 ///
-/// Each run `conv2d [relu|sigmoid|tanh] [max_pool2d|avg_pool2d]` runs as one fused op (about
-/// twice as fast as the three layers).
+/// The summary nests: a block call, group, repeat, residual, shortcut, branch or scale has a
+/// row with its output and the totals of what it holds, its contents indented below it; the
+/// receptive field after branches is the largest branch's.
+///
+/// Each run `conv2d [relu|sigmoid|tanh] [max_pool2d|avg_pool2d]` within one stack runs as one
+/// fused op (about twice as fast as the three layers); a block, group or branch ends a run.
 ///
 /// # Compile errors
 ///
@@ -166,7 +273,20 @@ use syn::parse_macro_input;
 /// so not after `flatten`, and `linear` takes vectors, so needs `flatten` after images;
 /// pooling pads at most half its kernel; layers, arguments, options and names are known, given
 /// once, and required ones present; `input_grad = false` needs a first `conv2d`; a network is
-/// not named `E` or `D`, the struct's type parameters. `tests/ui/` has one case each.
+/// not named `E` or `D`, the struct's type parameters. Where shapes meet: a residual's body and
+/// shortcut give the same shape (when the body changes it and the shortcut is the identity, the
+/// error suggests the 1x1 convolution that fits); the branches of a `concat` give images of one
+/// height and width, or all vectors; the branches of a `sum` give one shape; a `scale` gate
+/// gives one value per channel, `[C]` or `[C, 1, 1]`; `concat` and `sum` have two branches or
+/// more. Blocks: a call names a block of the invocation (the error suggests the closest name),
+/// gives each parameter once, every one without a default, and no unknown one; a block does
+/// not call itself, directly or through others; a block is not named like a layer, nor
+/// defined twice, and no parameter is `C`, `H` or `W`. Expressions: `c.0` takes a part of a
+/// pair; nothing divides by zero or goes below zero; an `if` condition is `true` or `false`; a
+/// repeat count is at least 1. An error inside a block points at the layer in the block and at
+/// the call it was checked for (with the call's input shape), and an error inside a repeat
+/// names the repetition. `adaptive_avg_pool2d` does not grow an image; `batch_norm1d` takes
+/// vectors. `tests/ui/` has one case each.
 #[proc_macro]
 pub fn cnn(input: TokenStream) -> TokenStream {
     let ast = parse_macro_input!(input as ast::Input);

@@ -839,3 +839,176 @@ fn syntax_errors() {
         ]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Blocks
+
+/// Field names and checkpoint keys of every scope: kind and ordinal in the network and in
+/// block bodies, positions in groups and repeats, the block's name in snake case for a call.
+#[test]
+fn scopes_and_their_names() {
+    let src = "
+        block Unit(c) { conv2d(c, kernel = 1), relu, batch_norm2d }
+        struct N: [2, 4, 4] {
+            conv2d(2, kernel = 1),
+            Unit(3),
+            stem: { conv2d(3, kernel = 1), relu, Unit(3) },
+            repeat(2) { Unit(3) },
+            rep: repeat(2) { conv2d(3, kernel = 1), relu },
+            residual { conv2d(3, kernel = 3, padding = 1) } shortcut { conv2d(3, kernel = 1) },
+        }";
+    plan_of(src, |net| {
+        let names: Vec<_> = net.fields.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(
+            names,
+            ["conv1", "unit1", "stem", "repeat1", "rep", "conv2", "conv3"]
+        );
+        let scope = |field: &str| {
+            let f = net.fields.iter().find(|f| f.key == field).unwrap();
+            let FieldTy::Scope(i) = f.ty else {
+                panic!("{field} is a scope")
+            };
+            &net.scopes[i]
+        };
+        let keys = |scope: &Scope| {
+            scope
+                .fields
+                .iter()
+                .map(|f| f.key.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(scope("unit1")), ["conv1", "bn1"]);
+        // In a group every entry takes a position, stateless ones too.
+        assert_eq!(keys(scope("stem")), ["0", "2"]);
+        assert_eq!(keys(scope("repeat1")), ["0", "1"]);
+        assert_eq!(keys(scope("rep")), ["0", "1"]);
+        // The calls of `Unit(3)` on [3, 4, 4] share one struct (in `stem` and both copies of
+        // `repeat1`); the call on [2, 4, 4] has its own.
+        let ident = |scope: &Scope, i: usize| {
+            let FieldTy::Scope(i) = scope.fields[i].ty else {
+                panic!("a call")
+            };
+            net.scopes[i].ident.to_string()
+        };
+        let in_stem = ident(scope("stem"), 1);
+        assert_eq!(in_stem, ident(scope("repeat1"), 0));
+        assert_eq!(in_stem, ident(scope("repeat1"), 1));
+        assert_ne!(in_stem, scope("unit1").ident.to_string());
+        // Paths reach fields from the network.
+        let rows: Vec<_> = net
+            .rows
+            .iter()
+            .filter(|r| !r.path.is_empty())
+            .map(|r| (r.depth, r.path.as_str()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (0, "conv1"),
+                (0, "unit1"),
+                (1, "unit1.conv1"),
+                (1, "unit1.bn1"),
+                (0, "stem"),
+                (1, "stem.0"),
+                (1, "stem.2"),
+                (2, "stem.2.conv1"),
+                (2, "stem.2.bn1"),
+                (0, "repeat1"),
+                (1, "repeat1.0"),
+                (2, "repeat1.0.conv1"),
+                (2, "repeat1.0.bn1"),
+                (1, "repeat1.1"),
+                (2, "repeat1.1.conv1"),
+                (2, "repeat1.1.bn1"),
+                (0, "rep"),
+                (1, "rep.0"),
+                (2, "rep.0.0"),
+                (1, "rep.1"),
+                (2, "rep.1.0"),
+                (1, "conv2"),
+                (2, "conv3"),
+            ]
+        );
+        // Totals: each construct's row holds its contents'; the network's are its top rows'.
+        // Unit(3) on 2 channels: conv 2*3 + 3, batch norm 2*3; on 3 channels: 3*3 + 3 + 6.
+        let (unit_on_2, unit) = (2 * 3 + 3 + 6, 3 * 3 + 3 + 6);
+        assert_eq!(net.rows[1].params, unit_on_2);
+        assert_eq!(
+            net.params,
+            (2 * 2 + 2) + unit_on_2 + (3 * 3 + 3 + unit) + 2 * unit + 2 * 12 + (81 + 3 + 12)
+        );
+    });
+}
+
+#[test]
+fn expressions() {
+    let src = "
+        block B(a, b = a * 2 + 2, pair = (3, 5), on = a >= 4 && b != 9) {
+            conv2d(b - a / 2, kernel = pair, padding = (pair.0 / 2, pair.1 / 2)),
+            if on { conv2d(C + H + W, kernel = 1) } else { conv2d(1, kernel = 1) },
+        }
+        struct N: [2, 6, 6] { B(4), B(4, b = 9) }";
+    plan_of(src, |net| {
+        let outs: Vec<_> = net
+            .rows
+            .iter()
+            .filter(|r| r.kind.starts_with("conv2d"))
+            .map(|r| (r.kind.as_str(), r.output.clone()))
+            .collect();
+        assert_eq!(
+            outs,
+            [
+                // b = 10, b - a / 2 = 8; C + H + W of the block's input [2, 6, 6]
+                ("conv2d(8, kernel=(3, 5), padding=(1, 2))", vec![8, 6, 6]),
+                ("conv2d(14, kernel=1)", vec![14, 6, 6]),
+                // b = 9 given: 9 - 2 = 7, and `on` is false
+                ("conv2d(7, kernel=(3, 5), padding=(1, 2))", vec![7, 6, 6]),
+                ("conv2d(1, kernel=1)", vec![1, 6, 6]),
+            ]
+        );
+    });
+    // At network level `C`, `H`, `W` are the shape flowing into each entry.
+    plan_of(
+        &stack("conv2d(4, kernel = 1), conv2d(C * 2, kernel = 1), flatten, linear(C / 2)"),
+        |net| {
+            assert_eq!(net.output, [8 * 28 * 28 / 2]);
+        },
+    );
+    assert_eq!(
+        error(&stack("flatten, linear(H)")),
+        "`H` is not defined here: the input is flat, [784]"
+    );
+    assert_eq!(
+        error(&stack("conv2d(2 < 3, kernel = 1)")),
+        "expected an integer for out-channels"
+    );
+    assert_eq!(
+        error(&stack("conv2d(true + 1, kernel = 1)")),
+        "`+` cannot take `true` and the integer 1"
+    );
+    assert_eq!(
+        errors(&stack("conv2d(1 < 2 < 3, kernel = 1)")),
+        ["comparisons do not chain; add parentheses"]
+    );
+}
+
+/// A residual whose body changes the shape suggests the shortcut that would fit, also for
+/// odd sizes and rectangular strides.
+#[test]
+fn residual_suggests_a_shortcut() {
+    let e = error(
+        "struct N: [3, 25, 24] { residual { conv2d(6, kernel = 3, padding = 1, stride = (2, 3)) } }",
+    );
+    assert!(
+        e.ends_with("add `shortcut { conv2d(6, kernel = 1, stride = (2, 3)) }`"),
+        "{e}"
+    );
+    let e = error("struct N: [3, 8, 8] { residual { conv2d(6, kernel = 3, padding = 1) } }");
+    assert!(
+        e.ends_with("add `shortcut { conv2d(6, kernel = 1) }`"),
+        "{e}"
+    );
+    // Flat: no convolution fits; no suggestion.
+    let e = error("struct N: [3, 2, 2] { flatten, residual { linear(4) } }");
+    assert!(e.ends_with("so they must agree"), "{e}");
+}

@@ -411,11 +411,13 @@ impl Walker<'_, '_> {
         // arguments are not reported again.
         let mut arg_errors = Errors::default();
         let args = eval_args(op, env, &mut arg_errors);
-        if flow.shape.is_some() {
-            if let Some(e) = arg_errors.0 {
+        if let Some(e) = arg_errors.0 {
+            // (The layer's own rules would only report the argument as missing.)
+            if flow.shape.is_some() {
                 self.errors.push(e);
-                flow.shape = None;
             }
+            flow.shape = None;
+            return;
         }
         let spec = match layers::spec(op, &args) {
             Ok(spec) => spec,

@@ -1,0 +1,9 @@
+use cnn::prelude::*;
+cnn! {
+    block Residual(c, stride = 1) { conv2d(c, kernel = 3, padding = 1, stride = stride) }
+    struct Net: [8, 8, 8] {
+        Residual(8, c = 16),
+    }
+}
+
+fn main() {}
