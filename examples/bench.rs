@@ -1,9 +1,13 @@
-//! LeNet throughput: the cases of `../shared/bench/torch_lenet.py`, so
+//! Throughput: the cases of `../shared/bench/torch_lenet.py` and `torch_modern.py`, so
 //! `../shared/bench/compare.sh` can put our figures beside PyTorch's from the same run. It runs
 //! on dfdx's `AutoDevice`: the CPU, or the GPU under `--features cuda`.
 //!
-//! - `train` = forward + backward + SGD step; `infer` = forward without a tape.
+//! - `train` = forward + backward + SGD step (batch statistics in batch norm); `infer` = forward
+//!   without a tape (running statistics).
 //! - `sigmoid` = d2l's LeNet (sigmoid, average pooling); `relu` = ReLU and max pooling.
+//! - `vggbn` = two VGG stages of 3x3 convolutions with batch norm; `resnet` = d2l 8.6's residual
+//!   blocks (both written out in `../shared/bench/README.md`). They take a sixth of `--steps`,
+//!   as PyTorch's script takes 5 to LeNet's 30.
 //!
 //! Run: `cargo run --release --example bench` (a table), or `-- --json` for one JSON line per
 //! case, `{"case": "train_sigmoid_b256", "images_per_s": 12345.6}`. `--rounds N` (default 3)
@@ -41,6 +45,38 @@ cnn! {
         linear(120), relu,
         linear(84), relu,
         linear(10),
+    }
+
+    /// d2l 8.6's residual block.
+    block Residual(c, use_1x1conv = false, stride = 1) {
+        residual {
+            conv2d(c, kernel = 3, padding = 1, stride = stride), batch_norm2d, relu,
+            conv2d(c, kernel = 3, padding = 1), batch_norm2d,
+        } shortcut {
+            if use_1x1conv { conv2d(c, kernel = 1, stride = stride) }
+        },
+        relu,
+    }
+
+    /// Two VGG stages with batch norm.
+    #[cnn(input_grad = false)]
+    struct VggBn: [1, 28, 28] -> [10] {
+        conv2d(32, kernel = 3, padding = 1), batch_norm2d, relu,
+        conv2d(32, kernel = 3, padding = 1), batch_norm2d, relu,
+        max_pool2d(kernel = 2),
+        conv2d(64, kernel = 3, padding = 1), batch_norm2d, relu,
+        conv2d(64, kernel = 3, padding = 1), batch_norm2d, relu,
+        max_pool2d(kernel = 2),
+        flatten, linear(10),
+    }
+
+    /// A small ResNet: a stem, four residual blocks, global average pooling.
+    #[cnn(input_grad = false)]
+    struct ResNet: [1, 28, 28] -> [10] {
+        conv2d(32, kernel = 3, padding = 1), batch_norm2d, relu,
+        Residual(32), Residual(32),
+        Residual(64, use_1x1conv = true, stride = 2), Residual(64),
+        global_avg_pool2d, linear(10),
     }
 }
 
@@ -109,6 +145,11 @@ where
     (batch * steps) as f64 / t.elapsed().as_secs_f64()
 }
 
+/// The steps of a modern case: a sixth of LeNet's (their steps are about 50 times longer).
+fn modern(steps: usize) -> usize {
+    (steps / 6).max(1)
+}
+
 fn arg(args: &[String], name: &str, default: usize) -> usize {
     match args.iter().position(|a| a == name) {
         Some(i) => args
@@ -128,12 +169,16 @@ fn main() {
     let rounds = arg(&args, "--rounds", 3).max(1);
     let steps = arg(&args, "--steps", 30).max(1);
     type Case = (&'static str, fn(usize) -> f64);
-    let cases: [Case; 5] = [
+    let cases: [Case; 9] = [
         ("train_sigmoid_b256", |s| train::<LeNetSigmoid>(256, s)),
         ("infer_sigmoid_b256", |s| infer::<LeNetSigmoid>(256, s)),
         ("train_relu_b256", |s| train::<LeNetRelu>(256, s)),
         ("infer_relu_b256", |s| infer::<LeNetRelu>(256, s)),
         ("train_sigmoid_b64", |s| train::<LeNetSigmoid>(64, s)),
+        ("train_vggbn_b128", |s| train::<VggBn>(128, modern(s))),
+        ("infer_vggbn_b128", |s| infer::<VggBn>(128, modern(s))),
+        ("train_resnet_b128", |s| train::<ResNet>(128, modern(s))),
+        ("infer_resnet_b128", |s| infer::<ResNet>(128, modern(s))),
     ];
     let only = args
         .iter()

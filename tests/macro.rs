@@ -248,7 +248,7 @@ fn batch_norm_and_dropout_modes() {
     }
     let dev: Dev = Default::default();
     let mut model = dev.build_module::<Bn, f32>();
-    let _: &modules::BatchNorm2D<4, f32, Dev> = &model.bn1;
+    let _: &cnn::nn::BatchNorm2D<4, f32, Dev> = &model.bn1;
     // Trainable: conv 4*2*9 + 4, batch norm scale and bias 2*4, linear 16*3 + 3.
     assert_eq!(Bn::PARAMS, 76 + 8 + 51);
     assert_eq!(model.num_trainable_params(), Bn::PARAMS);

@@ -195,19 +195,14 @@ fn layer_ty(layer: &FieldLayer) -> TokenStream {
                 quote!(#dfdx::nn::modules::UnbiasedLinear<#i, #o, E, D>)
             }
         }
-        FieldLayer::BatchNorm {
-            channels,
-            image: true,
-        } => {
+        // The crate's own (dfdx's is made of slow generic ops); same tensors, same names.
+        FieldLayer::BatchNorm { channels, image } => {
             let c = lit(*channels);
-            quote!(#dfdx::nn::modules::BatchNorm2D<#c, E, D>)
-        }
-        FieldLayer::BatchNorm {
-            channels,
-            image: false,
-        } => {
-            let c = lit(*channels);
-            quote!(#dfdx::nn::modules::BatchNorm1D<#c, E, D>)
+            if *image {
+                quote!(::cnn::nn::BatchNorm2D<#c, E, D>)
+            } else {
+                quote!(::cnn::nn::BatchNorm1D<#c, E, D>)
+            }
         }
         FieldLayer::Unit(Unit::Act(Act::LeakyReLU(_))) => quote!(#dfdx::nn::modules::LeakyReLU<E>),
         FieldLayer::Unit(unit) => unit_path(unit),
@@ -824,20 +819,6 @@ fn seq(steps: &[Step], mutable: bool, batched: bool) -> TokenStream {
             Step::BatchNorm { field: path, .. } if mutable => {
                 let f = field(path);
                 quote!(#module_mut(&mut #f, x))
-            }
-            // dfdx's BatchNorm1D takes batches: one vector is inferred as a batch of one.
-            Step::BatchNorm {
-                field: path,
-                features: Some(n),
-            } if !batched => {
-                let f = field(path);
-                let n = lit(*n);
-                let reshape = quote!(#dfdx::tensor_ops::ReshapeTo::try_reshape_like);
-                quote!({
-                    let x = #reshape(x, &(#dfdx::shapes::Const::<1>, #dfdx::shapes::Const::<#n>))?;
-                    let x = #module(&#f, x)?;
-                    #reshape(x, &(#dfdx::shapes::Const::<#n>,))
-                })
             }
             Step::BatchNorm { field: path, .. } => {
                 let f = field(path);

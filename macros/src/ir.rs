@@ -275,9 +275,8 @@ pub enum Step {
     /// A stateless layer without a name, written in place.
     Unit(Unit),
     /// `batch_norm2d`/`batch_norm1d`: running statistics in inference, batch statistics in
-    /// training. `features` is `Some(N)` for `batch_norm1d`, which dfdx runs on batches only:
-    /// one vector is inferred as a batch of one, and never trained on (its batch statistics
-    /// would be undefined).
+    /// training. `features` is `Some(N)` for `batch_norm1d`, which trains on batches only (the
+    /// batch statistics of one vector are undefined).
     BatchNorm {
         field: Path,
         features: Option<usize>,

@@ -11,6 +11,7 @@
 //! (`Linear`, activations, `Dropout`, `BatchNorm2D`) are used as they are.
 
 mod avg_pool2d;
+mod batch_norm;
 mod blocks;
 mod conv2d;
 mod conv_transpose2d;
@@ -20,6 +21,7 @@ mod max_pool2d;
 mod optional_field;
 
 pub use avg_pool2d::AvgPool2D;
+pub use batch_norm::{BatchNorm, BatchNorm1D, BatchNorm2D};
 pub use blocks::{
     AdaptiveAvgPool2D, ChannelShape, ReLU6, SiLU, channels_to_usize, try_concat, try_scale,
 };

@@ -1,4 +1,5 @@
-//! Ops that dfdx 0.13 only has on nightly: 2-D convolution and pooling, forward and backward.
+//! Ops that dfdx 0.13 only has on nightly (2-D convolution and pooling), and batch norm, which
+//! it has but slowly; forward and backward.
 //!
 //! Each op is a folder: `mod.rs` declares the op's kernel trait and wires it to dfdx's tape
 //! (generic over devices and tapes), `cpu_kernel.rs` implements it for `Cpu` with host kernels
@@ -7,6 +8,7 @@
 //! (`tests/ops.rs`) and its gradients with finite differences, on whichever device `TestDevice`
 //! names.
 
+pub mod batch_norm;
 #[doc(hidden)]
 pub mod buffer;
 pub mod conv2d;

@@ -1,4 +1,4 @@
-// Device kernels of the conv and pooling ops (src/ops/*/cuda_kernel.rs), compiled once per
+// Device kernels of the conv, pooling and batch-norm ops (src/ops/*/cuda_kernel.rs), compiled once per
 // device at run time with NVRTC, so they include no headers. Every kernel is a grid-stride loop
 // over the elements it writes and gathers what it needs: no atomics, so results are
 // deterministic. Buffer layouts are row-major and stated above each kernel; `P = OH * OW`,
@@ -132,6 +132,47 @@ __device__ void channel_sum(const T *g, T *db, int batch, int channels, int plan
     if (threadIdx.x == 0) db[o] += part[0];
 }
 
+// out: (C) += sum over B and P of a * b, a and b: (B, C, P); b null means 1 (a plain sum).
+// One block of 256 threads per channel. (Batch norm's statistics and gradient sums.)
+template <typename T>
+__device__ void channel_dot(const T *a, const T *b, T *out, int batch, int channels, int plane) {
+    __shared__ T part[256];
+    const int c = blockIdx.x;
+    T s = T(0);
+    for (size_t i = threadIdx.x; i < (size_t)batch * plane; i += blockDim.x) {
+        const size_t at = ((i / plane) * channels + c) * plane + i % plane;
+        s += b ? a[at] * b[at] : a[at];
+    }
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int k = blockDim.x / 2; k > 0; k /= 2) {
+        if (threadIdx.x < k) part[threadIdx.x] += part[threadIdx.x + k];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[c] += part[0];
+}
+
+// y: (B, C, P) = x * a[c] + s[c].
+template <typename T>
+__device__ void channel_affine(const T *x, const T *a, const T *s, T *y, int batch, int channels,
+                               int plane) {
+    GRID_STRIDE(i, (size_t)batch * channels * plane) {
+        const int c = (i / plane) % channels;
+        y[i] = x[i] * a[c] + s[c];
+    }
+}
+
+// Batch norm's input gradient: dx: (B, C, P) += k[c] * (dy - mdy[c] - xhat * mdyx[c]), with
+// k = gamma / sigma, mdy and mdyx the per-channel means of dy and dy * xhat.
+template <typename T>
+__device__ void bn_input_grad(const T *dy, const T *xhat, const T *k, const T *mdy,
+                              const T *mdyx, T *dx, int batch, int channels, int plane) {
+    GRID_STRIDE(i, (size_t)batch * channels * plane) {
+        const int c = (i / plane) % channels;
+        dx[i] += k[c] * (dy[i] - mdy[c] - xhat[i] * mdyx[c]);
+    }
+}
+
 // out: (planes, OH, OW) = the pooled x: (planes, H, W); arg (max only, or null): each maximum's
 // position in its plane. The first maximum wins and a NaN beats everything, as on the CPU.
 template <typename T>
@@ -210,6 +251,19 @@ __device__ void pool_bwd(const PoolGeom g, const T *gout, const unsigned *arg, T
     }                                                                                         \
     extern "C" __global__ void channel_sum_##S(const T *g, T *db, int b, int c, int p) {      \
         channel_sum(g, db, b, c, p);                                                          \
+    }                                                                                         \
+    extern "C" __global__ void channel_dot_##S(const T *a, const T *b2, T *out, int b, int c,  \
+                                               int p) {                                       \
+        channel_dot(a, b2, out, b, c, p);                                                     \
+    }                                                                                         \
+    extern "C" __global__ void channel_affine_##S(const T *x, const T *a, const T *s, T *y,   \
+                                                  int b, int c, int p) {                      \
+        channel_affine(x, a, s, y, b, c, p);                                                  \
+    }                                                                                         \
+    extern "C" __global__ void bn_input_grad_##S(const T *dy, const T *xhat, const T *k,      \
+                                                 const T *mdy, const T *mdyx, T *dx, int b,   \
+                                                 int c, int p) {                              \
+        bn_input_grad(dy, xhat, k, mdy, mdyx, dx, b, c, p);                                   \
     }                                                                                         \
     extern "C" __global__ void pool_fwd_##S(const PoolGeom g, const T *x, T *out,             \
                                             unsigned *arg) {                                  \

@@ -30,6 +30,9 @@ const KERNELS: &[&str] = &[
     "act_grad_f32",
     "add_bias_f32",
     "channel_sum_f32",
+    "channel_dot_f32",
+    "channel_affine_f32",
+    "bn_input_grad_f32",
     "pool_fwd_f32",
     "pool_bwd_f32",
     "im2col_f64",
@@ -38,6 +41,9 @@ const KERNELS: &[&str] = &[
     "act_grad_f64",
     "add_bias_f64",
     "channel_sum_f64",
+    "channel_dot_f64",
+    "channel_affine_f64",
+    "bn_input_grad_f64",
     "pool_fwd_f64",
     "pool_bwd_f64",
 ];
@@ -452,6 +458,98 @@ pub(crate) fn channel_sum<E: CudaFloat>(
     let args = (*g.device_ptr(), *db.device_ptr_mut(), b, c, p);
     // SAFETY: the lengths are checked above.
     unsafe { kernel::<E>(dev, "channel_sum")?.launch(cfg, args) }?;
+    Ok(())
+}
+
+/// One block of 256 threads per channel (the kernels' shared arrays have 256 entries).
+fn per_channel(channels: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (int(channels) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// out: (C) += the sum over B and P of `a * b` (of `a` when `b` is `None`), a, b: (B, C, P).
+pub(crate) fn channel_dot<E: CudaFloat>(
+    dev: &Arc<CudaDevice>,
+    a: &impl DevicePtr<E>,
+    b: Option<&CudaSlice<E>>,
+    out: &mut CudaSlice<E>,
+    bcp: Bcp,
+) -> Result<(), CudaError> {
+    let len = bcp.0 * bcp.1 * bcp.2;
+    assert!(a.len() >= len && b.is_none_or(|b| b.len() >= len) && out.len() >= bcp.1);
+    let (bb, c, p) = ints(bcp);
+    let args = (
+        *a.device_ptr(),
+        ptr_or_null(b),
+        *out.device_ptr_mut(),
+        bb,
+        c,
+        p,
+    );
+    // SAFETY: the lengths are checked above.
+    unsafe { kernel::<E>(dev, "channel_dot")?.launch(per_channel(bcp.1), args) }?;
+    Ok(())
+}
+
+/// y: (B, C, P) = x * a[c] + s[c].
+pub(crate) fn channel_affine<E: CudaFloat>(
+    dev: &Arc<CudaDevice>,
+    x: &impl DevicePtr<E>,
+    a: &CudaSlice<E>,
+    s: &CudaSlice<E>,
+    y: &mut CudaSlice<E>,
+    bcp: Bcp,
+) -> Result<(), CudaError> {
+    let len = bcp.0 * bcp.1 * bcp.2;
+    assert!(x.len() >= len && y.len() >= len && a.len() >= bcp.1 && s.len() >= bcp.1);
+    let (b, c, p) = ints(bcp);
+    let args = (
+        *x.device_ptr(),
+        *a.device_ptr(),
+        *s.device_ptr(),
+        *y.device_ptr_mut(),
+        b,
+        c,
+        p,
+    );
+    // SAFETY: the lengths are checked above.
+    unsafe { kernel::<E>(dev, "channel_affine")?.launch(launch_cfg(len), args) }?;
+    Ok(())
+}
+
+/// Batch norm's input gradient: dx += k[c] * (dy - mdy[c] - xhat * mdyx[c]), all (B, C, P)
+/// but the per-channel k, mdy, mdyx.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bn_input_grad<E: CudaFloat>(
+    dev: &Arc<CudaDevice>,
+    dy: &impl DevicePtr<E>,
+    xhat: &CudaSlice<E>,
+    k: &CudaSlice<E>,
+    mdy: &CudaSlice<E>,
+    mdyx: &CudaSlice<E>,
+    dx: &mut impl DevicePtrMut<E>,
+    bcp: Bcp,
+) -> Result<(), CudaError> {
+    let len = bcp.0 * bcp.1 * bcp.2;
+    assert!(dy.len() >= len && xhat.len() >= len && dx.len() >= len);
+    assert!(k.len() >= bcp.1 && mdy.len() >= bcp.1 && mdyx.len() >= bcp.1);
+    let (b, c, p) = ints(bcp);
+    let args = (
+        *dy.device_ptr(),
+        *xhat.device_ptr(),
+        *k.device_ptr(),
+        *mdy.device_ptr(),
+        *mdyx.device_ptr(),
+        *dx.device_ptr_mut(),
+        b,
+        c,
+        p,
+    );
+    // SAFETY: the lengths are checked above.
+    unsafe { kernel::<E>(dev, "bn_input_grad")?.launch(launch_cfg(len), args) }?;
     Ok(())
 }
 

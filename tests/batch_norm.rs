@@ -1,0 +1,161 @@
+//! The batch-norm op against a loop written from PyTorch's definition (biased variance to
+//! normalise, unbiased for the running statistics, momentum 0.1), its gradients against central
+//! finite differences of that loop, and dfdx's own `BatchNorm2D` as a second, independent
+//! implementation. The PyTorch goldens of `tests/blocks.rs` cover it inside networks.
+
+mod common;
+
+use cnn::ops::batch_norm::{BatchNormGeometry, try_batch_norm_infer, try_batch_norm_train};
+use common::{Rng, TestDevice, finite_diff, max_diff};
+use dfdx::prelude::*;
+
+/// Training batch norm of `x` (B, C, P): the output, and the running mean and variance after
+/// one update from `rm`, `rv`.
+fn reference(
+    g: &BatchNormGeometry,
+    x: &[f64],
+    gamma: &[f64],
+    beta: &[f64],
+    (rm, rv): (&[f64], &[f64]),
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let n = (g.batch * g.plane) as f64;
+    let mut y = vec![0.0; x.len()];
+    let (mut new_rm, mut new_rv) = (rm.to_vec(), rv.to_vec());
+    for c in 0..g.channels {
+        let at = |b: usize, p: usize| (b * g.channels + c) * g.plane + p;
+        let mut values = Vec::new();
+        for b in 0..g.batch {
+            for p in 0..g.plane {
+                values.push(x[at(b, p)]);
+            }
+        }
+        let mean = values.iter().sum::<f64>() / n;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+        for b in 0..g.batch {
+            for p in 0..g.plane {
+                let i = at(b, p);
+                y[i] = (x[i] - mean) / (var + g.epsilon).sqrt() * gamma[c] + beta[c];
+            }
+        }
+        new_rm[c] = 0.9 * rm[c] + 0.1 * mean;
+        new_rv[c] = 0.9 * rv[c] + 0.1 * var * n / (n - 1.0);
+    }
+    (y, new_rm, new_rv)
+}
+
+fn geometry(batch: usize, channels: usize, plane: usize) -> BatchNormGeometry {
+    BatchNormGeometry {
+        batch,
+        channels,
+        plane,
+        epsilon: 1e-5,
+        momentum: 0.1,
+    }
+}
+
+#[test]
+fn training_matches_the_definition_with_its_gradients() {
+    let dev: TestDevice = Default::default();
+    let mut rng = Rng::new(11);
+    for (batch, channels, plane) in [(3, 4, 5), (2, 3, 1), (1, 2, 6), (5, 1, 3)] {
+        let g = geometry(batch, channels, plane);
+        let x = rng.vec(g.len());
+        let gamma: Vec<f64> = rng.vec(channels).iter().map(|v| v + 1.5).collect();
+        let beta = rng.vec(channels);
+        let rm = rng.vec(channels);
+        let rv: Vec<f64> = rng.vec(channels).iter().map(|v| v + 1.5).collect();
+        let r = rng.vec(g.len());
+        let (want, want_rm, want_rv) = reference(&g, &x, &gamma, &beta, (&rm, &rv));
+
+        let tx = dev.tensor_from_vec(x.clone(), (g.len(),));
+        let tg = dev.tensor_from_vec(gamma.clone(), (channels,));
+        let tb = dev.tensor_from_vec(beta.clone(), (channels,));
+        let mut trm = dev.tensor_from_vec(rm.clone(), (channels,));
+        let mut trv = dev.tensor_from_vec(rv.clone(), (channels,));
+        let y = try_batch_norm_train(tx.leaky_trace(), g, &tg, &tb, &mut trm, &mut trv).unwrap();
+        assert!(max_diff(&y.as_vec(), &want) < 1e-12, "{g:?}");
+        assert!(max_diff(&trm.as_vec(), &want_rm) < 1e-12, "{g:?}");
+        assert!(max_diff(&trv.as_vec(), &want_rv) < 1e-12, "{g:?}");
+
+        let grads = (y * dev.tensor_from_vec(r.clone(), (g.len(),)))
+            .sum()
+            .backward();
+        let keep = (&rm[..], &rv[..]);
+        let dx = finite_diff(&x, &r, |x| reference(&g, x, &gamma, &beta, keep).0);
+        let dgamma = finite_diff(&gamma, &r, |gm| reference(&g, &x, gm, &beta, keep).0);
+        let dbeta = finite_diff(&beta, &r, |bt| reference(&g, &x, &gamma, bt, keep).0);
+        assert!(max_diff(&grads.get(&tx).as_vec(), &dx) < 1e-6, "dx {g:?}");
+        assert!(
+            max_diff(&grads.get(&tg).as_vec(), &dgamma) < 1e-6,
+            "dgamma {g:?}"
+        );
+        assert!(
+            max_diff(&grads.get(&tb).as_vec(), &dbeta) < 1e-6,
+            "dbeta {g:?}"
+        );
+    }
+}
+
+#[test]
+fn inference_uses_the_running_statistics() {
+    let dev: TestDevice = Default::default();
+    let mut rng = Rng::new(5);
+    let g = geometry(2, 3, 4);
+    let x = rng.vec(g.len());
+    let (gamma, beta, rm) = (rng.vec(3), rng.vec(3), rng.vec(3));
+    let rv: Vec<f64> = rng.vec(3).iter().map(|v| v + 1.5).collect();
+    let mut want = vec![0.0; g.len()];
+    for (i, w) in want.iter_mut().enumerate() {
+        let c = (i / g.plane) % g.channels;
+        *w = (x[i] - rm[c]) / (rv[c] + 1e-5).sqrt() * gamma[c] + beta[c];
+    }
+    let t = |v: &Vec<f64>| dev.tensor_from_vec(v.clone(), (v.len(),));
+    let y = try_batch_norm_infer(t(&x), g, &t(&gamma), &t(&beta), &t(&rm), &t(&rv)).unwrap();
+    assert!(max_diff(&y.as_vec(), &want) < 1e-12);
+}
+
+/// The layer against dfdx's `BatchNorm2D` (same tensors, same names): both modes, the input's
+/// and the weights' gradients, and the running statistics after training.
+#[test]
+fn layer_matches_dfdx_batch_norm() {
+    let dev: TestDevice = Default::default();
+    let mut ours = dev.build_module::<cnn::nn::BatchNorm2D<3, f64, TestDevice>, f64>();
+    let mut theirs = dev.build_module::<modules::builders::BatchNorm2D<3>, f64>();
+    ours.scale = dev.tensor([0.5, 1.5, -2.0]);
+    ours.bias = dev.tensor([0.1, -0.2, 0.3]);
+    theirs.scale = ours.scale.clone();
+    theirs.bias = ours.bias.clone();
+    let x: Tensor<Rank4<4, 3, 5, 2>, f64, _> = dev.sample_normal();
+    let a = ours.forward_mut(x.leaky_trace());
+    let b = theirs.forward_mut(x.leaky_trace());
+    assert!(max_diff(&a.as_vec(), &b.as_vec()) < 1e-12);
+    let r: Tensor<Rank4<4, 3, 5, 2>, f64, _> = dev.sample_normal();
+    let ga = (a * r.clone()).sum().backward();
+    let gb = (b * r).sum().backward();
+    assert!(max_diff(&ga.get(&x).as_vec(), &gb.get(&x).as_vec()) < 1e-12);
+    assert!(
+        max_diff(
+            &ga.get(&ours.scale).as_vec(),
+            &gb.get(&theirs.scale).as_vec()
+        ) < 1e-12
+    );
+    assert!(max_diff(&ga.get(&ours.bias).as_vec(), &gb.get(&theirs.bias).as_vec()) < 1e-12);
+    assert!(max_diff(&ours.running_mean.as_vec(), &theirs.running_mean.as_vec()) < 1e-12);
+    assert!(max_diff(&ours.running_var.as_vec(), &theirs.running_var.as_vec()) < 1e-12);
+    let a = ours.forward(x.clone());
+    let b = theirs.forward(x);
+    assert!(max_diff(&a.as_vec(), &b.as_vec()) < 1e-12);
+}
+
+/// An empty batch gives an empty output and leaves the running statistics alone.
+#[test]
+fn empty_batch() {
+    let dev: TestDevice = Default::default();
+    let mut bn = dev.build_module::<cnn::nn::BatchNorm2D<2, f32, TestDevice>, f32>();
+    let x = dev.zeros_like(&(0usize, Const::<2>, Const::<3>, Const::<3>));
+    let y = bn.forward_mut(x.leaky_trace());
+    assert_eq!(y.shape().0, 0);
+    // (No backward here: dfdx's own `sum` divides by zero on an empty tensor.)
+    assert_eq!(bn.running_mean.as_vec(), [0.0, 0.0]);
+    assert_eq!(bn.running_var.as_vec(), [1.0, 1.0]);
+}
