@@ -159,3 +159,35 @@ fn empty_batch() {
     assert_eq!(bn.running_mean.as_vec(), [0.0, 0.0]);
     assert_eq!(bn.running_var.as_vec(), [1.0, 1.0]);
 }
+
+/// In inference a batch norm after a convolution is folded into the convolution's weights:
+/// the same result as the layers one after another, with and without a conv bias, grouped.
+#[test]
+fn folding_into_a_conv_matches_the_layers() {
+    use cnn::nn::{Conv2D, MaxPool2D};
+    let dev: TestDevice = Default::default();
+    let mut rng = Rng::new(9);
+    let mut bn = dev.build_module::<cnn::nn::BatchNorm2D<4, f64, TestDevice>, f64>();
+    bn.scale = dev.tensor_from_vec(rng.vec(4), (Const::<4>,));
+    bn.bias = dev.tensor_from_vec(rng.vec(4), (Const::<4>,));
+    bn.running_mean = dev.tensor_from_vec(rng.vec(4), (Const::<4>,));
+    bn.running_var =
+        dev.tensor_from_vec(rng.vec(4).iter().map(|v| v + 1.5).collect(), (Const::<4>,));
+    let x: Tensor<Rank4<2, 2, 6, 6>, f64, _> = dev.sample_normal();
+    let pool = MaxPool2D::<2, 2, 6, 6, 3, 3>;
+
+    type WithBias = Conv2D<2, 4, 3, 3, 6, 6, 6, 6, 1, 1, 1, 1, 1, 1, 2, 1, true>;
+    let conv = dev.build_module::<WithBias, f64>();
+    let layers = pool.forward(bn.forward(conv.forward(x.clone())).relu());
+    let folded = conv
+        .fused(modules::ReLU, pool)
+        .folding(&bn)
+        .forward(x.clone());
+    assert!(max_diff(&folded.as_vec(), &layers.as_vec()) < 1e-12);
+
+    type NoBias = Conv2D<2, 4, 3, 3, 6, 6, 6, 6, 1, 1, 1, 1, 1, 1, 1, 2, false>;
+    let conv = dev.build_module::<NoBias, f64>();
+    let layers = bn.forward(conv.forward(x.clone()));
+    let folded = conv.fused((), ()).folding(&bn).forward(x);
+    assert!(max_diff(&folded.as_vec(), &layers.as_vec()) < 1e-12);
+}

@@ -787,6 +787,7 @@ fn seq(steps: &[Step], mutable: bool, batched: bool) -> TokenStream {
         let call = match step {
             Step::Conv {
                 field: path,
+                bn: None,
                 act: None,
                 pool: None,
                 input_grad: true,
@@ -794,19 +795,54 @@ fn seq(steps: &[Step], mutable: bool, batched: bool) -> TokenStream {
                 let f = field(path);
                 quote!(#module(&#f, x))
             }
+            // Inference: the batch norm folded into the conv's weights.
             Step::Conv {
                 field: path,
+                bn: Some(bn),
+                act,
+                pool,
+                input_grad,
+            } if !mutable => {
+                let (f, bn) = (field(path), field(bn));
+                let fused = fused_conv(&f, *act, pool.as_ref(), *input_grad);
+                quote!(#module(&#fused.folding(&#bn), x))
+            }
+            // Training: the batch's statistics, so conv, batch norm, activation, pool in turn.
+            Step::Conv {
+                field: path,
+                bn: Some(bn),
+                act,
+                pool,
+                input_grad,
+            } => {
+                let (f, bn) = (field(path), field(bn));
+                let conv = fused_conv(&f, None, None, *input_grad);
+                let act = act.map(|act| {
+                    let act = unit_value(&Unit::Act(act));
+                    quote!(let x = #module(&#act, x)?;)
+                });
+                let pool = pool.as_ref().map(|pool| {
+                    let pool = unit_value(&Unit::Pool(pool.clone()));
+                    quote!(let x = #module(&#pool, x)?;)
+                });
+                quote!({
+                    let x = #module(&#conv, x)?;
+                    let x = #module_mut(&mut #bn, x)?;
+                    #act
+                    #pool
+                    ::core::result::Result::<_, D::Err>::Ok(x)
+                })
+            }
+            Step::Conv {
+                field: path,
+                bn: None,
                 act,
                 pool,
                 input_grad,
             } => {
                 let f = field(path);
-                let act = act.map_or_else(|| quote!(()), |act| unit_value(&Unit::Act(act)));
-                let pool = pool
-                    .as_ref()
-                    .map_or_else(|| quote!(()), |pool| unit_value(&Unit::Pool(pool.clone())));
-                let input_grad = (!input_grad).then(|| quote!(.without_input_grad()));
-                quote!(#module(&#f.fused(#act, #pool) #input_grad, x))
+                let fused = fused_conv(&f, *act, pool.as_ref(), *input_grad);
+                quote!(#module(&#fused, x))
             }
             Step::Field(path) => {
                 let f = field(path);
@@ -883,6 +919,19 @@ fn seq(steps: &[Step], mutable: bool, batched: bool) -> TokenStream {
         Some(quote!(let x = #call?;))
     });
     quote!(#(#steps)*)
+}
+
+/// `conv.fused(act, pool)`, skipping the input's gradient when told.
+fn fused_conv(
+    conv: &TokenStream,
+    act: Option<Act>,
+    pool: Option<&Pool>,
+    input_grad: bool,
+) -> TokenStream {
+    let act = act.map_or_else(|| quote!(()), |act| unit_value(&Unit::Act(act)));
+    let pool = pool.map_or_else(|| quote!(()), |pool| unit_value(&Unit::Pool(pool.clone())));
+    let input_grad = (!input_grad).then(|| quote!(.without_input_grad()));
+    quote!(#conv.fused(#act, #pool) #input_grad)
 }
 
 /// The branches of a `sum` or `concat`: the forks of `x` (every branch but the first gets a

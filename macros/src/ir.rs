@@ -263,8 +263,13 @@ pub enum Step {
     /// skipping it saves about a fifth of a LeNet training step (`Fused::without_input_grad`).
     /// By default it is true, so that a network placed after another one passes the gradient
     /// back to it, and saliency maps (gradients with respect to the image) work.
+    ///
+    /// `bn` is a `batch_norm2d` right after the conv (before the activation): in inference it
+    /// is folded into the conv's weights (`Fused::folding`); in training, where it needs the
+    /// batch's statistics, the conv, the batch norm, the activation and the pool run as layers.
     Conv {
         field: Path,
+        bn: Option<Path>,
         act: Option<Act>,
         pool: Option<Pool>,
         input_grad: bool,

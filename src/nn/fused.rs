@@ -1,11 +1,12 @@
 use super::conv2d::{conv_impl, conv_ty};
-use super::{AvgPool2D, MaxPool2D};
+use super::{AvgPool2D, BatchNorm, Conv2D, MaxPool2D};
 use crate::ops::{Activation, Pool2DGeometry, try_conv2d};
 use crate::{ConvDevice, Float};
 use dfdx::nn::Module;
 use dfdx::nn::modules::{ReLU, Sigmoid, Tanh};
-use dfdx::shapes::{Const, ConstDim, Dim, HasShape};
+use dfdx::shapes::{Axes3, Const, ConstDim, Dim, HasShape, Rank1, Rank4};
 use dfdx::tensor::{Tape, Tensor};
+use dfdx::tensor_ops::{BroadcastTo, TryAdd, TryMul, TrySub};
 use std::marker::PhantomData;
 
 /// A [`Conv2D`](super::Conv2D) followed by an activation and a pooling window, run as one op:
@@ -140,6 +141,90 @@ impl<B: Dim, E: Float, D: ConvDevice<E>, T: Tape<E, D>, A: FusedActivation, P: F
         let out = (b, Const, Default::default(), Default::default());
         try_conv2d(x, &conv.weight, conv.bias.as_ref(), <conv_ty!(E, D)>::geometry(b.size()), A::ACTIVATION,
             P::GEOMETRY, out, self.input_grad)
+    }
+}
+}
+
+/// A [`Fused`] convolution with an inference-mode [`BatchNorm`](super::BatchNorm) folded into
+/// it: `act(bn(conv(x)))` (then the pool) as one convolution whose weight is scaled per output
+/// channel by `a = scale / sqrt(running_var + epsilon)` and whose bias is
+/// `(bias - running_mean) * a + bn.bias`. The batch norm costs no pass over the activation at
+/// all. Made by `conv.fused(act, pool).folding(&bn)`; `cnn!` uses it for every `conv2d
+/// batch_norm2d [relu|sigmoid|tanh] [pool]` run in `forward` (inference). Training
+/// (`forward_mut`) needs the batch's statistics, so there the three run as layers.
+///
+/// # Shapes
+/// As [`Fused`]; the input is untraced (inference).
+#[derive(Debug)]
+pub struct FusedBatchNorm<'a, C, N, A, P> {
+    fused: Fused<'a, C, A, P>,
+    bn: &'a N,
+}
+
+impl<'a, C, A, P> Fused<'a, C, A, P> {
+    /// Folds `bn` (in inference mode: its running statistics) into this convolution.
+    pub fn folding<N>(self, bn: &'a N) -> FusedBatchNorm<'a, C, N, A, P> {
+        FusedBatchNorm { fused: self, bn }
+    }
+}
+
+conv_impl! {
+impl<E: Float, D: ConvDevice<E>> Conv2D<IN, OUT, KH, KW, H, W, OH, OW, SH, SW, PH, PW, DH, DW, GROUPS, IN_PER_GROUP, BIAS, PH_END, PW_END, E, D> {
+    /// The weight and bias of this convolution with `bn` (inference) folded in.
+    #[allow(clippy::type_complexity)]
+    fn fold(
+        &self,
+        bn: &BatchNorm<OUT, E, D>,
+    ) -> Result<(Tensor<Rank4<OUT, IN_PER_GROUP, KH, KW>, E, D>, Tensor<Rank1<OUT>, E, D>), D::Err> {
+        let a = bn.running_var.clone().try_add(E::from_f64(bn.epsilon).unwrap())?
+            .try_sqrt()?
+            .try_recip()?
+            .try_mul(bn.scale.clone())?;
+        let weight = self.weight.clone().try_mul(a.clone().try_broadcast::<_, Axes3<1, 2, 3>>()?)?;
+        let centred = match &self.bias {
+            Some(b) => b.clone().try_sub(bn.running_mean.clone())?,
+            None => bn.running_mean.clone().try_negate()?,
+        };
+        let bias = centred.try_mul(a)?.try_add(bn.bias.clone())?;
+        Ok((weight, bias))
+    }
+}
+}
+
+conv_impl! {
+impl<E: Float, D: ConvDevice<E>, A: FusedActivation, P: FusedPool<OH, OW>>
+    Module<Tensor<(Const<IN>, Const<H>, Const<W>), E, D>> for FusedBatchNorm<'_, conv_ty!(E, D), BatchNorm<OUT, E, D>, A, P>
+{
+    type Output = Tensor<(Const<OUT>, P::OutH, P::OutW), E, D>;
+    type Error = D::Err;
+
+    /// # Shapes
+    /// `(IN, H, W) -> (OUT, POH, POW)`
+    fn try_forward(&self, x: Tensor<(Const<IN>, Const<H>, Const<W>), E, D>) -> Result<Self::Output, D::Err> {
+        let () = <conv_ty!(E, D)>::SHAPE_CHECK;
+        let (weight, bias) = self.fused.conv.fold(self.bn)?;
+        try_conv2d(x, &weight, Some(&bias), <conv_ty!(E, D)>::geometry(1), A::ACTIVATION,
+            P::GEOMETRY, Default::default(), self.fused.input_grad)
+    }
+}
+}
+
+conv_impl! {
+impl<B: Dim, E: Float, D: ConvDevice<E>, A: FusedActivation, P: FusedPool<OH, OW>>
+    Module<Tensor<(B, Const<IN>, Const<H>, Const<W>), E, D>> for FusedBatchNorm<'_, conv_ty!(E, D), BatchNorm<OUT, E, D>, A, P>
+{
+    type Output = Tensor<(B, Const<OUT>, P::OutH, P::OutW), E, D>;
+    type Error = D::Err;
+
+    /// # Shapes
+    /// `(B, IN, H, W) -> (B, OUT, POH, POW)`
+    fn try_forward(&self, x: Tensor<(B, Const<IN>, Const<H>, Const<W>), E, D>) -> Result<Self::Output, D::Err> {
+        let () = <conv_ty!(E, D)>::SHAPE_CHECK;
+        let b = x.shape().0;
+        let (weight, bias) = self.fused.conv.fold(self.bn)?;
+        let out = (b, Const, Default::default(), Default::default());
+        try_conv2d(x, &weight, Some(&bias), <conv_ty!(E, D)>::geometry(b.size()), A::ACTIVATION,
+            P::GEOMETRY, out, self.fused.input_grad)
     }
 }
 }

@@ -28,7 +28,7 @@ pub use blocks::{
 pub use conv_transpose2d::ConvTranspose2D;
 pub use conv2d::Conv2D;
 pub use flatten::Flatten2D;
-pub use fused::{Fused, FusedActivation, FusedPool};
+pub use fused::{Fused, FusedActivation, FusedBatchNorm, FusedPool};
 pub use max_pool2d::MaxPool2D;
 pub use optional_field::OptionalField;
 

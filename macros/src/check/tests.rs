@@ -193,6 +193,7 @@ fn conv_activation_pool_runs_are_fused() {
         assert_eq!(net.steps.len(), 2 + 1 + 5);
         let Step::Conv {
             field,
+            bn: None,
             act: Some(Act::Sigmoid),
             pool: Some(pool),
             input_grad: true,
@@ -213,13 +214,14 @@ fn conv_activation_pool_runs_are_fused() {
             (PoolKind::Avg, (28, 28), (14, 14))
         );
     });
-    // Only relu, sigmoid and tanh fuse; a pool fuses without an activation; batch norm breaks
-    // the run.
+    // Only relu, sigmoid and tanh fuse; a pool fuses without an activation; a batch norm right
+    // after the conv joins the run (folded in inference), one after the activation ends it.
     let src = stack(
         "conv2d(2, kernel = 3), gelu, max_pool2d(kernel = 2),
          conv2d(2, kernel = 3), max_pool2d(kernel = 2),
          conv2d(2, kernel = 1), batch_norm2d, relu,
-         conv2d(2, kernel = 1), relu, relu",
+         conv2d(2, kernel = 1), relu, relu,
+         conv2d(2, kernel = 1), relu, batch_norm2d",
     );
     plan_of(&src, |net| {
         let shape: Vec<String> = net
@@ -227,8 +229,15 @@ fn conv_activation_pool_runs_are_fused() {
             .iter()
             .map(|step| match step {
                 Step::Conv {
-                    field, act, pool, ..
-                } => format!("{field}+{act:?}+{}", pool.is_some()),
+                    field,
+                    bn,
+                    act,
+                    pool,
+                    ..
+                } => match bn {
+                    Some(bn) => format!("{field}+{bn}+{act:?}+{}", pool.is_some()),
+                    None => format!("{field}+{act:?}+{}", pool.is_some()),
+                },
                 Step::Field(field) | Step::BatchNorm { field, .. } => field.to_string(),
                 Step::Unit(Unit::Act(act)) => format!("{act:?}"),
                 Step::Unit(Unit::Pool(_)) => "pool".into(),
@@ -244,11 +253,11 @@ fn conv_activation_pool_runs_are_fused() {
                 "GeLU",
                 "pool",
                 "conv2+None+true",
-                "conv3+None+false",
-                "bn1",
-                "ReLU",
+                "conv3+bn1+Some(ReLU)+false",
                 "conv4+Some(ReLU)+false",
-                "ReLU"
+                "ReLU",
+                "conv5+Some(ReLU)+false",
+                "bn2"
             ]
         );
     });
