@@ -35,6 +35,9 @@ fn reference(
             for p in 0..g.plane {
                 let i = at(b, p);
                 y[i] = (x[i] - mean) / (var + g.epsilon).sqrt() * gamma[c] + beta[c];
+                if g.relu {
+                    y[i] = y[i].max(0.0);
+                }
             }
         }
         new_rm[c] = 0.9 * rm[c] + 0.1 * mean;
@@ -50,6 +53,7 @@ fn geometry(batch: usize, channels: usize, plane: usize) -> BatchNormGeometry {
         plane,
         epsilon: 1e-5,
         momentum: 0.1,
+        relu: false,
     }
 }
 
@@ -57,9 +61,20 @@ fn geometry(batch: usize, channels: usize, plane: usize) -> BatchNormGeometry {
 fn training_matches_the_definition_with_its_gradients() {
     let dev: TestDevice = Default::default();
     let mut rng = Rng::new(11);
-    for (batch, channels, plane) in [(3, 4, 5), (2, 3, 1), (1, 2, 6), (5, 1, 3)] {
-        let g = geometry(batch, channels, plane);
+    let cases = [
+        (3, 4, 5, false),
+        (2, 3, 1, false),
+        (1, 2, 6, false),
+        (5, 1, 3, false),
+    ];
+    let with_relu = [(3, 4, 5, true), (2, 3, 1, true)];
+    for (batch, channels, plane, relu) in cases.into_iter().chain(with_relu) {
+        let g = BatchNormGeometry {
+            relu,
+            ..geometry(batch, channels, plane)
+        };
         let x = rng.vec(g.len());
+        // (Signs mixed, so that the ReLU cuts some of every channel.)
         let gamma: Vec<f64> = rng.vec(channels).iter().map(|v| v + 1.5).collect();
         let beta = rng.vec(channels);
         let rm = rng.vec(channels);
@@ -145,6 +160,29 @@ fn layer_matches_dfdx_batch_norm() {
     let a = ours.forward(x.clone());
     let b = theirs.forward(x);
     assert!(max_diff(&a.as_vec(), &b.as_vec()) < 1e-12);
+}
+
+/// `WithRelu` is the batch norm and then the ReLU, in both modes.
+#[test]
+fn with_relu_is_the_batch_norm_then_the_relu() {
+    use cnn::nn::WithRelu;
+    let dev: TestDevice = Default::default();
+    let mut a = dev.build_module::<cnn::nn::BatchNorm2D<3, f64, TestDevice>, f64>();
+    a.bias = dev.tensor([0.3, -0.2, 0.1]);
+    let mut b = a.clone();
+    let x: Tensor<Rank4<2, 3, 4, 4>, f64, _> = dev.sample_normal();
+    let fused = WithRelu(&mut a).forward_mut(x.leaky_trace());
+    let layers = b.forward_mut(x.leaky_trace()).relu();
+    assert!(max_diff(&fused.as_vec(), &layers.as_vec()) < 1e-12);
+    let r: Tensor<Rank4<2, 3, 4, 4>, f64, _> = dev.sample_normal();
+    let ga = (fused * r.clone()).sum().backward();
+    let gb = (layers * r).sum().backward();
+    assert!(max_diff(&ga.get(&x).as_vec(), &gb.get(&x).as_vec()) < 1e-12);
+    assert!(max_diff(&ga.get(&a.scale).as_vec(), &gb.get(&b.scale).as_vec()) < 1e-12);
+    assert!(max_diff(&ga.get(&a.bias).as_vec(), &gb.get(&b.bias).as_vec()) < 1e-12);
+    let fused = WithRelu(&a).forward(x.clone());
+    let layers = b.forward(x).relu();
+    assert!(max_diff(&fused.as_vec(), &layers.as_vec()) < 1e-12);
 }
 
 /// An empty batch gives an empty output and leaves the running statistics alone.

@@ -817,7 +817,12 @@ fn seq(steps: &[Step], mutable: bool, batched: bool) -> TokenStream {
             } => {
                 let (f, bn) = (field(path), field(bn));
                 let conv = fused_conv(&f, None, None, *input_grad);
-                let act = act.map(|act| {
+                // A ReLU runs inside the batch norm's op.
+                let norm = match act {
+                    Some(Act::ReLU) => quote!(#module_mut(&mut ::cnn::nn::WithRelu(&mut #bn), x)),
+                    _ => quote!(#module_mut(&mut #bn, x)),
+                };
+                let act = act.filter(|&act| act != Act::ReLU).map(|act| {
                     let act = unit_value(&Unit::Act(act));
                     quote!(let x = #module(&#act, x)?;)
                 });
@@ -827,7 +832,7 @@ fn seq(steps: &[Step], mutable: bool, batched: bool) -> TokenStream {
                 });
                 quote!({
                     let x = #module(&#conv, x)?;
-                    let x = #module_mut(&mut #bn, x)?;
+                    let x = #norm?;
                     #act
                     #pool
                     ::core::result::Result::<_, D::Err>::Ok(x)
@@ -852,9 +857,22 @@ fn seq(steps: &[Step], mutable: bool, batched: bool) -> TokenStream {
                 let value = unit_value(unit);
                 quote!(#module(&#value, x))
             }
-            Step::BatchNorm { field: path, .. } if mutable => {
+            Step::BatchNorm {
+                field: path, relu, ..
+            } if mutable => {
                 let f = field(path);
-                quote!(#module_mut(&mut #f, x))
+                match relu {
+                    true => quote!(#module_mut(&mut ::cnn::nn::WithRelu(&mut #f), x)),
+                    false => quote!(#module_mut(&mut #f, x)),
+                }
+            }
+            Step::BatchNorm {
+                field: path,
+                relu: true,
+                ..
+            } => {
+                let f = field(path);
+                quote!(#module(&::cnn::nn::WithRelu(&#f), x))
             }
             Step::BatchNorm { field: path, .. } => {
                 let f = field(path);

@@ -282,9 +282,11 @@ pub enum Step {
     /// `batch_norm2d`/`batch_norm1d`: running statistics in inference, batch statistics in
     /// training. `features` is `Some(N)` for `batch_norm1d`, which trains on batches only (the
     /// batch statistics of one vector are undefined).
+    /// `relu` is a ReLU right after it, fused into the same op.
     BatchNorm {
         field: Path,
         features: Option<usize>,
+        relu: bool,
     },
     /// `dropout(P)`: identity in inference.
     Dropout { field: Option<Path>, p: f64 },

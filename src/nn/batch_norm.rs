@@ -107,24 +107,31 @@ impl<const C: usize, E: Dtype, D: Device<E>> BuildOnDevice<D, E> for BatchNorm<C
     type Built = Self;
 }
 
+/// A [`BatchNorm`] and the ReLU after it, run as one op (the same passes as the batch norm
+/// alone): `WithRelu(&mut bn)` trains (`forward_mut`), `WithRelu(&bn)` infers (`forward`).
+/// `cnn!` uses it for every `batch_norm2d, relu` (and `batch_norm1d, relu`) pair.
+#[derive(Debug)]
+pub struct WithRelu<B>(pub B);
+
 impl<const C: usize, E: Float, D: ConvDevice<E>> BatchNorm<C, E, D> {
-    fn geometry(&self, batch: usize, plane: usize) -> BatchNormGeometry {
+    fn geometry(&self, batch: usize, plane: usize, relu: bool) -> BatchNormGeometry {
         BatchNormGeometry {
             batch,
             channels: C,
             plane,
             epsilon: self.epsilon,
             momentum: self.momentum,
+            relu,
         }
     }
 
     fn infer<S: dfdx::shapes::Shape>(
         &self,
         x: Tensor<S, E, D>,
-        batch: usize,
-        plane: usize,
+        (batch, plane): (usize, usize),
+        relu: bool,
     ) -> Result<Tensor<S, E, D>, D::Err> {
-        let g = self.geometry(batch, plane);
+        let g = self.geometry(batch, plane, relu);
         try_batch_norm_infer(
             x,
             g,
@@ -138,10 +145,10 @@ impl<const C: usize, E: Float, D: ConvDevice<E>> BatchNorm<C, E, D> {
     fn train<S: dfdx::shapes::Shape>(
         &mut self,
         x: Traced<S, E, D>,
-        batch: usize,
-        plane: usize,
+        (batch, plane): (usize, usize),
+        relu: bool,
     ) -> Result<Traced<S, E, D>, D::Err> {
-        let g = self.geometry(batch, plane);
+        let g = self.geometry(batch, plane, relu);
         try_batch_norm_train(
             x,
             g,
@@ -154,9 +161,10 @@ impl<const C: usize, E: Float, D: ConvDevice<E>> BatchNorm<C, E, D> {
 }
 
 /// Implements `Module` (inference, untraced input) and `ModuleMut` (training, traced input)
-/// for one input shape, `$batch` and `$plane` read from the shape `s`.
+/// for one input shape, for [`BatchNorm`] and [`WithRelu`]; `$batch` and `$plane` are read
+/// from the shape `s`.
 macro_rules! modes {
-    ([$($gen:tt)*], $shape:ty, |$s:ident| ($batch:expr, $plane:expr), train: $train:tt) => {
+    ([$($gen:tt)*], $shape:ty, |$s:ident| $sizes:expr, train: $train:tt) => {
         impl<$($gen)* const C: usize, E: Float, D: ConvDevice<E>>
             Module<Tensor<$shape, E, D, NoneTape>> for BatchNorm<C, E, D>
         {
@@ -166,12 +174,25 @@ macro_rules! modes {
             /// Inference, with the running statistics.
             fn try_forward(&self, x: Tensor<$shape, E, D, NoneTape>) -> Result<Self::Output, D::Err> {
                 let $s = *x.shape();
-                self.infer(x, $batch, $plane)
+                self.infer(x, $sizes, false)
             }
         }
-        modes!(@train $train [$($gen)*], $shape, |$s| ($batch, $plane));
+
+        impl<'a, $($gen)* const C: usize, E: Float, D: ConvDevice<E>>
+            Module<Tensor<$shape, E, D, NoneTape>> for WithRelu<&'a BatchNorm<C, E, D>>
+        {
+            type Output = Tensor<$shape, E, D, NoneTape>;
+            type Error = D::Err;
+
+            /// Inference, with the running statistics, then the ReLU.
+            fn try_forward(&self, x: Tensor<$shape, E, D, NoneTape>) -> Result<Self::Output, D::Err> {
+                let $s = *x.shape();
+                self.0.infer(x, $sizes, true)
+            }
+        }
+        modes!(@train $train [$($gen)*], $shape, |$s| $sizes);
     };
-    (@train true [$($gen:tt)*], $shape:ty, |$s:ident| ($batch:expr, $plane:expr)) => {
+    (@train true [$($gen:tt)*], $shape:ty, |$s:ident| $sizes:expr) => {
         impl<$($gen)* const C: usize, E: Float, D: ConvDevice<E>>
             ModuleMut<Tensor<$shape, E, D, OwnedTape<E, D>>> for BatchNorm<C, E, D>
         {
@@ -184,7 +205,23 @@ macro_rules! modes {
                 x: Tensor<$shape, E, D, OwnedTape<E, D>>,
             ) -> Result<Self::Output, D::Err> {
                 let $s = *x.shape();
-                self.train(x, $batch, $plane)
+                self.train(x, $sizes, false)
+            }
+        }
+
+        impl<'a, $($gen)* const C: usize, E: Float, D: ConvDevice<E>>
+            ModuleMut<Tensor<$shape, E, D, OwnedTape<E, D>>> for WithRelu<&'a mut BatchNorm<C, E, D>>
+        {
+            type Output = Tensor<$shape, E, D, OwnedTape<E, D>>;
+            type Error = D::Err;
+
+            /// Training, with the batch's statistics, then the ReLU; moves the running ones.
+            fn try_forward_mut(
+                &mut self,
+                x: Tensor<$shape, E, D, OwnedTape<E, D>>,
+            ) -> Result<Self::Output, D::Err> {
+                let $s = *x.shape();
+                self.0.train(x, $sizes, true)
             }
         }
     };

@@ -21,7 +21,7 @@ mod max_pool2d;
 mod optional_field;
 
 pub use avg_pool2d::AvgPool2D;
-pub use batch_norm::{BatchNorm, BatchNorm1D, BatchNorm2D};
+pub use batch_norm::{BatchNorm, BatchNorm1D, BatchNorm2D, WithRelu};
 pub use blocks::{
     AdaptiveAvgPool2D, ChannelShape, ReLU6, SiLU, channels_to_usize, try_concat, try_scale,
 };

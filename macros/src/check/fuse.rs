@@ -2,7 +2,9 @@
 //!
 //! Rule: each run `conv2d [batch_norm2d] [relu|sigmoid|tanh] [max_pool2d|avg_pool2d]` within
 //! one stack is one step (the library's `Conv2D::fused`, about twice as fast as three layers;
-//! in inference the batch norm is folded into the convolution's weights). A construct
+//! in inference the batch norm is folded into the convolution's weights, in training a ReLU
+//! after it runs inside the batch norm's op), and so is every other `batch_norm2d, relu` or
+//! `batch_norm1d, relu` pair (`WithRelu`). A construct
 //! (`residual`, `concat`, ..., a block call, a group) ends a run: its steps are already fused
 //! inside it.
 
@@ -99,6 +101,7 @@ pub fn fuse(items: Vec<Item>) -> Vec<Step> {
             Placing::BatchNorm { channels, image } => Step::BatchNorm {
                 field: field.expect("every batch norm has a field"),
                 features: (!image).then_some(channels),
+                relu: rest.next_if(is_relu).is_some(),
             },
             Placing::Dropout(p) => Step::Dropout { field, p },
             Placing::Unit(unit) => match field {
@@ -109,6 +112,17 @@ pub fn fuse(items: Vec<Item>) -> Vec<Step> {
         steps.push(step);
     }
     steps
+}
+
+/// Whether the item is a ReLU (named or not: a fused one keeps its field).
+fn is_relu(item: &Item) -> bool {
+    matches!(
+        item,
+        Item::Layer {
+            placing: Placing::Unit(Unit::Act(Act::ReLU)),
+            ..
+        }
+    )
 }
 
 /// The field type of a placed layer.

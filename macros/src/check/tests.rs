@@ -238,7 +238,8 @@ fn conv_activation_pool_runs_are_fused() {
                     Some(bn) => format!("{field}+{bn}+{act:?}+{}", pool.is_some()),
                     None => format!("{field}+{act:?}+{}", pool.is_some()),
                 },
-                Step::Field(field) | Step::BatchNorm { field, .. } => field.to_string(),
+                Step::Field(field) => field.to_string(),
+                Step::BatchNorm { field, relu, .. } => format!("{field}+{relu}"),
                 Step::Unit(Unit::Act(act)) => format!("{act:?}"),
                 Step::Unit(Unit::Pool(_)) => "pool".into(),
                 Step::Unit(Unit::Flatten(_)) => "flatten".into(),
@@ -257,7 +258,7 @@ fn conv_activation_pool_runs_are_fused() {
                 "conv4+Some(ReLU)+false",
                 "ReLU",
                 "conv5+Some(ReLU)+false",
-                "bn2"
+                "bn2+false"
             ]
         );
     });

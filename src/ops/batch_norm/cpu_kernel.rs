@@ -9,10 +9,12 @@ use dfdx::shapes::Shape;
 use dfdx::tensor::{Cpu, Tensor, TensorFromVec};
 use rayon::prelude::*;
 
-/// What backward needs: the normalised input `x̂` (B, C, P) and, per channel, `γ / σ`.
+/// What backward needs: the normalised input `x̂` (B, C, P) and, per channel, `γ / σ`, and
+/// `γ`, `β` when a ReLU follows (its mask is `x̂ γ + β > 0`).
 pub struct CpuBatchNormSaved<E: Float> {
     xhat: Buffer<E>,
     gamma_over_std: Vec<E>,
+    gamma_beta: Option<(Vec<E>, Vec<E>)>,
 }
 
 /// Per channel `c`, `f(c, row)` summed over the batch's rows of that channel (each row summed
@@ -35,16 +37,24 @@ fn row_sum<E: Float>(row: &[E], f: impl Fn(E) -> E) -> f64 {
         .unwrap()
 }
 
-/// `out[b, c, p] = x[b, c, p] * a[c] + s[c]`, in parallel over the rows.
-fn affine<E: Float>(g: &BatchNormGeometry, x: &[E], a: &[E], s: &[E], out: &mut [E]) {
+/// `out[b, c, p] = x[b, c, p] * a[c] + s[c]` (then `max(0, ·)` with `relu`), in parallel over
+/// the rows.
+fn affine<E: Float>(g: &BatchNormGeometry, x: &[E], a: &[E], s: &[E], relu: bool, out: &mut [E]) {
     out.par_chunks_mut(g.plane)
         .zip(x.par_chunks(g.plane))
         .enumerate()
         .for_each(|(row, (out, x))| {
             let c = row % g.channels;
             let (a, s) = (a[c], s[c]);
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = v * a + s;
+            // Two loops, so that each vectorises.
+            if relu {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = (v * a + s).max(E::zero());
+                }
+            } else {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = v * a + s;
+                }
             }
         });
 }
@@ -71,6 +81,7 @@ impl<E: Float> BatchNormKernel<E> for Cpu {
         let empty = CpuBatchNormSaved {
             xhat: Buffer::zeroed(0),
             gamma_over_std: Vec::new(),
+            gamma_beta: None,
         };
         if n == 0 {
             // No values: no statistics, and the running ones stay as they are.
@@ -100,17 +111,18 @@ impl<E: Float> BatchNormKernel<E> for Cpu {
             .map(|c| beta[c] - from_f64::<E>(mean[c]) * a[c])
             .collect();
         let mut out = Buffer::for_overwrite(g.len());
-        affine(g, &xh, &a, &s, &mut out);
+        affine(g, &xh, &a, &s, g.relu, &mut out);
         let saved = if save {
             let scale: Vec<E> = inv_std.iter().map(|&v| from_f64(v)).collect();
             let shift: Vec<E> = (0..g.channels)
                 .map(|c| -from_f64::<E>(mean[c] * inv_std[c]))
                 .collect();
             let mut xhat = Buffer::for_overwrite(g.len());
-            affine(g, &xh, &scale, &shift, &mut xhat);
+            affine(g, &xh, &scale, &shift, false, &mut xhat);
             CpuBatchNormSaved {
                 xhat,
                 gamma_over_std: a,
+                gamma_beta: g.relu.then(|| (gamma.to_vec(), beta.to_vec())),
             }
         } else {
             empty
@@ -149,6 +161,31 @@ impl<E: Float> BatchNormKernel<E> for Cpu {
             return Ok(());
         }
         let xhat = &saved.xhat;
+        // Through the ReLU first: dz = dy where z = x̂ γ + β > 0, else 0.
+        let masked;
+        let gout: &[E] = match &saved.gamma_beta {
+            Some((gamma, beta)) => {
+                let mut dz = Buffer::for_overwrite(g.len());
+                dz.par_chunks_mut(g.plane)
+                    .zip(gout.par_chunks(g.plane))
+                    .zip(xhat.par_chunks(g.plane))
+                    .enumerate()
+                    .for_each(|(row, ((dz, dy), h))| {
+                        let c = row % g.channels;
+                        let (gm, bt) = (gamma[c], beta[c]);
+                        for ((dz, &dy), &h) in dz.iter_mut().zip(dy).zip(h) {
+                            *dz = if h * gm + bt > E::zero() {
+                                dy
+                            } else {
+                                E::zero()
+                            };
+                        }
+                    });
+                masked = dz;
+                &masked
+            }
+            None => gout,
+        };
         // dβ = Σ dy, dγ = Σ dy x̂, per channel.
         let sum_dy = channel_sums(g, |_, r| row_sum(&gout[r..r + g.plane], |v| v));
         let sum_dy_xhat = channel_sums(g, |_, r| {
@@ -199,7 +236,7 @@ impl<E: Float> BatchNormKernel<E> for Cpu {
             .collect();
         let s: Vec<E> = (0..g.channels).map(|c| beta[c] - rm[c] * a[c]).collect();
         let mut out = Buffer::for_overwrite(g.len());
-        affine(g, &xh, &a, &s, &mut out);
+        affine(g, &xh, &a, &s, g.relu, &mut out);
         self.try_tensor_from_vec(out.into_vec(), out_shape)
     }
 }

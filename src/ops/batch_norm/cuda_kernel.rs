@@ -5,7 +5,8 @@
 
 use super::{BatchNormGeometry, BatchNormKernel};
 use crate::ops::cuda::{
-    CudaFloat, alloc, bn_input_grad, channel_affine, channel_dot, device_of, into_tensor, to_device,
+    CudaFloat, alloc, bn_input_grad, bn_relu_grad, channel_affine, channel_dot, device_of,
+    into_tensor, to_device,
 };
 use crate::ops::to_host;
 use cudarc::driver::{CudaDevice, CudaSlice};
@@ -13,10 +14,12 @@ use dfdx::shapes::Shape;
 use dfdx::tensor::{Cuda, CudaError, Tensor};
 use std::sync::Arc;
 
-/// What backward needs: `x̂` (B, C, P) and `γ / σ` (C), on the device.
+/// What backward needs: `x̂` (B, C, P) and `γ / σ` (C), and `γ`, `β` when a ReLU follows
+/// (its mask is `x̂ γ + β > 0`).
 pub struct CudaBatchNormSaved<E> {
     xhat: Option<CudaSlice<E>>,
     gamma_over_std: Vec<E>,
+    gamma_beta: Option<(Vec<E>, Vec<E>)>,
 }
 
 fn to_f64s<E: CudaFloat>(v: &[E]) -> Vec<f64> {
@@ -39,17 +42,24 @@ fn sums<E: CudaFloat>(
     Ok(to_f64s(&dev.dtoh_sync_copy(&out)?))
 }
 
-/// `y = x * a[c] + s[c]` into a new device buffer.
+/// `y = x * a[c] + s[c]` (then `max(0, y)` with `relu`) into a new device buffer.
 fn affine<E: CudaFloat>(
     dev: &Arc<CudaDevice>,
     x: &CudaSlice<E>,
-    a: &[E],
-    s: &[E],
+    (a, s): (&[E], &[E]),
+    relu: bool,
     g: &BatchNormGeometry,
 ) -> Result<CudaSlice<E>, CudaError> {
     let (a, s) = (dev.htod_sync_copy(a)?, dev.htod_sync_copy(s)?);
     let mut y = alloc::<E>(dev, g.len())?;
-    channel_affine(dev, x, &a, &s, &mut y, (g.batch, g.channels, g.plane))?;
+    channel_affine(
+        dev,
+        x,
+        (&a, &s),
+        relu,
+        &mut y,
+        (g.batch, g.channels, g.plane),
+    )?;
     Ok(y)
 }
 
@@ -72,6 +82,7 @@ impl<E: CudaFloat> BatchNormKernel<E> for Cuda {
         let empty = CudaBatchNormSaved {
             xhat: None,
             gamma_over_std: Vec::new(),
+            gamma_beta: None,
         };
         if n == 0 {
             // No values: no statistics, and the running ones stay as they are.
@@ -86,31 +97,23 @@ impl<E: CudaFloat> BatchNormKernel<E> for Cuda {
             .collect();
         // Two passes (the deviations, then their squares): no cancellation in the variance.
         let ones = from_f64s::<E>(vec![1.0; g.channels]);
-        let centred = affine(&dev, &x, &ones, &from_f64s(mean.iter().map(|m| -m)), g)?;
+        let shift = from_f64s::<E>(mean.iter().map(|m| -m));
+        let centred = affine(&dev, &x, (&ones, &shift), false, g)?;
         let var: Vec<f64> = sums(&dev, &centred, Some(&centred), g)?
             .into_iter()
             .map(|s| s / n as f64)
             .collect();
         let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + g.epsilon).sqrt()).collect();
         let zeros = from_f64s::<E>(vec![0.0; g.channels]);
-        let xhat = affine(
-            &dev,
-            &centred,
-            &from_f64s(inv_std.iter().copied()),
-            &zeros,
-            g,
-        )?;
-        let out = affine(
-            &dev,
-            &xhat,
-            &from_f64s(gamma.iter().copied()),
-            &from_f64s(beta),
-            g,
-        )?;
+        let scale = from_f64s::<E>(inv_std.iter().copied());
+        let xhat = affine(&dev, &centred, (&scale, &zeros), false, g)?;
+        let (gamma_e, beta_e) = (from_f64s::<E>(gamma.iter().copied()), from_f64s::<E>(beta));
+        let out = affine(&dev, &xhat, (&gamma_e, &beta_e), g.relu, g)?;
         let saved = match save {
             true => CudaBatchNormSaved {
                 xhat: Some(xhat),
                 gamma_over_std: from_f64s((0..g.channels).map(|c| gamma[c] * inv_std[c])),
+                gamma_beta: g.relu.then_some((gamma_e, beta_e)),
             },
             false => empty,
         };
@@ -148,6 +151,18 @@ impl<E: CudaFloat> BatchNormKernel<E> for Cuda {
             return Ok(());
         };
         let dev = gout.device();
+        let bcp = (g.batch, g.channels, g.plane);
+        // Through the ReLU first: dz = dy where x̂ γ + β > 0, else 0.
+        let masked = match &saved.gamma_beta {
+            Some((gamma, beta)) => {
+                let (gamma, beta) = (dev.htod_sync_copy(gamma)?, dev.htod_sync_copy(beta)?);
+                let mut dz = alloc::<E>(&dev, g.len())?;
+                bn_relu_grad(&dev, gout, &xhat, (&gamma, &beta), &mut dz, bcp)?;
+                Some(dz)
+            }
+            None => None,
+        };
+        let gout = masked.as_ref().unwrap_or(gout);
         let sum_dy = sums(&dev, gout, None, g)?;
         let sum_dy_xhat = sums(&dev, gout, Some(&xhat), g)?;
         // dβ += Σ dy, dγ += Σ dy x̂ (C values each, through the host).
@@ -162,16 +177,7 @@ impl<E: CudaFloat> BatchNormKernel<E> for Cuda {
         let k = dev.htod_sync_copy(&saved.gamma_over_std)?;
         let mdy = dev.htod_sync_copy(&from_f64s::<E>(sum_dy.iter().map(|s| s / n as f64)))?;
         let mdyx = dev.htod_sync_copy(&from_f64s::<E>(sum_dy_xhat.iter().map(|s| s / n as f64)))?;
-        bn_input_grad(
-            &dev,
-            gout,
-            &xhat,
-            &k,
-            &mdy,
-            &mdyx,
-            dx,
-            (g.batch, g.channels, g.plane),
-        )
+        bn_input_grad(&dev, gout, &xhat, &k, &mdy, &mdyx, dx, bcp)
     }
 
     fn batch_norm_infer<Sx: Shape, Sc: Shape, So: Shape>(
@@ -194,8 +200,8 @@ impl<E: CudaFloat> BatchNormKernel<E> for Cuda {
         let a: Vec<f64> = (0..g.channels)
             .map(|c| gamma[c] / (rv[c] + g.epsilon).sqrt())
             .collect();
-        let s = (0..g.channels).map(|c| beta[c] - rm[c] * a[c]);
-        let out = affine(&dev, &x, &from_f64s(a.iter().copied()), &from_f64s(s), g)?;
+        let s = from_f64s::<E>((0..g.channels).map(|c| beta[c] - rm[c] * a[c]));
+        let out = affine(&dev, &x, (&from_f64s(a.iter().copied()), &s), g.relu, g)?;
         into_tensor(self, out, out_shape)
     }
 }

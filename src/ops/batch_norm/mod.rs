@@ -34,6 +34,9 @@ pub struct BatchNormGeometry {
     pub epsilon: f64,
     /// How far one batch moves the running statistics.
     pub momentum: f64,
+    /// Whether a ReLU follows, applied in the same passes (forward and backward): `cnn!` fuses
+    /// `batch_norm2d, relu` in training.
+    pub relu: bool,
 }
 
 impl BatchNormGeometry {
@@ -60,8 +63,9 @@ pub trait BatchNormKernel<E: Float>: Storage<E> {
     type BatchNormSaved: 'static;
 
     /// Training: normalises `x` with its own per-channel statistics, scales by `gamma` and
-    /// shifts by `beta`, and moves `running_mean`/`running_var` towards the batch's. When
-    /// `save` is false no backward pass will run.
+    /// shifts by `beta` (then applies the ReLU, with `g.relu`), and moves
+    /// `running_mean`/`running_var` towards the batch's. When `save` is false no backward pass
+    /// will run.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn batch_norm_train<Sx: Shape, Sc: Shape, So: Shape>(
         &self,
@@ -86,7 +90,8 @@ pub trait BatchNormKernel<E: Float>: Storage<E> {
         dbeta: &mut Self::Vec,
     ) -> Result<(), Self::Err>;
 
-    /// Inference: `(x - running_mean) / sqrt(running_var + epsilon) * gamma + beta`.
+    /// Inference: `(x - running_mean) / sqrt(running_var + epsilon) * gamma + beta` (then the
+    /// ReLU, with `g.relu`).
     #[allow(clippy::too_many_arguments)]
     fn batch_norm_infer<Sx: Shape, Sc: Shape, So: Shape>(
         &self,

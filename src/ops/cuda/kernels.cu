@@ -152,13 +152,24 @@ __device__ void channel_dot(const T *a, const T *b, T *out, int batch, int chann
     if (threadIdx.x == 0) out[c] += part[0];
 }
 
-// y: (B, C, P) = x * a[c] + s[c].
+// y: (B, C, P) = x * a[c] + s[c], then max(0, y) when relu is 1.
 template <typename T>
 __device__ void channel_affine(const T *x, const T *a, const T *s, T *y, int batch, int channels,
-                               int plane) {
+                               int plane, int relu) {
     GRID_STRIDE(i, (size_t)batch * channels * plane) {
         const int c = (i / plane) % channels;
-        y[i] = x[i] * a[c] + s[c];
+        const T v = x[i] * a[c] + s[c];
+        y[i] = relu && !(v > T(0)) ? T(0) : v;
+    }
+}
+
+// Through batch norm's fused ReLU: dz: (B, C, P) = dy where xhat * gamma[c] + beta[c] > 0, else 0.
+template <typename T>
+__device__ void bn_relu_grad(const T *dy, const T *xhat, const T *gamma, const T *beta, T *dz,
+                             int batch, int channels, int plane) {
+    GRID_STRIDE(i, (size_t)batch * channels * plane) {
+        const int c = (i / plane) % channels;
+        dz[i] = xhat[i] * gamma[c] + beta[c] > T(0) ? dy[i] : T(0);
     }
 }
 
@@ -257,8 +268,12 @@ __device__ void pool_bwd(const PoolGeom g, const T *gout, const unsigned *arg, T
         channel_dot(a, b2, out, b, c, p);                                                     \
     }                                                                                         \
     extern "C" __global__ void channel_affine_##S(const T *x, const T *a, const T *s, T *y,   \
-                                                  int b, int c, int p) {                      \
-        channel_affine(x, a, s, y, b, c, p);                                                  \
+                                                  int b, int c, int p, int relu) {            \
+        channel_affine(x, a, s, y, b, c, p, relu);                                            \
+    }                                                                                         \
+    extern "C" __global__ void bn_relu_grad_##S(const T *dy, const T *xhat, const T *gamma,   \
+                                                const T *beta, T *dz, int b, int c, int p) {  \
+        bn_relu_grad(dy, xhat, gamma, beta, dz, b, c, p);                                     \
     }                                                                                         \
     extern "C" __global__ void bn_input_grad_##S(const T *dy, const T *xhat, const T *k,      \
                                                  const T *mdy, const T *mdyx, T *dx, int b,   \

@@ -33,6 +33,7 @@ const KERNELS: &[&str] = &[
     "channel_dot_f32",
     "channel_affine_f32",
     "bn_input_grad_f32",
+    "bn_relu_grad_f32",
     "pool_fwd_f32",
     "pool_bwd_f32",
     "im2col_f64",
@@ -44,6 +45,7 @@ const KERNELS: &[&str] = &[
     "channel_dot_f64",
     "channel_affine_f64",
     "bn_input_grad_f64",
+    "bn_relu_grad_f64",
     "pool_fwd_f64",
     "pool_bwd_f64",
 ];
@@ -494,29 +496,50 @@ pub(crate) fn channel_dot<E: CudaFloat>(
     Ok(())
 }
 
-/// y: (B, C, P) = x * a[c] + s[c].
+/// y: (B, C, P) = x * a[c] + s[c], then `max(0, y)` with `relu`.
 pub(crate) fn channel_affine<E: CudaFloat>(
     dev: &Arc<CudaDevice>,
     x: &impl DevicePtr<E>,
-    a: &CudaSlice<E>,
-    s: &CudaSlice<E>,
+    (a, s): (&CudaSlice<E>, &CudaSlice<E>),
+    relu: bool,
     y: &mut CudaSlice<E>,
     bcp: Bcp,
 ) -> Result<(), CudaError> {
     let len = bcp.0 * bcp.1 * bcp.2;
     assert!(x.len() >= len && y.len() >= len && a.len() >= bcp.1 && s.len() >= bcp.1);
     let (b, c, p) = ints(bcp);
+    let (x, a, s) = (*x.device_ptr(), *a.device_ptr(), *s.device_ptr());
+    let args = (x, a, s, *y.device_ptr_mut(), b, c, p, i32::from(relu));
+    // SAFETY: the lengths are checked above.
+    unsafe { kernel::<E>(dev, "channel_affine")?.launch(launch_cfg(len), args) }?;
+    Ok(())
+}
+
+/// Through batch norm's fused ReLU: dz = dy where xhat * gamma[c] + beta[c] > 0, else 0.
+pub(crate) fn bn_relu_grad<E: CudaFloat>(
+    dev: &Arc<CudaDevice>,
+    dy: &impl DevicePtr<E>,
+    xhat: &CudaSlice<E>,
+    (gamma, beta): (&CudaSlice<E>, &CudaSlice<E>),
+    dz: &mut CudaSlice<E>,
+    bcp: Bcp,
+) -> Result<(), CudaError> {
+    let len = bcp.0 * bcp.1 * bcp.2;
+    assert!(dy.len() >= len && xhat.len() >= len && dz.len() >= len);
+    assert!(gamma.len() >= bcp.1 && beta.len() >= bcp.1);
+    let (b, c, p) = ints(bcp);
     let args = (
-        *x.device_ptr(),
-        *a.device_ptr(),
-        *s.device_ptr(),
-        *y.device_ptr_mut(),
+        *dy.device_ptr(),
+        *xhat.device_ptr(),
+        *gamma.device_ptr(),
+        *beta.device_ptr(),
+        *dz.device_ptr_mut(),
         b,
         c,
         p,
     );
     // SAFETY: the lengths are checked above.
-    unsafe { kernel::<E>(dev, "channel_affine")?.launch(launch_cfg(len), args) }?;
+    unsafe { kernel::<E>(dev, "bn_relu_grad")?.launch(launch_cfg(len), args) }?;
     Ok(())
 }
 
