@@ -91,19 +91,21 @@ impl Float for f64 {}
 /// and `Cuda` under the `cuda` feature.
 ///
 /// Each op has its own kernel trait ([`Conv2DKernel`], [`Pool2DKernel`],
-/// [`ConvTranspose2DKernel`], [`BatchNormKernel`]), implemented once per device in the op's `cpu_kernel.rs` and
+/// [`ConvTranspose2DKernel`], [`BatchNormKernel`], [`AddReluKernel`]), implemented once per device in the op's `cpu_kernel.rs` and
 /// `cuda_kernel.rs`; this trait only names them together, so that layers need one bound.
 ///
 /// [`Conv2DKernel`]: crate::ops::conv2d::Conv2DKernel
 /// [`Pool2DKernel`]: crate::ops::pool2d::Pool2DKernel
 /// [`ConvTranspose2DKernel`]: crate::ops::conv_transpose2d::ConvTranspose2DKernel
 /// [`BatchNormKernel`]: crate::ops::batch_norm::BatchNormKernel
+/// [`AddReluKernel`]: crate::ops::add_relu::AddReluKernel
 pub trait ConvDevice<E: Float>:
     dfdx::tensor_ops::Device<E>
     + crate::ops::conv2d::Conv2DKernel<E>
     + crate::ops::pool2d::Pool2DKernel<E>
     + crate::ops::conv_transpose2d::ConvTranspose2DKernel<E>
     + crate::ops::batch_norm::BatchNormKernel<E>
+    + crate::ops::add_relu::AddReluKernel<E>
 {
 }
 
@@ -113,6 +115,7 @@ impl<E: Float, D> ConvDevice<E> for D where
         + crate::ops::pool2d::Pool2DKernel<E>
         + crate::ops::conv_transpose2d::ConvTranspose2DKernel<E>
         + crate::ops::batch_norm::BatchNormKernel<E>
+        + crate::ops::add_relu::AddReluKernel<E>
 {
 }
 

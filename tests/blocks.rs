@@ -388,3 +388,31 @@ fn concat_and_scale_on_images_and_vectors() {
     // The image and the first of the batch agree.
     assert_close("one vs batch", &one.as_vec(), &two.as_vec()[..7], 1e-12);
 }
+
+/// A residual or sum followed by `relu` runs as one op (`ops::add_relu`); it is the addition
+/// then the ReLU, also when both sides are one tensor (`sum { identity, identity }`), whose
+/// gradient gets both halves.
+#[test]
+fn add_relu_is_the_sum_then_the_relu() {
+    cnn! {
+        struct Twice: [2, 3, 3] { sum { identity, identity }, relu }
+    }
+    let dev: Dev = Default::default();
+    let model = dev.build_module::<Twice, f64>();
+    let mut rng = Rng::new(4);
+    let v = rng.vec(18);
+    let x = dev.tensor_from_vec(v.clone(), (Const::<2>, Const::<3>, Const::<3>));
+    let y = model.forward(x.leaky_trace());
+    let want: Vec<f64> = v.iter().map(|v| (2.0 * v).max(0.0)).collect();
+    assert_close("forward", &y.as_vec(), &want, 1e-15);
+    let r = rng.vec(18);
+    let g = (y * dev.tensor_from_vec(r.clone(), (Const, Const, Const)))
+        .sum()
+        .backward();
+    let want: Vec<f64> = v
+        .iter()
+        .zip(&r)
+        .map(|(v, r)| if *v > 0.0 { 2.0 * r } else { 0.0 })
+        .collect();
+    assert_close("gradient", &g.get(&x).as_vec(), &want, 1e-15);
+}

@@ -99,8 +99,8 @@ fn uses_slope(net: &NetPlan) -> bool {
     fn in_steps(steps: &[Step]) -> bool {
         steps.iter().any(|step| match step {
             Step::Unit(Unit::Act(Act::LeakyReLU(_))) => true,
-            Step::Residual { body, shortcut } => in_steps(body) || in_steps(shortcut),
-            Step::Concat { branches, .. } | Step::Sum { branches } => {
+            Step::Residual { body, shortcut, .. } => in_steps(body) || in_steps(shortcut),
+            Step::Concat { branches, .. } | Step::Sum { branches, .. } => {
                 branches.iter().any(|b| in_steps(b))
             }
             Step::Scale { gate, .. } => in_steps(gate),
@@ -759,8 +759,10 @@ fn steps(net: &NetPlan, mutable: bool, batched: bool) -> TokenStream {
 fn has_batch_norm1d(steps: &[Step]) -> bool {
     steps.iter().any(|step| match step {
         Step::BatchNorm { features, .. } => features.is_some(),
-        Step::Residual { body, shortcut } => has_batch_norm1d(body) || has_batch_norm1d(shortcut),
-        Step::Concat { branches, .. } | Step::Sum { branches } => {
+        Step::Residual { body, shortcut, .. } => {
+            has_batch_norm1d(body) || has_batch_norm1d(shortcut)
+        }
+        Step::Concat { branches, .. } | Step::Sum { branches, .. } => {
             branches.iter().any(|b| has_batch_norm1d(b))
         }
         Step::Scale { gate, .. } => has_batch_norm1d(gate),
@@ -783,6 +785,7 @@ fn seq(steps: &[Step], mutable: bool, batched: bool) -> TokenStream {
     let module_mut = quote!(#dfdx::nn::ModuleMut::try_forward_mut);
     let fork = quote!(#dfdx::tensor::WithEmptyTape::with_empty_tape(&x));
     let add = quote!(#dfdx::tensor_ops::TryAdd::try_add);
+    let add_relu = quote!(::cnn::ops::add_relu::try_add_relu);
     let steps = steps.iter().filter_map(|step| {
         let call = match step {
             Step::Conv {
@@ -889,24 +892,30 @@ fn seq(steps: &[Step], mutable: bool, batched: bool) -> TokenStream {
                 quote!(#module_mut(&mut #dfdx::nn::modules::Dropout { p: #p }, x))
             }
             Step::Dropout { .. } => return None,
-            Step::Residual { body, shortcut } => {
+            Step::Residual {
+                body,
+                shortcut,
+                relu,
+            } => {
                 let body = seq(body, mutable, batched);
                 let shortcut = seq(shortcut, mutable, batched);
+                let add = if *relu { &add_relu } else { &add };
                 quote!({
                     let __shortcut = { let x = #fork; #shortcut x };
                     let __body = { #body x };
                     #add(__body, __shortcut)
                 })
             }
-            Step::Sum { branches } => {
+            Step::Sum { branches, relu } => {
                 let (forks, outs) = branch_values(branches, mutable, batched, &fork);
                 let first = &outs[0];
-                let rest = &outs[1..];
+                let (rest, last) = outs[1..].split_at(outs.len() - 2);
+                let last_add = if *relu { &add_relu } else { &add };
                 quote!({
                     #forks
                     let x = #first;
                     #( let x = #add(x, #rest)?; )*
-                    ::core::result::Result::<_, D::Err>::Ok(x)
+                    #last_add(x, #(#last)*)
                 })
             }
             Step::Concat { branches, channels } => {

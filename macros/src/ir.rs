@@ -290,18 +290,23 @@ pub enum Step {
     },
     /// `dropout(P)`: identity in inference.
     Dropout { field: Option<Path>, p: f64 },
-    /// `body(x) + shortcut(x)`; an empty shortcut is the identity.
+    /// `body(x) + shortcut(x)`; an empty shortcut is the identity. `relu`: a ReLU right after,
+    /// fused into the addition (one pass each way).
     Residual {
         body: Vec<Step>,
         shortcut: Vec<Step>,
+        relu: bool,
     },
     /// The branches' outputs stacked along the channel (or feature) axis, `channels` in all.
     Concat {
         branches: Vec<Vec<Step>>,
         channels: usize,
     },
-    /// The branches' outputs added.
-    Sum { branches: Vec<Vec<Step>> },
+    /// The branches' outputs added; `relu` as for `Residual`.
+    Sum {
+        branches: Vec<Vec<Step>>,
+        relu: bool,
+    },
     /// `x * gate(x)`, the gate (one value per channel; `flatten` is `Some(C)` when it gives
     /// `[C, 1, 1]`, flattened to `[C]` first) broadcast over the image.
     Scale {

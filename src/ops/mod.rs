@@ -8,6 +8,7 @@
 //! (`tests/ops.rs`) and its gradients with finite differences, on whichever device `TestDevice`
 //! names.
 
+pub mod add_relu;
 pub mod batch_norm;
 #[doc(hidden)]
 pub mod buffer;

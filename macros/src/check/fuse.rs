@@ -4,7 +4,8 @@
 //! one stack is one step (the library's `Conv2D::fused`, about twice as fast as three layers;
 //! in inference the batch norm is folded into the convolution's weights, in training a ReLU
 //! after it runs inside the batch norm's op), and so is every other `batch_norm2d, relu` or
-//! `batch_norm1d, relu` pair (`WithRelu`). A construct
+//! `batch_norm1d, relu` pair (`WithRelu`), and every `residual`/`sum` followed by `relu` (one
+//! pass that adds and applies the ReLU, `ops::add_relu`). A construct
 //! (`residual`, `concat`, ..., a block call, a group) ends a run: its steps are already fused
 //! inside it.
 
@@ -28,7 +29,15 @@ pub fn fuse(items: Vec<Item>) -> Vec<Step> {
     let mut rest = items.into_iter().peekable();
     while let Some(item) = rest.next() {
         let (field, placing) = match item {
-            Item::Steps(inner) => {
+            Item::Steps(mut inner) => {
+                // A residual or a sum, then a ReLU: the addition applies it.
+                // (A construct from a block call arrives here again in the caller's stack: only a
+                // ReLU found now is added.)
+                if let [Step::Residual { relu, .. } | Step::Sum { relu, .. }] = &mut inner[..] {
+                    if !*relu && rest.next_if(is_relu).is_some() {
+                        *relu = true;
+                    }
+                }
                 steps.extend(inner);
                 continue;
             }

@@ -1022,3 +1022,31 @@ fn residual_suggests_a_shortcut() {
     let e = error("struct N: [3, 2, 2] { flatten, residual { linear(4) } }");
     assert!(e.ends_with("so they must agree"), "{e}");
 }
+
+/// A `residual` or `sum` followed by `relu` applies it in the addition, also when the
+/// construct ends a block and the ReLU follows the call (and only then).
+#[test]
+fn residual_then_relu_is_one_step() {
+    let relus = |net: &NetPlan| -> Vec<bool> {
+        net.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Residual { relu, .. } | Step::Sum { relu, .. } => Some(*relu),
+                _ => None,
+            })
+            .collect()
+    };
+    let src = "
+        block R() { residual { conv2d(2, kernel = 1) }, relu }
+        block S() { sum { identity, conv2d(2, kernel = 1) } }
+        struct N: [2, 4, 4] { R(), S(), relu, S(), residual { conv2d(2, kernel = 1) }, sigmoid }";
+    plan_of(src, |net| {
+        assert_eq!(relus(net), [true, true, false, false]);
+        assert_eq!(
+            net.steps.len(),
+            4 + 1,
+            "the sigmoid stays a step: {}",
+            net.steps.len()
+        );
+    });
+}

@@ -215,6 +215,7 @@ impl Walker<'_, '_> {
                 items.push(FuseItem::Steps(vec![Step::Residual {
                     body: body_steps,
                     shortcut: short_steps,
+                    relu: false,
                 }]));
             }
             Item::Concat { keyword, branches } => {
@@ -392,6 +393,7 @@ impl Walker<'_, '_> {
         } else {
             Step::Sum {
                 branches: all_steps,
+                relu: false,
             }
         }
     }

@@ -184,6 +184,23 @@ __device__ void bn_input_grad(const T *dy, const T *xhat, const T *k, const T *m
     }
 }
 
+// y = max(a + b, 0), all of length n (a residual block's end).
+template <typename T>
+__device__ void add_relu(const T *a, const T *b, T *y, size_t n) {
+    GRID_STRIDE(i, n) {
+        const T v = a[i] + b[i];
+        y[i] = v > T(0) ? v : T(0);
+    }
+}
+
+// d += g where y > 0 (add_relu's gradient for either input).
+template <typename T>
+__device__ void relu_grad_add(const T *g, const T *y, T *d, size_t n) {
+    GRID_STRIDE(i, n) {
+        if (y[i] > T(0)) d[i] += g[i];
+    }
+}
+
 // out: (planes, OH, OW) = the pooled x: (planes, H, W); arg (max only, or null): each maximum's
 // position in its plane. The first maximum wins and a NaN beats everything, as on the CPU.
 template <typename T>
@@ -279,6 +296,12 @@ __device__ void pool_bwd(const PoolGeom g, const T *gout, const unsigned *arg, T
                                                  const T *mdy, const T *mdyx, T *dx, int b,   \
                                                  int c, int p) {                              \
         bn_input_grad(dy, xhat, k, mdy, mdyx, dx, b, c, p);                                   \
+    }                                                                                         \
+    extern "C" __global__ void add_relu_##S(const T *a, const T *b, T *y, size_t n) {         \
+        add_relu(a, b, y, n);                                                                 \
+    }                                                                                         \
+    extern "C" __global__ void relu_grad_add_##S(const T *g, const T *y, T *d, size_t n) {    \
+        relu_grad_add(g, y, d, n);                                                            \
     }                                                                                         \
     extern "C" __global__ void pool_fwd_##S(const PoolGeom g, const T *x, T *out,             \
                                             unsigned *arg) {                                  \

@@ -34,6 +34,8 @@ const KERNELS: &[&str] = &[
     "channel_affine_f32",
     "bn_input_grad_f32",
     "bn_relu_grad_f32",
+    "add_relu_f32",
+    "relu_grad_add_f32",
     "pool_fwd_f32",
     "pool_bwd_f32",
     "im2col_f64",
@@ -46,6 +48,8 @@ const KERNELS: &[&str] = &[
     "channel_affine_f64",
     "bn_input_grad_f64",
     "bn_relu_grad_f64",
+    "add_relu_f64",
+    "relu_grad_add_f64",
     "pool_fwd_f64",
     "pool_bwd_f64",
 ];
@@ -573,6 +577,36 @@ pub(crate) fn bn_input_grad<E: CudaFloat>(
     );
     // SAFETY: the lengths are checked above.
     unsafe { kernel::<E>(dev, "bn_input_grad")?.launch(launch_cfg(len), args) }?;
+    Ok(())
+}
+
+/// y = max(a + b, 0), elementwise.
+pub(crate) fn add_relu<E: CudaFloat>(
+    dev: &Arc<CudaDevice>,
+    a: &CudaSlice<E>,
+    b: &CudaSlice<E>,
+    y: &mut CudaSlice<E>,
+) -> Result<(), CudaError> {
+    let n = y.len();
+    assert!(a.len() >= n && b.len() >= n);
+    let args = (*a.device_ptr(), *b.device_ptr(), *y.device_ptr_mut(), n);
+    // SAFETY: the lengths are checked above.
+    unsafe { kernel::<E>(dev, "add_relu")?.launch(launch_cfg(n), args) }?;
+    Ok(())
+}
+
+/// d += g where y > 0, elementwise.
+pub(crate) fn relu_grad_add<E: CudaFloat>(
+    dev: &Arc<CudaDevice>,
+    g: &CudaSlice<E>,
+    y: &CudaSlice<E>,
+    d: &mut CudaSlice<E>,
+) -> Result<(), CudaError> {
+    let n = d.len();
+    assert!(g.len() >= n && y.len() >= n);
+    let args = (*g.device_ptr(), *y.device_ptr(), *d.device_ptr_mut(), n);
+    // SAFETY: the lengths are checked above.
+    unsafe { kernel::<E>(dev, "relu_grad_add")?.launch(launch_cfg(n), args) }?;
     Ok(())
 }
 
