@@ -1050,3 +1050,20 @@ fn residual_then_relu_is_one_step() {
         );
     });
 }
+
+/// After `scale` the units are as far apart as before it (the gate's global pool does not
+/// stride the image), so a later convolution grows the field by its kernel only.
+#[test]
+fn receptive_field_through_scale() {
+    let src = "struct Se: [4, 8, 8] {
+        conv2d(4, kernel = 3, padding = 1),
+        scale { global_avg_pool2d, linear(4), sigmoid },
+        conv2d(4, kernel = 3, padding = 1),
+    }";
+    plan_of(src, |net| {
+        let last = net.rows.last().unwrap();
+        // The gate sees 8x8 (the global pool over an image whose units see 3x3, spaced 1:
+        // 3 + 7 = 10); the conv adds 2.
+        assert_eq!(last.receptive_field, Some((12, 12)));
+    });
+}

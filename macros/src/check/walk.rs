@@ -242,9 +242,15 @@ impl Walker<'_, '_> {
                 } else {
                     flow.shape = None;
                 }
-                let shape = flow.shape.clone();
-                join_fields(flow, &[&gate_flow], "scale");
+                // The output is the input's, each value scaled by a gate that sees (at most) the
+                // whole image: the field is the larger, the spacing of units the input's.
+                let (shape, spacing) = (flow.shape.clone(), flow.field.map(|f| f.j));
+                let main = flow.clone();
+                join_fields(flow, &[&main, &gate_flow], "scale");
                 flow.shape = shape;
+                if let (Some(field), Some(j)) = (&mut flow.field, spacing) {
+                    field.j = j;
+                }
                 self.close_row(header, flow);
                 items.push(FuseItem::Steps(vec![Step::Scale {
                     gate: gate_steps,
