@@ -11,11 +11,8 @@
 //! A separable unit's convolutions hold `C * 9 + C * OUT` weights against a 3x3
 //! convolution's `C * OUT * 9`: the example prints both for every unit.
 //!
-//! Known problem: the summary's receptive-field column is wrong from the first `scale` on
-//! (115x115, then 1363x1363, ... on a 96x96 image): the macro gives a `scale`'s output the
-//! jump of its gate (the distance between neighbouring outputs in input pixels, which the
-//! global pool multiplies by the map's width) instead of the main path's, so every later
-//! layer's field grows many times too fast. Shapes, counts and the computation are unaffected.
+//! After a `scale` the summary's receptive field is the whole image (the gate's global pool
+//! sees all of it), and the units keep their spacing.
 //!
 //! Run: `cargo run --release --example 17-mobilenet-se` (also run by `cargo test`).
 
