@@ -169,11 +169,11 @@ where
     };
     let trainer = Trainer::new(dev.clone(), config);
     let checkpoint = args.out.join(format!("{name}.safetensors"));
-    // Saved after every epoch, so an interrupted run keeps its last complete epoch.
-    let save = |_: &EpochStats, m: &M::Built| {
-        if let Err(e) = cnn::checkpoint::save_network(m, &checkpoint) {
-            eprintln!("warning: {e}");
-        }
+    // Saved after every epoch, so an interrupted run keeps its last complete epoch; a save
+    // that fails stops the run.
+    let save = |_: &EpochStats, m: &M::Built| -> Result<(), cnn::train::BoxError> {
+        cnn::checkpoint::save_network(m, &checkpoint)?;
+        Ok(())
     };
     let history = match (args.adam, args.lr) {
         (true, lr) => {
