@@ -1,7 +1,7 @@
 //! Files replaced whole or not at all: checkpoints, plots and downloads are written through
 //! these.
 //!
-//! [`write`] puts the bytes in a temporary file with a unique name in the destination's folder
+//! [`write()`] puts the bytes in a temporary file with a unique name in the destination's folder
 //! (`.<name>.<random>.part`, so two writers never share one), flushes it to the disk
 //! (`fsync`), renames it over the destination, and flushes the folder so that the rename
 //! survives a crash. A reader sees the old file or the new one, never a mix; with several
@@ -25,7 +25,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_via(path, bytes, |file| file)
 }
 
-/// Checks that [`write`] could write `path`: its folder exists or can be created, is a folder,
+/// Checks that [`write()`] could write `path`: its folder exists or can be created, is a folder,
 /// takes a new file (the check creates and removes an empty temporary), and `path` itself is
 /// not a directory. It writes no data, so a disk that fills up later is only found then.
 ///
@@ -73,7 +73,7 @@ impl Sink for File {
     }
 }
 
-/// [`write`], with the temporary file wrapped by `wrap` before anything is written to it.
+/// [`write()`], with the temporary file wrapped by `wrap` before anything is written to it.
 pub(crate) fn write_via<S: Sink>(
     path: &Path,
     bytes: &[u8],
