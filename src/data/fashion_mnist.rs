@@ -87,11 +87,14 @@ impl FashionMnist {
     }
 }
 
-/// Reads one split and checks that its images are 28x28, the size the networks are built for,
-/// and that every label is one of the [`CLASS_NAMES`], so that a bad label is reported here,
-/// with its file and index, and not in the middle of an epoch.
+/// Reads one split and checks that it holds images, 28x28 (the size the networks are built
+/// for), and that every label is one of the [`CLASS_NAMES`], so that a bad label is reported
+/// here, with its file and index, and not in the middle of an epoch.
 fn load_split(images: &Path, labels: &Path) -> Result<Dataset, DataError> {
     let data = Dataset::from_idx(images, labels)?;
+    if data.is_empty() {
+        return Err(DataError::format(images, "holds no images"));
+    }
     if (data.rows, data.cols) != (SIDE, SIDE) {
         return Err(DataError::format(
             images,
@@ -525,6 +528,21 @@ pub(crate) mod tests {
             );
         }
         assert_eq!(msg, want);
+    }
+
+    #[test]
+    fn an_empty_split_names_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny(dir.path(), [false; 4]);
+        let images = dir.path().join("train-images-idx3-ubyte");
+        std::fs::write(&images, idx_bytes(&[0, 28, 28], &[])).unwrap();
+        std::fs::write(
+            dir.path().join("train-labels-idx1-ubyte"),
+            idx_bytes(&[0], &[]),
+        )
+        .unwrap();
+        let msg = FashionMnist::load(dir.path()).unwrap_err().to_string();
+        assert_eq!(msg, format!("{}: holds no images", images.display()));
     }
 
     #[test]
