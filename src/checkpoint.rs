@@ -3,39 +3,64 @@
 //! dfdx's own `save_safetensors`/`load_safetensors` write in place and, given a checkpoint of
 //! another network, fail deep inside with a bare "tensor not found" or a shape panic. These
 //! wrappers check the file against the model first (every tensor's name, shape and dtype, with
-//! both shapes in the message) and write through a temporary file renamed into place, so a
-//! failed save never destroys the previous checkpoint and a refused load leaves the model as it
-//! was.
+//! both shapes in the message) and write through [`crate::atomic::write`]: a temporary file
+//! with a unique name, flushed to the disk and renamed into place. A failed save never
+//! destroys the previous checkpoint, two processes saving to one path leave one of their files
+//! whole, and a refused load leaves the model as it was.
+//!
+//! Weights that hold NaN or infinity are neither saved ([`CheckpointError::NonFiniteModel`])
+//! nor loaded ([`CheckpointError::NonFiniteFile`]): a model that diverged has nothing worth
+//! keeping, and saving it would replace a checkpoint that has.
 //!
 //! [`save_network`]/[`load_network`] do the same for a `cnn!` network and also record its layer
 //! table in the file's metadata, so that a network with the same tensors but other layers
 //! (d2l's sigmoid LeNet against its ReLU variant, say) is refused too.
 
+use crate::atomic::{self, Sink};
+use crate::finite::{NonFinite, find_non_finite};
 use crate::{Network, Summary};
+use dfdx::nn::LoadFromSafetensors;
 use dfdx::nn::tensor_collection::{
-    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName,
+    RecursiveWalker, ScalarOptions, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName,
+    ViewTensorRef,
 };
-use dfdx::nn::{LoadFromSafetensors, SaveToSafetensors};
-use dfdx::shapes::{Dtype, Shape};
+use dfdx::shapes::{Dtype, HasShape, Shape};
+use dfdx::tensor::Tensor;
 use dfdx::tensor::safetensors::SafeDtype;
 use dfdx::tensor_ops::Device;
+use safetensors::tensor::{Dtype as SDtype, SafeTensorError, SafeTensors, TensorView};
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// Why a checkpoint could not be saved or loaded.
+///
+/// The messages name the file; the operating system's error, where there is one, is the
+/// [`source`](std::error::Error::source) (print the chain with [`crate::error_chain`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CheckpointError {
-    /// Reading or writing the file failed.
-    #[error("{path}: {source}")]
-    Io {
+    /// Reading the file failed.
+    #[error("cannot read {}", .path.display())]
+    Read {
         /// The file.
         path: PathBuf,
         /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the file failed (a full disk, a read-only folder, a directory in its place);
+    /// the file that was there before, if any, is unchanged.
+    #[error("could not save {} (any earlier file there is unchanged)", .path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
         source: std::io::Error,
     },
     /// The file is not a safetensors file.
-    #[error("{path}: not a safetensors checkpoint ({what})")]
+    #[error("{} is not a safetensors checkpoint: {what}", .path.display())]
     Format {
         /// The file.
         path: PathBuf,
@@ -43,19 +68,47 @@ pub enum CheckpointError {
         what: String,
     },
     /// The file holds another network's weights.
-    #[error("{path} is not a checkpoint of this network: {what}")]
+    #[error("{} is not a checkpoint of this network: {what}", .path.display())]
     Mismatch {
         /// The file.
         path: PathBuf,
         /// Every difference, naming the tensors and both shapes.
         what: String,
     },
+    /// The model to be saved holds NaN or infinity (training diverged); nothing was written.
+    #[error("not saving {}: the model's {found}", .path.display())]
+    NonFiniteModel {
+        /// The file that was not written.
+        path: PathBuf,
+        /// The first tensor with such values.
+        found: NonFinite,
+    },
+    /// The file holds NaN or infinity: the weights of a run that diverged.
+    #[error("{} holds unusable weights: its {found}", .path.display())]
+    NonFiniteFile {
+        /// The file.
+        path: PathBuf,
+        /// The first tensor with such values.
+        found: NonFinite,
+    },
 }
 
-/// The tensors of a model of type `M` as `(name, shape)`, in visiting order: a property of the
-/// type alone, so no model is needed.
-fn layout<E: Dtype, D: Device<E>, M: TensorCollection<E, D>>() -> Vec<(String, Vec<usize>)> {
-    struct Names(Vec<(String, Vec<usize>)>);
+/// One entry of a model's checkpoint: a tensor, or a scalar (batch norm's momentum), which
+/// safetensors stores as an `f64` of shape `[]`.
+struct Entry {
+    name: String,
+    shape: Vec<usize>,
+    /// For a scalar: whether an `f64` converts to its type (dfdx panics on one that does not).
+    scalar: Option<fn(f64) -> bool>,
+}
+
+/// The entries of a model of type `M`, in visiting order: a property of the type alone, so no
+/// model is needed.
+fn layout<E: Dtype, D: Device<E>, M: TensorCollection<E, D>>() -> Vec<Entry> {
+    struct Names(Vec<Entry>);
+    fn fits<N: num_traits::NumCast>(v: f64) -> bool {
+        N::from(v).is_some()
+    }
     impl<E: Dtype, D: Device<E>> TensorVisitor<E, D> for Names {
         type Viewer = ViewTensorName;
         type Err = std::convert::Infallible;
@@ -65,9 +118,24 @@ fn layout<E: Dtype, D: Device<E>, M: TensorCollection<E, D>>() -> Vec<(String, V
             &mut self,
             opts: TensorOptions<S, E, D>,
             name: String,
-        ) -> Result<Option<dfdx::tensor::Tensor<S, E, D>>, Self::Err> {
-            self.0
-                .push((name, opts.shape.concrete().into_iter().collect()));
+        ) -> Result<Option<Tensor<S, E, D>>, Self::Err> {
+            self.0.push(Entry {
+                name,
+                shape: opts.shape.concrete().into_iter().collect(),
+                scalar: None,
+            });
+            Ok(None)
+        }
+        fn visit_scalar<N: num_traits::NumCast>(
+            &mut self,
+            _: ScalarOptions<N>,
+            name: String,
+        ) -> Result<Option<N>, Self::Err> {
+            self.0.push(Entry {
+                name,
+                shape: Vec::new(),
+                scalar: Some(fits::<N>),
+            });
             Ok(None)
         }
     }
@@ -79,18 +147,68 @@ fn layout<E: Dtype, D: Device<E>, M: TensorCollection<E, D>>() -> Vec<(String, V
     names.0
 }
 
-/// Writes `model`'s weights to `path` (parent folders created), through a temporary file that
-/// is renamed into place only once complete.
+/// A model's tensors as safetensors wants them: `(name, dtype, shape, little-endian bytes)`.
+fn tensors<E, D, M>(model: &M) -> Vec<(String, SDtype, Vec<usize>, Vec<u8>)>
+where
+    E: Dtype + SafeDtype,
+    D: Device<E>,
+    M: TensorCollection<E, D>,
+{
+    // dfdx's own writer does this too, but only into a file it opens itself.
+    struct Collect(Vec<(String, SDtype, Vec<usize>, Vec<u8>)>);
+    impl<E: Dtype + SafeDtype, D: Device<E>> TensorVisitor<E, D> for Collect {
+        type Viewer = (ViewTensorRef, ViewTensorName);
+        type Err = std::convert::Infallible;
+        type E2 = E;
+        type D2 = D;
+        fn visit<S: Shape>(
+            &mut self,
+            _: TensorOptions<S, E, D>,
+            (t, name): (&Tensor<S, E, D>, String),
+        ) -> Result<Option<Tensor<S, E, D>>, Self::Err> {
+            let shape = t.shape().concrete().into_iter().collect();
+            // (dfdx's `as_vec` cannot read a tensor of no elements.)
+            let bytes = match t.shape().num_elements() {
+                0 => Vec::new(),
+                _ => t.as_vec().into_iter().flat_map(E::to_le_bytes).collect(),
+            };
+            self.0.push((name, E::safe_dtype(), shape, bytes));
+            Ok(None)
+        }
+        fn visit_scalar<N: num_traits::NumCast>(
+            &mut self,
+            _: ScalarOptions<N>,
+            (n, name): (&N, String),
+        ) -> Result<Option<N>, Self::Err> {
+            // Checked finite by the caller, so it converts.
+            let v = n.to_f64().unwrap_or(f64::NAN);
+            self.0
+                .push((name, SDtype::F64, Vec::new(), v.to_le_bytes().to_vec()));
+            Ok(None)
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    let Ok(_) = M::iter_tensors(&mut RecursiveWalker {
+        m: (model, String::new()),
+        f: &mut collect,
+    });
+    collect.0
+}
+
+/// Writes `model`'s weights to `path` (parent folders created), atomically: see the [module
+/// docs](self).
 ///
 /// # Errors
-/// [`CheckpointError::Io`] when a folder or the file cannot be written.
+/// [`CheckpointError::NonFiniteModel`] when a weight is NaN or infinite (nothing is written);
+/// [`CheckpointError::Write`] when the folder or the file cannot be written. Either way the
+/// file that was at `path` is unchanged.
 pub fn save<E, D, M>(model: &M, path: &Path) -> Result<(), CheckpointError>
 where
     E: Dtype + SafeDtype,
     D: Device<E>,
-    M: SaveToSafetensors<E, D>,
+    M: TensorCollection<E, D>,
 {
-    save_with(model, path, None)
+    save_with(model, path, None, |file| file)
 }
 
 /// [`save`] for a `cnn!` network, recording its name and layers in the file's metadata
@@ -102,13 +220,19 @@ pub fn save_network<E, D, M>(model: &M, path: &Path) -> Result<(), CheckpointErr
 where
     E: Dtype + SafeDtype,
     D: Device<E>,
-    M: SaveToSafetensors<E, D> + Network,
+    M: TensorCollection<E, D> + Network,
 {
-    let metadata = [
+    save_with(model, path, Some(network_metadata::<M>()), |file| file)
+}
+
+/// The metadata [`save_network`] records.
+fn network_metadata<M: Network>() -> HashMap<String, String> {
+    [
         ("cnn.network".to_string(), M::SUMMARY.name.to_string()),
         ("cnn.layers".to_string(), layers(&M::SUMMARY)),
-    ];
-    save_with(model, path, Some(metadata.into_iter().collect()))
+    ]
+    .into_iter()
+    .collect()
 }
 
 /// A network's input and layers as one line: what must agree for its weights to mean the same.
@@ -118,46 +242,42 @@ fn layers(s: &Summary) -> String {
     format!("{:?}; {}", s.input, kinds.join("; "))
 }
 
-fn save_with<E, D, M>(
+/// [`save`], with metadata, writing through `wrap` (tests pass a writer that fails).
+fn save_with<E, D, M, S: Sink>(
     model: &M,
     path: &Path,
     metadata: Option<HashMap<String, String>>,
+    wrap: impl FnOnce(File) -> S,
 ) -> Result<(), CheckpointError>
 where
     E: Dtype + SafeDtype,
     D: Device<E>,
-    M: SaveToSafetensors<E, D>,
+    M: TensorCollection<E, D>,
 {
-    let io = |source| CheckpointError::Io {
+    if let Some(found) = find_non_finite(model) {
+        return Err(CheckpointError::NonFiniteModel {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    let write = |source| CheckpointError::Write {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let mut part = path.as_os_str().to_owned();
-    part.push(".part");
-    let part = PathBuf::from(part);
-    let written = model
-        .save_safetensors(&part)
-        .map_err(|e| std::io::Error::other(e.to_string()))
-        .and_then(|()| match &metadata {
-            // dfdx writes no metadata: write the file again with it.
-            Some(_) => {
-                let bytes = std::fs::read(&part)?;
-                let file = safetensors::SafeTensors::deserialize(&bytes)
-                    .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-                let with = safetensors::serialize(file.tensors(), &metadata)
-                    .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-                std::fs::write(&part, with)
-            }
-            None => Ok(()),
-        });
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&part);
-        return Err(io(e));
-    }
-    std::fs::rename(&part, path).map_err(io)
+    let tensors = tensors(model);
+    let views = tensors
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes).map(|view| (name.as_str(), view))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|views| safetensors::serialize(views, &metadata));
+    let bytes = match views {
+        Ok(bytes) => bytes,
+        // The views are built from the tensors' own shapes: this is a bug, not bad input.
+        Err(e) => return Err(write(std::io::Error::other(describe(&e)))),
+    };
+    atomic::write_via(path, &bytes, wrap).map_err(write)
 }
 
 /// [`load`] for a `cnn!` network: when the file records the layers it was saved from (as
@@ -173,8 +293,7 @@ where
     M: LoadFromSafetensors<E, D> + Network,
 {
     let bytes = read(path)?;
-    let (_, header) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(format_error(path))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(format_error(path))?;
     let recorded = header
         .metadata()
         .as_ref()
@@ -215,12 +334,13 @@ where
 }
 
 /// Loads `path` into `model` after checking that it holds exactly the model's tensors, with the
-/// same shapes and element type. On any error the model is left unchanged.
+/// same shapes and element type, all finite. On any error the model is left unchanged.
 ///
 /// # Errors
-/// [`CheckpointError::Io`] for a missing or unreadable file, [`CheckpointError::Format`] for a
-/// file that is not safetensors, [`CheckpointError::Mismatch`] for another network's weights
-/// (naming the tensor and both shapes).
+/// [`CheckpointError::Read`] for a missing or unreadable file (or one that is not a regular
+/// file), [`CheckpointError::Format`] for a file that is not safetensors,
+/// [`CheckpointError::Mismatch`] for another network's weights (naming the tensor and both
+/// shapes), [`CheckpointError::NonFiniteFile`] for weights that hold NaN or infinity.
 pub fn load<E, D, M>(model: &mut M, path: &Path) -> Result<(), CheckpointError>
 where
     E: Dtype + SafeDtype,
@@ -230,52 +350,157 @@ where
     check_and_load(model, path, &read(path)?)
 }
 
+/// The file's bytes; only a regular file is read (not `/dev/zero`, not a directory).
 fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
-    std::fs::read(path).map_err(|source| CheckpointError::Io {
+    let err = |source| CheckpointError::Read {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let meta = std::fs::metadata(path).map_err(err)?;
+    if meta.is_dir() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "it is a directory",
+        )));
+    }
+    if !meta.is_file() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is not a regular file",
+        )));
+    }
+    std::fs::read(path).map_err(err)
 }
 
-fn format_error<T: std::fmt::Debug>(path: &Path) -> impl Fn(T) -> CheckpointError + '_ {
+fn format_error(path: &Path) -> impl Fn(SafeTensorError) -> CheckpointError + '_ {
     move |e| CheckpointError::Format {
         path: path.to_path_buf(),
-        what: format!("{e:?}"),
+        what: describe(&e),
     }
 }
 
-/// [`load`]'s checks on the file's `bytes`, then the load itself.
+/// safetensors' errors in words: its own `Display` prints the variant's name
+/// (`MetadataIncompleteBuffer`).
+fn describe(e: &SafeTensorError) -> String {
+    use SafeTensorError as E;
+    match e {
+        E::InvalidHeader => "its header is not valid UTF-8".into(),
+        E::InvalidHeaderStart => "its header does not start with `{`".into(),
+        E::InvalidHeaderDeserialization => "its header is not valid JSON".into(),
+        E::HeaderTooLarge => "its header claims to be larger than 100 MB".into(),
+        E::HeaderTooSmall => "it is shorter than the 8 bytes that give the header's length".into(),
+        E::InvalidHeaderLength => "the header's length it gives exceeds the file".into(),
+        E::TensorNotFound(name) => format!("it has no tensor `{name}`"),
+        E::TensorInvalidInfo => "a tensor's shape and type do not match its byte range".into(),
+        E::InvalidOffset(name) => format!("the byte range of tensor `{name}` is invalid"),
+        E::IoError(e) => e.to_string(),
+        E::JsonError(e) => format!("its header is not valid JSON ({e})"),
+        E::InvalidTensorView(dtype, shape, len) => format!(
+            "a tensor of type {} and shape {shape:?} cannot hold {len} bytes",
+            dtype_name(*dtype)
+        ),
+        E::MetadataIncompleteBuffer => {
+            "its tensors do not cover the file: it is cut short, or has bytes after them".into()
+        }
+        E::ValidationOverflow => "a tensor's size in the header overflows".into(),
+    }
+}
+
+/// A safetensors type as its name is written in the format (`F32`), in lowercase.
+fn dtype_name(dtype: SDtype) -> String {
+    format!("{dtype:?}").to_lowercase()
+}
+
+/// The first non-finite value of a tensor stored as `dtype`, as [`NonFinite`]; integers are
+/// always finite.
+fn scan_bytes(name: &str, dtype: SDtype, data: &[u8]) -> Option<NonFinite> {
+    // f16 and bf16 as their exponent bits: all ones is infinity (mantissa 0) or NaN.
+    fn half(bits: u16, exp: u16, mantissa: u16, sign: u16) -> f64 {
+        match (bits & exp == exp, bits & mantissa != 0, bits & sign != 0) {
+            (false, _, _) => 0.0,
+            (true, true, _) => f64::NAN,
+            (true, false, false) => f64::INFINITY,
+            (true, false, true) => f64::NEG_INFINITY,
+        }
+    }
+    let u16s = || {
+        data.chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    match dtype {
+        SDtype::F64 => NonFinite::scan(
+            name,
+            data.chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8"))),
+        ),
+        SDtype::F32 => NonFinite::scan(
+            name,
+            data.chunks_exact(4)
+                .map(|b| f64::from(f32::from_le_bytes(b.try_into().expect("chunks of 4")))),
+        ),
+        SDtype::F16 => NonFinite::scan(name, u16s().map(|b| half(b, 0x7c00, 0x03ff, 0x8000))),
+        SDtype::BF16 => NonFinite::scan(name, u16s().map(|b| half(b, 0x7f80, 0x007f, 0x8000))),
+        _ => None,
+    }
+}
+
+/// [`load`]'s checks on the file's `bytes`, then the load itself, from those same bytes (so a
+/// file replaced in between cannot slip past the checks).
 fn check_and_load<E, D, M>(model: &mut M, path: &Path, bytes: &[u8]) -> Result<(), CheckpointError>
 where
     E: Dtype + SafeDtype,
     D: Device<E>,
     M: LoadFromSafetensors<E, D>,
 {
-    let file = safetensors::SafeTensors::deserialize(bytes).map_err(format_error(path))?;
+    let mut file = SafeTensors::deserialize(bytes).map_err(format_error(path))?;
     // Every difference is listed: a checkpoint of another network usually differs in several.
     let mut problems = Vec::new();
     let expected = layout::<E, D, M>();
-    for (name, shape) in &expected {
-        match file.tensor(name) {
-            Err(_) => problems.push(format!(
+    for Entry {
+        name,
+        shape,
+        scalar,
+    } in &expected
+    {
+        match (file.tensor(name), scalar) {
+            // A scalar missing from the file keeps its default, as dfdx loads it.
+            (Err(_), Some(_)) => {}
+            (Err(_), None) => problems.push(format!(
                 "it has no tensor `{name}` (the model needs {shape:?})"
             )),
-            Ok(t) if t.shape() != shape.as_slice() => problems.push(format!(
+            (Ok(t), Some(fits)) => {
+                if t.dtype() != SDtype::F64 || !t.shape().is_empty() {
+                    problems.push(format!(
+                        "scalar `{name}` is a {} tensor of shape {:?} in the checkpoint, not \
+                         an f64 of shape []",
+                        dtype_name(t.dtype()),
+                        t.shape()
+                    ));
+                } else {
+                    let v = f64::from_le_bytes(t.data().try_into().expect("an f64 is 8 bytes"));
+                    if v.is_finite() && !fits(v) {
+                        problems.push(format!(
+                            "scalar `{name}` is {v} in the checkpoint, out of its type's range"
+                        ));
+                    }
+                }
+            }
+            (Ok(t), None) if t.shape() != shape.as_slice() => problems.push(format!(
                 "tensor `{name}` is {:?} in the checkpoint but {shape:?} in the model",
                 t.shape()
             )),
-            Ok(t) if t.dtype() != E::safe_dtype() => problems.push(format!(
-                "tensor `{name}` is {:?} in the checkpoint but {:?} in the model",
-                t.dtype(),
-                E::safe_dtype()
+            (Ok(t), None) if t.dtype() != E::safe_dtype() => problems.push(format!(
+                "tensor `{name}` is {} in the checkpoint but {} in the model",
+                dtype_name(t.dtype()),
+                dtype_name(E::safe_dtype())
             )),
-            Ok(_) => {}
+            (Ok(_), None) => {}
         }
     }
     let mut extra: Vec<_> = file
         .names()
         .into_iter()
-        .filter(|n| !expected.iter().any(|(e, _)| e == *n))
+        .filter(|n| !expected.iter().any(|e| e.name == **n))
         .collect();
     extra.sort();
     for name in extra {
@@ -289,5 +514,98 @@ where
             what: problems.join("; "),
         });
     }
-    model.load_safetensors(path).map_err(format_error(path))
+    for entry in &expected {
+        if let Ok(t) = file.tensor(&entry.name) {
+            if let Some(found) = scan_bytes(&entry.name, t.dtype(), t.data()) {
+                return Err(CheckpointError::NonFiniteFile {
+                    path: path.to_path_buf(),
+                    found,
+                });
+            }
+        }
+    }
+    // dfdx's loader, fed the bytes already checked: every name, shape and type is right, so
+    // nothing is left for it to refuse halfway.
+    M::iter_tensors(&mut RecursiveWalker {
+        m: (model, String::new()),
+        f: &mut file,
+    })
+    .map(|_| ())
+    .map_err(|e| CheckpointError::Format {
+        path: path.to_path_buf(),
+        what: match e {
+            dfdx::tensor::safetensors::Error::SafeTensorError(e) => describe(&e),
+            dfdx::tensor::safetensors::Error::MismatchedDimension((file, model)) => {
+                format!("a tensor is {file:?} in the checkpoint but {model:?} in the model")
+            }
+            dfdx::tensor::safetensors::Error::IoError(e) => e.to_string(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::atomic::tests::{Faulty, listing};
+    use dfdx::prelude::*;
+
+    type Net = (Linear<3, 4>, ReLU, Linear<4, 2>);
+
+    #[test]
+    fn a_full_disk_is_an_error_that_keeps_the_previous_file() {
+        let dev = Cpu::default();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("net.safetensors");
+        save(&dev.build_module::<Net, f32>(), &path).unwrap();
+        let before = std::fs::read(&path).unwrap();
+
+        let err = save_with(&dev.build_module::<Net, f32>(), &path, None, |file| {
+            let mut sink = Faulty::new(file, &path);
+            sink.fail_after = Some(40);
+            sink
+        })
+        .unwrap_err();
+        assert!(matches!(err, CheckpointError::Write { .. }), "{err:?}");
+        assert_eq!(
+            crate::error_chain(&err),
+            format!(
+                "could not save {} (any earlier file there is unchanged): {}",
+                path.display(),
+                crate::atomic::tests::disk_full()
+            )
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert_eq!(listing(dir.path()), ["net.safetensors"]);
+    }
+
+    #[test]
+    fn describes_safetensors_errors_in_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = Cpu::default();
+        let path = dir.path().join("net.safetensors");
+        save(&dev.build_module::<Net, f32>(), &path).unwrap();
+        let whole = std::fs::read(&path).unwrap();
+        let mut model = dev.build_module::<Net, f32>();
+        for (bytes, what) in [
+            (
+                &whole[..whole.len() - 5],
+                "it is cut short, or has bytes after them",
+            ),
+            (&whole[..3], "shorter than the 8 bytes"),
+            (
+                &b"\x02\x00\x00\x00\x00\x00\x00\x00[]"[..],
+                "does not start with `{`",
+            ),
+        ] {
+            std::fs::write(&path, bytes).unwrap();
+            let msg = load(&mut model, &path).unwrap_err().to_string();
+            assert!(
+                msg.starts_with(&format!(
+                    "{} is not a safetensors checkpoint: ",
+                    path.display()
+                )) && msg.contains(what),
+                "{msg}"
+            );
+        }
+    }
 }

@@ -11,14 +11,19 @@
 //! - [`ops`]: the ops beneath them, forward and backward on dfdx's tape, with our own kernels.
 //! - [`shape`]: the output-size formulas.
 //! - [`data`]: IDX files and Fashion-MNIST/MNIST, found on disk or downloaded.
-//! - [`checkpoint`]: safetensors save/load that refuses another network's weights by name.
+//! - [`checkpoint`]: safetensors save/load that refuses another network's weights by name, and
+//!   weights that hold NaN or infinity.
+//! - [`atomic`]: files replaced whole or not at all (checkpoints, plots, downloads).
+//! - [`finite`]: NaN and infinity in a model's tensors, found and named.
 //! - [`train`]: a training loop for any classifier: metrics, progress, Xavier init, plots.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod atomic;
 pub mod checkpoint;
 pub mod data;
 mod device;
+pub mod finite;
 pub mod nn;
 pub mod ops;
 pub mod shape;
@@ -36,6 +41,33 @@ pub trait Network {
 }
 
 pub use cnn_macros::cnn;
+
+/// An error and its causes, each [`source`](std::error::Error::source) after the one before,
+/// on one line joined by `: `: what a program prints for a person to read.
+///
+/// ```
+/// let err = cnn::data::read_idx("no/such/file".as_ref()).unwrap_err();
+/// assert_eq!(
+///     cnn::error_chain(&err),
+///     "no/such/file: No such file or directory (os error 2)"
+/// );
+/// ```
+///
+/// The crate's errors never repeat their cause in their own message; a cause from another crate
+/// that does is printed once.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
 
 /// All a user imports: dfdx's prelude, this crate's layers and traits, and the `cnn!` macro.
 pub mod prelude {

@@ -68,7 +68,8 @@ fn sgd_on_gaussian_blobs_lowers_the_loss_and_separates_the_classes() {
     let mut seen_by_callback = Vec::new();
     let history = trainer
         .fit_with(&mut model, &mut opt, &train, &test, |stats, _model| {
-            seen_by_callback.push(*stats)
+            seen_by_callback.push(*stats);
+            Ok(())
         })
         .unwrap();
 
@@ -226,14 +227,17 @@ fn bad_input_is_an_error_not_a_panic() {
         "batch 1 has 2 labels and 3 values, but needs 2 values per example (4 in all)"
     );
 
-    let label = Given(vec![Batch {
-        x: vec![0.0; 2],
-        y: vec![3],
-    }]);
+    let label = Given(vec![
+        good.clone(),
+        Batch {
+            x: vec![0.0; 4],
+            y: vec![2, 3],
+        },
+    ]);
     let err = evaluate(&dev, &model, &label, 2).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "label 3 is out of range for a model with 3 classes"
+        "batch 1, example 1: label 3 is out of range for a model with 3 classes"
     );
 
     let empty = Given(vec![Batch {
@@ -402,12 +406,121 @@ fn plot_history_writes_a_png() {
 }
 
 #[test]
-fn plot_history_reports_failures() {
-    assert!(matches!(
-        plot_history(&[], "unused.png".as_ref()),
-        Err(TrainError::Plot { .. })
-    ));
-    let missing = std::env::temp_dir().join("cnn-train-no-such-dir/x/plot.png");
-    let err = plot_history(&history(), &missing).unwrap_err();
-    assert!(err.to_string().starts_with("cannot plot to "), "{err}");
+fn plot_history_reports_failures_and_keeps_the_previous_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plot.png");
+    plot_history(&history(), &path).unwrap();
+    let before = std::fs::read(&path).unwrap();
+
+    let err = plot_history(&[], &path).unwrap_err();
+    assert!(matches!(err, TrainError::Plot { .. }));
+    assert_eq!(
+        cnn::error_chain(&err),
+        format!("cannot plot to {}: no epochs to plot", path.display())
+    );
+    let jpeg = dir.path().join("plot.jpg");
+    let err = plot_history(&history(), &jpeg).unwrap_err();
+    assert_eq!(
+        cnn::error_chain(&err),
+        format!(
+            "cannot plot to {}: only PNG is written: name the file `.png`",
+            jpeg.display()
+        )
+    );
+    // A file where the plot's folder goes.
+    let under_file = path.join("x.png");
+    let err = plot_history(&history(), &under_file).unwrap_err();
+    assert!(
+        cnn::error_chain(&err).starts_with(&format!("cannot plot to {}: ", under_file.display())),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+/// Blobs of 20 features in 10 classes, one batch of `n` per epoch when `batch_size` is `n`.
+fn blob_set(n: usize, seed: u64) -> InMemory<(usize, Const<20>)> {
+    let (x, y) = blobs(20, n, seed);
+    InMemory::new(x, y).unwrap()
+}
+
+#[test]
+fn a_run_that_diverges_stops_naming_the_epoch_and_batch_before_its_update() {
+    let dev = Cpu::seed_from_u64(0);
+    let (train, test) = (blob_set(64, 1), blob_set(16, 2));
+    let mut model = dev.build_module::<(Linear<20, 32>, ReLU, Linear<32, 10>), f32>();
+    // lr NaN: batch 0's loss is finite, its update makes every weight NaN, batch 1's loss is
+    // NaN; the run stops there, before batch 1's update.
+    let sgd = |lr| SgdConfig {
+        lr,
+        ..Default::default()
+    };
+    let mut opt = Sgd::new(&model, sgd(f64::NAN));
+    let mut calls = 0;
+    let err = Trainer::new(dev.clone(), quiet(3, 16))
+        .fit_with(&mut model, &mut opt, &train, &test, |_, _| {
+            calls += 1;
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, TrainError::NonFiniteLoss { epoch: 1, batch: 1, loss } if loss.is_nan()),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "epoch 1, batch 1: the loss is NaN, so training stopped (the run diverged: try a lower \
+         learning rate)"
+    );
+    assert_eq!(calls, 0, "the callback must never see diverged weights");
+
+    // lr infinite, one batch per epoch: the epoch's only loss is finite, its update is not;
+    // the weights are checked before the callback.
+    let mut model = dev.build_module::<(Linear<20, 32>, ReLU, Linear<32, 10>), f32>();
+    let mut opt = Sgd::new(&model, sgd(f64::INFINITY));
+    let err = Trainer::new(dev, quiet(3, 64))
+        .fit_with(&mut model, &mut opt, &train, &test, |_, _| {
+            calls += 1;
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&err, TrainError::NonFiniteWeights { epoch: 1, found } if found.tensor == "0.weight"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().starts_with(
+            "epoch 1: the model's tensor `0.weight` has 640 non-finite values (the first is "
+        ),
+        "{err}"
+    );
+    assert_eq!(calls, 0, "the callback must never see diverged weights");
+}
+
+#[test]
+fn a_failing_callback_stops_training_and_absurd_epoch_counts_allocate_nothing() {
+    let dev = Cpu::seed_from_u64(0);
+    let (train, test) = (blob_set(32, 1), blob_set(8, 2));
+    let mut model = dev.build_module::<(Linear<20, 16>, ReLU, Linear<16, 10>), f32>();
+    let mut opt = Sgd::new(&model, Default::default());
+    // usize::MAX epochs once made `Vec::with_capacity(epochs)` panic before any training.
+    let trainer = Trainer::new(dev, quiet(usize::MAX, 16));
+    let mut epochs_seen = Vec::new();
+    let err = trainer
+        .fit_with(&mut model, &mut opt, &train, &test, |stats, _| {
+            epochs_seen.push(stats.epoch);
+            if stats.epoch == 2 {
+                let disk: std::io::Error = std::io::ErrorKind::StorageFull.into();
+                return Err(disk.into());
+            }
+            Ok(())
+        })
+        .unwrap_err();
+    assert_eq!(epochs_seen, [1, 2]);
+    assert!(
+        matches!(err, TrainError::Callback { epoch: 2, .. }),
+        "{err:?}"
+    );
+    let disk: std::io::Error = std::io::ErrorKind::StorageFull.into();
+    assert_eq!(cnn::error_chain(&err), format!("epoch 2: {disk}"));
 }

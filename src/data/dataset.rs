@@ -110,10 +110,8 @@ impl Dataset {
     ///
     /// The last batch holds the `len % size` left-over examples when `size` does not divide
     /// the length: it is kept, not dropped, as d2l's data loaders keep it, so an epoch sees
-    /// every example.
-    ///
-    /// # Panics
-    /// If `size` is 0.
+    /// every example. A `size` of 0 is read as 1 (as [`crate::train::InMemory`] reads it), so
+    /// that this never panics.
     pub fn batches(&self, size: usize) -> Batches<'_> {
         Batches::new(self, (0..self.len()).collect(), size)
     }
@@ -123,10 +121,8 @@ impl Dataset {
     /// [`Dataset::batches`]).
     ///
     /// The order depends only on the state of `rng`, so a seeded
-    /// `rand::rngs::StdRng::seed_from_u64(seed)` gives the same epochs on every run.
-    ///
-    /// # Panics
-    /// If `size` is 0.
+    /// `rand::rngs::StdRng::seed_from_u64(seed)` gives the same epochs on every run. A `size`
+    /// of 0 is read as 1.
     pub fn shuffled_batches(&self, size: usize, rng: &mut impl Rng) -> Batches<'_> {
         let mut order: Vec<usize> = (0..self.len()).collect();
         order.shuffle(rng);
@@ -168,11 +164,10 @@ pub struct Batches<'a> {
 
 impl<'a> Batches<'a> {
     fn new(data: &'a Dataset, order: Vec<usize>, size: usize) -> Self {
-        assert!(size > 0, "batch size must be at least 1, got 0");
         Batches {
             data,
             order,
-            size,
+            size: size.max(1),
             next: 0,
         }
     }
@@ -286,9 +281,14 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "batch size must be at least 1")]
-    fn zero_batch_size_panics() {
-        let _ = numbered(3).batches(0);
+    fn zero_batch_size_is_read_as_one() {
+        let data = numbered(3);
+        assert_eq!(data.batches(0).len(), 3);
+        let mut rng = StdRng::seed_from_u64(0);
+        assert_eq!(
+            data.shuffled_batches(0, &mut rng).map(|b| b.len()).max(),
+            Some(1)
+        );
     }
 
     #[test]

@@ -1,12 +1,11 @@
 //! Fetching the four `.gz` files over HTTP into the cache, checked and atomically.
 
-use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
 use md5::{Digest, Md5};
 
@@ -33,7 +32,8 @@ pub(crate) fn download_missing(
         .new_agent();
     let base = base_url.trim_end_matches('/');
     for (name, md5) in FILES.iter().zip(md5) {
-        if find_file(dir, name).is_none() {
+        // A file there in a bad state (a directory, say) is left for the rename to refuse.
+        if !matches!(find_file(dir, name), Ok(Some(_))) {
             let url = format!("{base}/{name}.gz");
             download_file(&agent, &url, &dir.join(format!("{name}.gz")), md5)?;
         }
@@ -47,16 +47,16 @@ fn download_file(agent: &ureq::Agent, url: &str, dest: &Path, md5: &str) -> Resu
         url: url.to_owned(),
         what,
     };
-    // The partial file sits beside `dest` so the final rename stays on one file system and
-    // is atomic; the guard deletes it on every early return.
-    let part = Part(with_suffix(dest, ".part"));
-
     let mut response = agent.get(url).call().map_err(|e| fail(e.to_string()))?;
     let body = response.body_mut();
     let total = body.content_length();
     let bar = progress_bar(total, dest);
     let mut reader = body.as_reader();
-    let mut file = File::create(&part.0).map_err(|e| DataError::io(&part.0, e))?;
+    // The partial file sits beside `dest`, so that the final rename stays on one file system
+    // and is atomic, under a name of its own, so that two runs downloading at once do not
+    // write into one file; it is deleted on every early return.
+    let part = crate::atomic::temporary(dest).map_err(|e| DataError::io(dest, e))?;
+    let (mut file, part) = part.into_parts();
     let mut buf = vec![0u8; 64 << 10];
     let mut received = 0u64;
     loop {
@@ -71,15 +71,15 @@ fn download_file(agent: &ureq::Agent, url: &str, dest: &Path, md5: &str) -> Resu
             }
         };
         file.write_all(&buf[..n])
-            .map_err(|e| DataError::io(&part.0, e))?;
+            .map_err(|e| DataError::io(&part, e))?;
         received += n as u64;
         bar.inc(n as u64);
     }
-    file.sync_all().map_err(|e| DataError::io(&part.0, e))?;
+    file.sync_all().map_err(|e| DataError::io(&part, e))?;
     drop(file);
     bar.finish();
 
-    let actual = gunzip_md5(&part.0).map_err(|e| {
+    let actual = gunzip_md5(&part).map_err(|e| {
         fail(format!(
             "the {received} bytes received are not a valid gzip file ({e}); download removed"
         ))
@@ -91,14 +91,12 @@ fn download_file(agent: &ureq::Agent, url: &str, dest: &Path, md5: &str) -> Resu
             actual,
         });
     }
-    fs::rename(&part.0, dest).map_err(|e| DataError::io(dest, e))?;
-    part.keep();
-    Ok(())
+    crate::atomic::persist(part, dest).map_err(|e| DataError::io(dest, e))
 }
 
-/// The md5 of a gzip file's decompressed contents, as lowercase hex.
+/// The md5 of a gzip file's decompressed contents (every member of it), as lowercase hex.
 fn gunzip_md5(path: &Path) -> io::Result<String> {
-    let mut gz = GzDecoder::new(BufReader::new(File::open(path)?));
+    let mut gz = MultiGzDecoder::new(BufReader::new(File::open(path)?));
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {
@@ -134,30 +132,6 @@ fn progress_bar(total: Option<u64>, dest: &Path) -> ProgressBar {
     }
     let name = dest.file_name().unwrap_or(dest.as_os_str());
     bar.with_message(format!("downloading {}", name.to_string_lossy()))
-}
-
-/// `path` with `suffix` appended to its file name: `a.gz` -> `a.gz.part`.
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = OsString::from(path.as_os_str());
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-/// A partial download, removed when dropped unless kept.
-struct Part(PathBuf);
-
-impl Part {
-    fn keep(self) {
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Part {
-    fn drop(&mut self) {
-        // Best effort: the file may not exist yet, and an error already being returned
-        // matters more than a failed clean-up.
-        let _ = fs::remove_file(&self.0);
-    }
 }
 
 #[cfg(test)]
@@ -265,6 +239,7 @@ mod tests {
     fn locator(base_url: String, cache: &Path, md5: [String; 4]) -> Locator {
         Locator {
             explicit: None,
+            named_by: "",
             search: vec![cache.with_file_name("nowhere")],
             cache: Some(cache.to_path_buf()),
             base_url,
@@ -318,6 +293,67 @@ mod tests {
         assert_eq!(loc.locate_or_download().unwrap(), cache);
     }
 
+    /// The download's own error inside [`DataError::NotFoundNorDownloaded`], after checking
+    /// that the outer error lists the places searched.
+    fn download_error(err: DataError, cache: &Path) -> DataError {
+        match err {
+            DataError::NotFoundNorDownloaded {
+                searched,
+                cache: c,
+                source,
+            } => {
+                assert_eq!(c, cache);
+                assert_eq!(
+                    searched.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(),
+                    [cache.with_file_name("nowhere"), cache.to_path_buf()]
+                );
+                *source
+            }
+            other => panic!("expected NotFoundNorDownloaded, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_download_lists_every_place_searched() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = root.path().join("cache");
+        let (base, server) = serve(HashMap::new(), 1);
+        let err = locator(base.clone(), &cache, tiny_site().1)
+            .locate_or_download()
+            .unwrap_err();
+        server.join().unwrap();
+        assert_eq!(
+            crate::error_chain(&err),
+            format!(
+                "fashion-mnist not found; searched:\n  {}: does not exist\n  {}: does not \
+                 exist\nand downloading it into {} failed: download of \
+                 {base}/train-images-idx3-ubyte.gz failed: http status: 404",
+                root.path().join("nowhere").display(),
+                cache.display(),
+                cache.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_multi_member_gzip_download_is_checked_on_all_its_contents() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = root.path().join("cache");
+        let (mut routes, md5) = tiny_site();
+        let files = tiny_files();
+        let mut two = gzip(&files[0][..100]);
+        two.extend(gzip(&files[0][100..]));
+        routes.insert("/train-images-idx3-ubyte.gz".into(), Reply::Ok(two));
+        let (base, server) = serve(routes, 4);
+        assert_eq!(
+            locator(base, &cache, md5).locate_or_download().unwrap(),
+            cache
+        );
+        server.join().unwrap();
+        let data = FashionMnist::load(&cache).unwrap();
+        assert_eq!(data.train.len(), 3);
+    }
+
     #[test]
     fn checksum_mismatch_is_an_error_and_removes_the_download() {
         let root = tempfile::tempdir().unwrap();
@@ -329,6 +365,7 @@ mod tests {
             .locate_or_download()
             .unwrap_err();
         server.join().unwrap();
+        let err = download_error(err, &cache);
 
         let dest = cache.join("t10k-images-idx3-ubyte.gz");
         assert_eq!(
@@ -368,6 +405,7 @@ mod tests {
             .locate_or_download()
             .unwrap_err();
         server.join().unwrap();
+        let err = download_error(err, &cache);
 
         let url = format!("{base}/train-images-idx3-ubyte.gz");
         let msg = err.to_string();
@@ -395,6 +433,7 @@ mod tests {
             .locate_or_download()
             .unwrap_err();
         server.join().unwrap();
+        let err = download_error(err, &cache);
 
         // Without its 4-byte trailer the gzip stream is incomplete: rejected before the md5.
         assert_eq!(
@@ -417,6 +456,7 @@ mod tests {
             .locate_or_download()
             .unwrap_err();
         server.join().unwrap();
+        let err = download_error(err, &cache);
         assert_eq!(
             err.to_string(),
             format!("download of {base}/train-images-idx3-ubyte.gz failed: http status: 404")

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 
 /// Why a data set could not be found, read, or downloaded.
 ///
-/// Every variant names the file, directory or URL it is about, so the message alone tells a
-/// user what to fix: `/x/train-images-idx3-ubyte.gz: truncated: header says 60000x28x28 =
-/// 47040000 bytes, found 1234`.
+/// Every variant names the file, directory or URL it is about, so the message tells a user
+/// what to fix: `/x/train-images-idx3-ubyte.gz: truncated: header says 60000x28x28 =
+/// 47040000 bytes, found 1234`. An operating system's error is the
+/// [`source`](std::error::Error::source), not part of the message: print the chain with
+/// [`crate::error_chain`] (`/x/train-labels-idx1-ubyte: Permission denied (os error 13)`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DataError {
@@ -18,8 +20,8 @@ pub enum DataError {
         /// Every directory looked in, in order, with what it lacked.
         searched: Vec<(PathBuf, String)>,
     },
-    /// Reading or writing a file failed.
-    #[error("{}: {source}", .path.display())]
+    /// Reading or writing a file failed; the OS's error is the source.
+    #[error("{}", .path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -56,6 +58,22 @@ pub enum DataError {
         url: String,
         /// What went wrong.
         what: String,
+    },
+    /// No searched directory holds the four files, and downloading them failed too; the
+    /// download's error is the source.
+    #[error(
+        "fashion-mnist not found; searched:{}\nand downloading it into {} failed",
+        SearchList(.searched),
+        .cache.display()
+    )]
+    NotFoundNorDownloaded {
+        /// Every directory looked in, in order, with what it lacked.
+        searched: Vec<(PathBuf, String)>,
+        /// Where the download was to go.
+        cache: PathBuf,
+        /// Why the download failed.
+        #[source]
+        source: Box<DataError>,
     },
 }
 

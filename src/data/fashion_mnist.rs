@@ -64,8 +64,9 @@ impl FashionMnist {
     /// Loads the four [`FILES`] from `dir`, each plain or gzipped (plain preferred when both
     /// are there). Works for MNIST too, which uses the same names and format.
     ///
-    /// Errors: [`DataError::NotFound`] naming `dir` and the missing files, or the first
-    /// file's read or format error (images must be `N x 28 x 28`, with `N` labels).
+    /// Errors: [`DataError::NotFound`] naming `dir` and the missing files (or those that are
+    /// not regular files: a directory, a broken link), or the first file's read or format
+    /// error (images must be `N x 28 x 28`, with `N` labels, each a class below 10).
     pub fn load(dir: &Path) -> Result<Self, DataError> {
         let [train_images, train_labels, test_images, test_labels] =
             find_files(dir).map_err(|why| DataError::NotFound {
@@ -86,9 +87,14 @@ impl FashionMnist {
     }
 }
 
-/// Reads one split and checks that its images are 28x28, the size the networks are built for.
+/// Reads one split and checks that it holds images, 28x28 (the size the networks are built
+/// for), and that every label is one of the [`CLASS_NAMES`], so that a bad label is reported
+/// here, with its file and index, and not in the middle of an epoch.
 fn load_split(images: &Path, labels: &Path) -> Result<Dataset, DataError> {
     let data = Dataset::from_idx(images, labels)?;
+    if data.is_empty() {
+        return Err(DataError::format(images, "holds no images"));
+    }
     if (data.rows, data.cols) != (SIDE, SIDE) {
         return Err(DataError::format(
             images,
@@ -98,32 +104,85 @@ fn load_split(images: &Path, labels: &Path) -> Result<Dataset, DataError> {
             ),
         ));
     }
+    let classes = CLASS_NAMES.len();
+    let bad = |l: &&u8| usize::from(**l) >= classes;
+    if let Some(index) = data.labels.iter().position(|l| bad(&l)) {
+        let count = data.labels.iter().filter(bad).count();
+        let more = match count {
+            1 => String::new(),
+            n => format!(" ({n} labels in all are out of range)"),
+        };
+        return Err(DataError::format(
+            labels,
+            format!(
+                "label {} at index {index} is out of range: there are {classes} classes, 0 to \
+                 {}{more}",
+                data.labels[index],
+                classes - 1
+            ),
+        ));
+    }
     Ok(data)
 }
 
-/// The paths of the four [`FILES`] in `dir`, or what is missing there.
+/// The paths of the four [`FILES`] in `dir`, or what is wrong there: what is missing, and what
+/// is there but is not a readable file.
 fn find_files(dir: &Path) -> Result<[PathBuf; 4], String> {
-    if !dir.is_dir() {
-        return Err("not a directory".into());
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err("not a directory".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err("does not exist".into());
+        }
+        Err(e) => return Err(e.to_string()),
     }
     let found = FILES.map(|name| find_file(dir, name));
     let missing: Vec<String> = FILES
         .iter()
         .zip(&found)
-        .filter(|(_, f)| f.is_none())
+        .filter(|(_, f)| matches!(f, Ok(None)))
         .map(|(name, _)| format!("{name}[.gz]"))
         .collect();
+    let mut problems: Vec<String> = found
+        .iter()
+        .filter_map(|f| f.as_ref().err().cloned())
+        .collect();
     if !missing.is_empty() {
-        return Err(format!("missing {}", missing.join(", ")));
+        problems.insert(0, format!("missing {}", missing.join(", ")));
     }
-    Ok(found.map(|f| f.expect("checked above: none missing")))
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    Ok(found.map(|f| match f {
+        Ok(Some(path)) => path,
+        _ => unreachable!("checked above: none missing or bad"),
+    }))
 }
 
-/// `dir/name` or `dir/name.gz`, whichever is a file, plain first.
-pub(crate) fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    [dir.join(name), dir.join(format!("{name}.gz"))]
-        .into_iter()
-        .find(|p| p.is_file())
+/// `dir/name` or `dir/name.gz`, whichever is a regular file (plain first); `None` when neither
+/// exists; what is wrong when one exists but is not a file that can be read (a directory, a
+/// broken symbolic link, a place the user may not look in).
+pub(crate) fn find_file(dir: &Path, name: &str) -> Result<Option<PathBuf>, String> {
+    let candidates = [name.to_string(), format!("{name}.gz")];
+    let mut problem = None;
+    for file in &candidates {
+        let path = dir.join(file);
+        let why = match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => return Ok(Some(path)),
+            Ok(meta) if meta.is_dir() => format!("{file} is a directory, not a file"),
+            Ok(_) => format!("{file} is not a regular file"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read_link(&path) {
+                Ok(target) => format!("{file} is a broken symbolic link (to {})", target.display()),
+                Err(_) => continue,
+            },
+            Err(e) => format!("{file}: {e}"),
+        };
+        problem.get_or_insert(why);
+    }
+    match problem {
+        Some(why) => Err(why),
+        None => Ok(None),
+    }
 }
 
 /// Where to look for the four files and where to download them if no place has them.
@@ -132,10 +191,12 @@ pub(crate) fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
 /// public so that tests and tools can point it elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Locator {
-    /// The `--data DIR` argument. When set, only this directory is looked in, and never
-    /// downloaded into: a directory the user named that lacks the files is an error, not a
-    /// reason to look elsewhere.
+    /// A directory the user named (`--data DIR`, or else `$CNN_DATA`). When set, only this
+    /// directory is looked in, and never downloaded into: a directory the user named that lacks
+    /// the files is an error, not a reason to quietly use another copy.
     pub explicit: Option<PathBuf>,
+    /// Who named `explicit` (`"--data"`, `"$CNN_DATA"`), for messages; empty if no one did.
+    pub named_by: &'static str,
     /// Directories looked in, in order, when `explicit` is `None`.
     pub search: Vec<PathBuf>,
     /// Looked in after `search`; the files are downloaded here if no place has them. `None`
@@ -148,27 +209,36 @@ pub struct Locator {
 }
 
 impl Locator {
-    /// The standard places, in order:
+    /// The standard places:
     /// 1. `explicit` (from `--data DIR`), alone if given;
-    /// 2. the `CNN_DATA` environment variable;
-    /// 3. [`SYSTEM_DIR`] (`apt-get install dataset-fashion-mnist`);
-    /// 4. the cache, `$XDG_CACHE_HOME/cnn/fashion-mnist` or `~/.cache/cnn/fashion-mnist`,
-    ///    which is where downloads go, from `CNN_DATA_URL` or else [`DEFAULT_URL`], checked
-    ///    against [`FASHION_MNIST_MD5`].
+    /// 2. else the `CNN_DATA` environment variable, alone if set (a directory the user named,
+    ///    as with `--data`);
+    /// 3. else [`SYSTEM_DIR`] (`apt-get install dataset-fashion-mnist`), then the cache,
+    ///    `$XDG_CACHE_HOME/cnn/fashion-mnist` or `~/.cache/cnn/fashion-mnist`, which is where
+    ///    downloads go, from `CNN_DATA_URL` or else [`DEFAULT_URL`], checked against
+    ///    [`FASHION_MNIST_MD5`].
     pub fn from_env(explicit: Option<&Path>) -> Self {
         let nonempty = |var| std::env::var_os(var).filter(|v| !v.is_empty());
-        let mut search: Vec<PathBuf> = nonempty("CNN_DATA")
-            .map(PathBuf::from)
-            .into_iter()
-            .collect();
-        search.push(PathBuf::from(SYSTEM_DIR));
+        Self::with(
+            explicit,
+            nonempty("CNN_DATA").map(PathBuf::from),
+            nonempty("CNN_DATA_URL").map(|u| u.to_string_lossy().into_owned()),
+        )
+    }
+
+    /// [`Locator::from_env`] with the variables' values given.
+    fn with(explicit: Option<&Path>, cnn_data: Option<PathBuf>, url: Option<String>) -> Self {
+        let (explicit, named_by) = match (explicit, cnn_data) {
+            (Some(dir), _) => (Some(dir.to_path_buf()), "--data"),
+            (None, Some(dir)) => (Some(dir), "$CNN_DATA"),
+            (None, None) => (None, ""),
+        };
         Locator {
-            explicit: explicit.map(Path::to_path_buf),
-            search,
+            explicit,
+            named_by,
+            search: vec![PathBuf::from(SYSTEM_DIR)],
             cache: dirs::cache_dir().map(|c| c.join("cnn").join("fashion-mnist")),
-            base_url: nonempty("CNN_DATA_URL")
-                .map(|u| u.to_string_lossy().into_owned())
-                .unwrap_or_else(|| DEFAULT_URL.to_owned()),
+            base_url: url.unwrap_or_else(|| DEFAULT_URL.to_owned()),
             md5: FASHION_MNIST_MD5.map(str::to_owned),
         }
     }
@@ -185,6 +255,13 @@ impl Locator {
         for dir in places {
             match find_files(dir) {
                 Ok(_) => return Ok(dir.clone()),
+                Err(why) if self.explicit.is_some() && !self.named_by.is_empty() => {
+                    let why = format!(
+                        "{why} (named by {}, so nothing else was searched)",
+                        self.named_by
+                    );
+                    searched.push((dir.clone(), why));
+                }
                 Err(why) => searched.push((dir.clone(), why)),
             }
         }
@@ -194,8 +271,13 @@ impl Locator {
     /// [`Locator::locate`], and if that finds nothing (and no `explicit` directory was given),
     /// downloads the missing files into the cache and returns the cache directory.
     ///
-    /// A download is written to `<file>.gz.part` and renamed into place only once its md5 is
-    /// right, so an interrupted or bad download never leaves a file that looks complete.
+    /// A download is written to a temporary file of its own beside its destination and renamed
+    /// into place only once its md5 is right, so an interrupted or bad download never leaves a
+    /// file that looks complete, and two runs downloading at once do not mix their files.
+    ///
+    /// Errors: those of [`Locator::locate`]; when the download fails,
+    /// [`DataError::NotFoundNorDownloaded`], which lists every directory searched too, with the
+    /// download's error as its source.
     pub fn locate_or_download(&self) -> Result<PathBuf, DataError> {
         match self.locate() {
             Err(DataError::NotFound { searched }) if self.explicit.is_none() => {
@@ -203,8 +285,14 @@ impl Locator {
                     // Nowhere to download to: say where we looked.
                     return Err(DataError::NotFound { searched });
                 };
-                download_missing(&self.base_url, cache, &self.md5)?;
-                Ok(cache.clone())
+                match download_missing(&self.base_url, cache, &self.md5) {
+                    Ok(()) => Ok(cache.clone()),
+                    Err(e) => Err(DataError::NotFoundNorDownloaded {
+                        searched,
+                        cache: cache.clone(),
+                        source: Box::new(e),
+                    }),
+                }
             }
             found => found,
         }
@@ -337,6 +425,7 @@ pub(crate) mod tests {
     fn offline(explicit: Option<PathBuf>, search: Vec<PathBuf>, cache: Option<PathBuf>) -> Locator {
         Locator {
             explicit,
+            named_by: "",
             search,
             cache,
             // Nothing listens on port 1: a test that wrongly downloads fails fast.
@@ -378,9 +467,106 @@ pub(crate) mod tests {
         assert_eq!(
             msg,
             format!(
-                "fashion-mnist not found; searched:\n  {}: not a directory",
+                "fashion-mnist not found; searched:\n  {}: does not exist",
                 wrong.display()
             )
+        );
+    }
+
+    #[test]
+    fn a_wrong_cnn_data_is_an_error_that_says_so_not_a_fallback() {
+        let root = tempfile::tempdir().unwrap();
+        let wrong = root.path().join("typo");
+        let loc = Locator::with(None, Some(wrong.clone()), None);
+        assert_eq!(loc.explicit.as_deref(), Some(wrong.as_path()));
+        assert_eq!(
+            loc.locate_or_download().unwrap_err().to_string(),
+            format!(
+                "fashion-mnist not found; searched:\n  {}: does not exist (named by \
+                 $CNN_DATA, so nothing else was searched)",
+                wrong.display()
+            )
+        );
+        // --data comes first, and a directory the user names is never downloaded into.
+        let data = root.path().join("data");
+        let loc = Locator::with(Some(&data), Some(wrong), None);
+        assert_eq!(
+            (loc.explicit.as_deref(), loc.named_by),
+            (Some(data.as_path()), "--data")
+        );
+        let none = Locator::with(None, None, Some("http://x".into()));
+        assert_eq!((none.explicit, none.named_by), (None, ""));
+        assert_eq!(none.base_url, "http://x");
+        assert_eq!(none.search, [PathBuf::from(SYSTEM_DIR)]);
+    }
+
+    #[test]
+    fn a_directory_or_a_broken_link_in_place_of_a_file_is_named_not_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny(dir.path(), [true; 4]);
+        let images = dir.path().join("train-images-idx3-ubyte.gz");
+        std::fs::remove_file(&images).unwrap();
+        std::fs::create_dir(&images).unwrap();
+        let labels = dir.path().join("t10k-labels-idx1-ubyte.gz");
+        std::fs::remove_file(&labels).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("/nowhere/at/all", &labels).unwrap();
+        let msg = FashionMnist::load(dir.path()).unwrap_err().to_string();
+        let mut want = format!(
+            "fashion-mnist not found; searched:\n  {}: train-images-idx3-ubyte.gz is a \
+             directory, not a file",
+            dir.path().display()
+        );
+        if cfg!(unix) {
+            want.push_str(
+                "; t10k-labels-idx1-ubyte.gz is a broken symbolic link (to /nowhere/at/all)",
+            );
+        } else {
+            want = want.replace(
+                ": train-images",
+                ": missing t10k-labels-idx1-ubyte[.gz]; train-images",
+            );
+        }
+        assert_eq!(msg, want);
+    }
+
+    #[test]
+    fn an_empty_split_names_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny(dir.path(), [false; 4]);
+        let images = dir.path().join("train-images-idx3-ubyte");
+        std::fs::write(&images, idx_bytes(&[0, 28, 28], &[])).unwrap();
+        std::fs::write(
+            dir.path().join("train-labels-idx1-ubyte"),
+            idx_bytes(&[0], &[]),
+        )
+        .unwrap();
+        let msg = FashionMnist::load(dir.path()).unwrap_err().to_string();
+        assert_eq!(msg, format!("{}: holds no images", images.display()));
+    }
+
+    #[test]
+    fn a_label_out_of_range_names_the_file_and_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny(dir.path(), [false; 4]);
+        let labels = dir.path().join("t10k-labels-idx1-ubyte");
+        std::fs::write(&labels, idx_bytes(&[2], &[3, 12])).unwrap();
+        let msg = FashionMnist::load(dir.path()).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "{}: label 12 at index 1 is out of range: there are 10 classes, 0 to 9",
+                labels.display()
+            )
+        );
+        std::fs::write(&labels, idx_bytes(&[2], &[200, 10])).unwrap();
+        let msg = FashionMnist::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            msg.ends_with(
+                "label 200 at index 0 is out of range: there are 10 classes, 0 to 9 (2 labels \
+                 in all are out of range)"
+            ),
+            "{msg}"
         );
     }
 
@@ -396,7 +582,7 @@ pub(crate) mod tests {
             format!(
                 "fashion-mnist not found; searched:\n  {}: missing train-images-idx3-ubyte[.gz], \
                  train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], \
-                 t10k-labels-idx1-ubyte[.gz]\n  {}: not a directory",
+                 t10k-labels-idx1-ubyte[.gz]\n  {}: does not exist",
                 a.display(),
                 b.display()
             )
@@ -407,6 +593,7 @@ pub(crate) mod tests {
     fn from_env_puts_the_system_directory_before_the_cache() {
         let loc = Locator::from_env(Some(Path::new("/x")));
         assert_eq!(loc.explicit.as_deref(), Some(Path::new("/x")));
+        assert_eq!(loc.named_by, "--data");
         assert_eq!(
             loc.search.last().map(PathBuf::as_path),
             Some(Path::new(SYSTEM_DIR))

@@ -16,7 +16,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Cursor, Read};
 use std::path::Path;
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 
 use super::DataError;
 
@@ -48,7 +48,8 @@ impl Idx {
 }
 
 /// Reads an IDX file of unsigned bytes, gunzipping it first if it starts with the gzip magic
-/// bytes `1f 8b` (whatever its name).
+/// bytes `1f 8b` (whatever its name). A gzip file of several members (as `cat a.gz b.gz`,
+/// `pigz` and some recompressors make) is read whole, as `gunzip` reads it.
 ///
 /// Every check failure is an error naming `path`: a missing file, a stream that is not gzip
 /// or not IDX, a data type other than `0x08`, and a payload shorter or longer than the header's
@@ -60,7 +61,7 @@ pub fn read_idx(path: &Path) -> Result<Idx, DataError> {
     // Put the peeked bytes back in front of the rest of the file.
     let stream = Cursor::new(magic[..n].to_vec()).chain(file);
     if magic[..n] == GZIP_MAGIC {
-        parse(path, GzDecoder::new(BufReader::new(stream)), true)
+        parse(path, MultiGzDecoder::new(BufReader::new(stream)), true)
     } else {
         parse(path, BufReader::new(stream), false)
     }
@@ -234,7 +235,7 @@ pub(crate) mod tests {
 
     /// The error's message, asserting that it names the file.
     fn message(path: &Path, err: DataError) -> String {
-        let msg = err.to_string();
+        let msg = crate::error_chain(&err);
         assert!(
             msg.contains(&path.display().to_string()),
             "{msg:?} does not name {}",
@@ -259,6 +260,23 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn reads_every_member_of_a_multi_member_gzip() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = idx_bytes(&[2, 3], &[1, 2, 3, 4, 5, 6]);
+        // Two members, split inside the header and inside the payload.
+        for cut in [3, 10, 13] {
+            let mut two = gzip(&bytes[..cut]);
+            two.extend(gzip(&bytes[cut..]));
+            let path = write(dir.path(), "two.gz", &two);
+            assert_eq!(
+                read_idx(&path).unwrap().data,
+                [1, 2, 3, 4, 5, 6],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
     fn detects_gzip_by_content_not_name() {
         let dir = tempfile::tempdir().unwrap();
         let bytes = idx_bytes(&[3], &[7, 8, 9]);
@@ -275,7 +293,10 @@ pub(crate) mod tests {
         let err = read_idx(&path).unwrap_err();
         assert!(matches!(err, DataError::Io { .. }));
         let msg = message(&path, err);
-        assert!(msg.contains("No such file"), "{msg}");
+        assert!(
+            msg.ends_with(": No such file or directory (os error 2)"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! use cnn::data::FashionMnist;
 //! use rand::SeedableRng;
 //!
-//! // `--data DIR`, then $CNN_DATA, /usr/share/datasets/fashion-mnist, the cache, then download.
+//! // `--data DIR` or else $CNN_DATA alone; otherwise /usr/share/datasets/fashion-mnist, the
+//! // cache, then a download into the cache.
 //! let data = FashionMnist::locate_or_download(None)?;
 //! let mut rng = rand::rngs::StdRng::seed_from_u64(0);
 //! for batch in data.train.shuffled_batches(256, &mut rng) {

@@ -38,15 +38,17 @@ use std::time::Instant;
 use dfdx::data::OneHotEncode;
 use dfdx::losses::cross_entropy_with_logits_loss;
 use dfdx::nn::{Module, ModuleMut, ZeroGrads, tensor_collection::TensorCollection};
-use dfdx::optim::Optimizer;
+use dfdx::optim::{Optimizer, OptimizerUpdateError};
 use dfdx::shapes::{Const, Dtype};
 use dfdx::tensor::{OwnedTape, Tensor, Trace};
 use dfdx::tensor_ops::{Backward, Device};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use crate::finite::find_non_finite;
+
 pub use batches::{Batch, BatchShape, Batches, InMemory};
-pub use error::TrainError;
+pub use error::{BoxError, TrainError};
 pub use init::xavier_uniform_;
 pub use plot::plot_history;
 pub use progress::Progress;
@@ -166,31 +168,37 @@ impl<D> Trainer<D> {
         M: Classifier<Tr::Shape, E, D, C>,
         O: Optimizer<M, D, E>,
     {
-        self.fit_with(model, opt, train, test, |_, _| {})
+        self.fit_with(model, opt, train, test, |_, _| Ok(()))
     }
 
     /// Trains `model` with `opt` on `train` and evaluates it on `test`, epoch after epoch, calling
     /// `on_epoch` with each epoch's metrics and the model as it then is (to save a checkpoint,
-    /// say).
+    /// say). An error from `on_epoch` stops training: a checkpoint that cannot be saved is
+    /// not a reason to spend hours on epochs that will be lost.
     ///
     /// Each batch: forward with a tape, [`cross_entropy_with_logits_loss`] against one-hot labels,
     /// backward, `opt.update`, zero the gradients. Loss and training accuracy are accumulated
     /// from the same forward pass, so they describe the model while it changed during the epoch,
     /// as d2l reports them; test accuracy is measured after the epoch by [`evaluate`].
     ///
+    /// A run that diverges stops: at the first batch whose loss is NaN or infinite, before its
+    /// update, and after any epoch that leaves a weight NaN or infinite, before `on_epoch` sees
+    /// it. So a callback that saves checkpoints only ever sees finite weights.
+    ///
     /// # Errors
     /// [`TrainError::ZeroBatchSize`]; [`TrainError::EmptyDataset`] when either set yields no
     /// examples; [`TrainError::BatchSize`] or [`TrainError::LabelOutOfRange`] for a bad batch;
-    /// [`TrainError::Optimizer`] when `opt` fails (for instance on parameters that got no
-    /// gradient); [`TrainError::Device`] for dfdx's device errors. The model keeps the updates
-    /// made before the error.
+    /// [`TrainError::NonFiniteLoss`] or [`TrainError::NonFiniteWeights`] when the run diverges;
+    /// [`TrainError::Callback`] when `on_epoch` fails; [`TrainError::Optimizer`] when `opt`
+    /// fails (for instance on parameters that got no gradient); [`TrainError::Device`] for
+    /// dfdx's device errors. The model keeps the updates made before the error.
     pub fn fit_with<M, O, E, Tr, Te, const C: usize>(
         &self,
         model: &mut M,
         opt: &mut O,
         train: &Tr,
         test: &Te,
-        mut on_epoch: impl FnMut(&EpochStats, &M),
+        mut on_epoch: impl FnMut(&EpochStats, &M) -> Result<(), BoxError>,
     ) -> Result<Vec<EpochStats>, TrainError>
     where
         E: Dtype,
@@ -216,7 +224,8 @@ impl<D> Trainer<D> {
         let mut grads = model.try_alloc_grads().map_err(TrainError::device)?;
         // logits of the current batch, read back to the host: (batch, C)
         let mut logits_host: Vec<E> = Vec::new();
-        let mut history = Vec::with_capacity(epochs);
+        // Grown as epochs finish: `epochs` is a request, not a size to reserve up front.
+        let mut history = Vec::new();
         for epoch in 0..epochs {
             let start = Instant::now();
             let bar = EpochBar::new(progress, epoch + 1, epochs, train.num_examples());
@@ -242,10 +251,18 @@ impl<D> Trainer<D> {
                 // the loss is a batch mean; weight it by the batch size for the epoch mean
                 let mut batch_loss = [E::default()];
                 loss.copy_into(&mut batch_loss);
-                loss_sum += batch_loss[0].to_f64().unwrap_or(f64::NAN) * b as f64;
+                let batch_loss = batch_loss[0].to_f64().unwrap_or(f64::NAN);
+                if !batch_loss.is_finite() {
+                    // Its gradient would make every weight NaN: stop before the update.
+                    return Err(TrainError::NonFiniteLoss {
+                        epoch: epoch + 1,
+                        batch: index,
+                        loss: batch_loss,
+                    });
+                }
+                loss_sum += batch_loss * b as f64;
                 grads = loss.try_backward().map_err(TrainError::device)?;
-                opt.update(model, &grads)
-                    .map_err(|err| TrainError::Optimizer(err.to_string()))?;
+                opt.update(model, &grads).map_err(optimizer_error)?;
                 model
                     .try_zero_grads(&mut grads)
                     .map_err(TrainError::device)?;
@@ -258,6 +275,14 @@ impl<D> Trainer<D> {
                 return Err(TrainError::EmptyDataset { which: "training" });
             }
             let train_seconds = start.elapsed().as_secs_f64();
+            // The loss was finite before every update, yet the last update may still have
+            // overflowed a weight.
+            if let Some(found) = find_non_finite(model) {
+                return Err(TrainError::NonFiniteWeights {
+                    epoch: epoch + 1,
+                    found,
+                });
+            }
 
             bar.evaluating();
             let test_acc = accuracy(&self.dev, model, test, batch_size, "test")?;
@@ -270,8 +295,11 @@ impl<D> Trainer<D> {
                 seconds: start.elapsed().as_secs_f64(),
             };
             bar.finish(progress, &stats, epochs);
-            on_epoch(&stats, model);
             history.push(stats);
+            on_epoch(&stats, model).map_err(|source| TrainError::Callback {
+                epoch: epoch + 1,
+                source,
+            })?;
         }
         Ok(history)
     }
@@ -370,11 +398,27 @@ fn to_input<S: BatchShape, E: Dtype, D: Device<E>>(
             per_example: S::EXAMPLE_NUMEL,
         });
     }
-    if let Some(&label) = y.iter().find(|&&label| label >= classes) {
-        return Err(TrainError::LabelOutOfRange { label, classes });
+    if let Some((position, &label)) = y.iter().enumerate().find(|(_, l)| **l >= classes) {
+        return Err(TrainError::LabelOutOfRange {
+            batch: index,
+            position,
+            label,
+            classes,
+        });
     }
     dev.try_tensor_from_vec(x, S::with_batch(y.len()))
         .map_err(TrainError::device)
+}
+
+/// The optimizer's error in words: dfdx prints unused parameters as a `Debug` list of ids.
+fn optimizer_error<Err: std::fmt::Display>(err: OptimizerUpdateError<Err>) -> TrainError {
+    TrainError::Optimizer(match err {
+        OptimizerUpdateError::UnusedParams(unused) => format!(
+            "{} parameter tensors received no gradient (not used by the forward pass?)",
+            unused.ids.len()
+        ),
+        OptimizerUpdateError::DeviceError(err) => error::device_text(&err.to_string()),
+    })
 }
 
 /// How many rows of `logits` (row-major `(labels.len(), classes)`) have their first largest

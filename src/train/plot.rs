@@ -3,10 +3,14 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use image::ImageEncoder;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
-use super::{EpochStats, TrainError};
+use super::{BoxError, EpochStats, TrainError};
+
+/// The image's size in pixels.
+const SIZE: (u32, u32) = (800, 500);
 
 /// DejaVu Sans cut down to Latin-1, so that text renders without system fonts; see
 /// `fonts/README.md` for its origin and licence.
@@ -24,30 +28,48 @@ const TRAIN: RGBColor = RGBColor(191, 0, 191);
 const TEST: RGBColor = RGBColor(0, 128, 0);
 
 /// Draws loss, train accuracy and test accuracy against the epoch, as d2l's animator does at the
-/// end of training, into an 800x500 image at `path` (PNG for a `.png` path).
+/// end of training, into an 800x500 PNG image at `path`.
+///
+/// The image is drawn and encoded in memory, then written with [`crate::atomic::write`]: a
+/// full disk or a second run plotting to the same path never leaves a truncated or mixed file.
 ///
 /// The x axis runs over the epochs `1..=n`; the y axis from 0 to the largest finite loss or 1,
 /// whichever is larger, so the accuracies always fit. Non-finite values are left out (without a
 /// marker; the line joins their neighbours).
 ///
 /// # Errors
-/// [`TrainError::Plot`] when `history` is empty, the embedded font cannot be loaded, or the
-/// image cannot be rendered or written (an unwritable path, an unknown extension).
+/// [`TrainError::Plot`] when `history` is empty, `path` does not end in `.png`, the embedded
+/// font cannot be loaded, or the image cannot be rendered, encoded or written (an unwritable
+/// path, a full disk); the file that was at `path` is then unchanged.
 pub fn plot_history(history: &[EpochStats], path: &Path) -> Result<(), TrainError> {
-    let plot_err = |message: String| TrainError::Plot {
+    let plot_err = |source: BoxError| TrainError::Plot {
         path: path.to_path_buf(),
-        message,
+        source,
     };
     if history.is_empty() {
         return Err(plot_err("no epochs to plot".into()));
     }
+    let png = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if !png {
+        return Err(plot_err("only PNG is written: name the file `.png`".into()));
+    }
     if !font_ready() {
         return Err(plot_err("the embedded font could not be loaded".into()));
     }
-    draw(history, path).map_err(|err| plot_err(err.to_string()))
+    // pixels: (H, W, 3) row-major RGB
+    let mut pixels = vec![0u8; SIZE.0 as usize * SIZE.1 as usize * 3];
+    draw(history, &mut pixels).map_err(plot_err)?;
+    let mut bytes = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut bytes)
+        .write_image(&pixels, SIZE.0, SIZE.1, image::ColorType::Rgb8)
+        .map_err(|e| plot_err(e.into()))?;
+    crate::atomic::write(path, &bytes).map_err(|e| plot_err(e.into()))
 }
 
-fn draw(history: &[EpochStats], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+/// Draws the curves into `pixels`, an RGB buffer of [`SIZE`].
+fn draw(history: &[EpochStats], pixels: &mut [u8]) -> Result<(), BoxError> {
     let last = history.iter().map(|s| s.epoch).max().unwrap_or(1);
     let first = history.iter().map(|s| s.epoch).min().unwrap_or(1);
     // A single epoch would make an empty range; centre it instead.
@@ -62,7 +84,7 @@ fn draw(history: &[EpochStats], path: &Path) -> Result<(), Box<dyn std::error::E
         .filter(|l| l.is_finite())
         .fold(1.0f64, f64::max);
 
-    let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
+    let root = BitMapBackend::with_buffer(pixels, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .margin(20)

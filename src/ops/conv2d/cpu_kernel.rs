@@ -307,6 +307,10 @@ pub(crate) fn forward<E: Float>(
     y_save: &mut [E],
     arg: &mut [u32],
 ) {
+    // Nothing to do, and `out.len() / g.batch` below would divide by zero.
+    if g.batch == 0 {
+        return;
+    }
     let per_x = g.in_channels * g.input.0 * g.input.1;
     let per_y = g.out_channels * g.output.0 * g.output.1;
     let per_out = out.len() / g.batch;
@@ -382,6 +386,10 @@ pub(crate) fn backward<E: Float>(
     dw: &mut [E],
     db: &mut [E],
 ) {
+    // Nothing to add, and `gout.len() / g.batch` below would divide by zero.
+    if g.batch == 0 {
+        return;
+    }
     let (h, wd) = g.input;
     let ohw = g.output.0 * g.output.1;
     let cg = g.in_channels / g.groups;

@@ -94,7 +94,8 @@ pub struct Conv2DOp {
 /// A device's kernels for [`try_conv2d`].
 ///
 /// Layouts (row-major): `x` (B, C, H, W); `w` (O, C/G, KH, KW); `b` (O); the output
-/// (B, O, POH, POW).
+/// (B, O, POH, POW). The op never calls them with an empty batch (B = 0): it makes the empty
+/// output itself, so no kernel is launched on nothing.
 pub trait Conv2DKernel<E: Float>: Storage<E> {
     /// What the backward pass keeps of the forward pass (copies of the operands, the
     /// activation's output, the maxima's positions...).
@@ -133,6 +134,9 @@ pub trait Conv2DKernel<E: Float>: Storage<E> {
 /// row-major); `out_shape` must hold `B * O * POH * POW` elements. Gradients flow to `x` (unless
 /// `input_grad` is false: the network's input images never need one, and skipping it saves a
 /// fifth of a LeNet training step), `weight` and `bias` when `x` carries a tape.
+///
+/// An empty batch (`geom.batch` 0) gives an empty output, and zero gradients for `weight` and
+/// `bias`, without running a kernel.
 ///
 /// # Panics
 /// If the geometry is inconsistent or the shapes' sizes disagree with it.
@@ -192,7 +196,17 @@ where
     let x = x.try_contiguous()?;
     let (x, mut tape) = x.split_tape();
     let dev = x.device().clone();
-    let (out, saved) = dev.conv2d_forward(&op, &x, weight, bias, out_shape, T::OWNS_TAPE)?;
+    // An empty batch: nothing to compute. No kernel runs (on CUDA a launch or an allocation of
+    // size 0 is an error; the CPU kernels split the work by image), and backward only makes
+    // sure the gradients exist, as zeros.
+    let (out, saved) = match geom.batch {
+        0 => (dev.try_zeros_like(&out_shape)?, None),
+        _ => {
+            let (out, saved) =
+                dev.conv2d_forward(&op, &x, weight, bias, out_shape, T::OWNS_TAPE)?;
+            (out, Some(saved))
+        }
+    };
     if T::OWNS_TAPE {
         let (x_g, w_g, b_g, out_g) = (
             x.ghost(),
@@ -211,7 +225,9 @@ where
                 Some(b_g) => Some(take_grad!(grads, b_g, &dev, E)),
                 None => None,
             };
-            dev.conv2d_backward(&op, saved, &gout, dx.as_mut(), &mut dw, db.as_mut())?;
+            if let Some(saved) = saved {
+                dev.conv2d_backward(&op, saved, &gout, dx.as_mut(), &mut dw, db.as_mut())?;
+            }
             put_grad!(grads, &out_g, gout);
             if let Some(dx) = dx {
                 put_grad!(grads, &x_g, dx);

@@ -99,7 +99,8 @@ impl ConvTranspose2DGeometry {
 }
 
 /// A device's kernels for [`try_conv_transpose2d`]. Layouts: `x` (B, IN, H, W), `w`
-/// (IN, OUT/G, KH, KW), `b` (OUT), the output (B, OUT, OH, OW).
+/// (IN, OUT/G, KH, KW), `b` (OUT), the output (B, OUT, OH, OW). Never called with an empty
+/// batch (B = 0): the op makes the empty output itself.
 pub trait ConvTranspose2DKernel<E: Float>: Storage<E> {
     /// What the backward pass keeps of the forward pass.
     type ConvTranspose2DSaved: 'static;
@@ -132,7 +133,8 @@ pub trait ConvTranspose2DKernel<E: Float>: Storage<E> {
 
 /// Transposed convolution of `x` (`(B, IN, H, W)` read row-major) with `weight`
 /// (`(IN, OUT / G, KH, KW)`) plus `bias` (`(OUT,)`), returning `out_shape`
-/// (`B * OUT * OH * OW` elements). Gradients flow to all three when `x` carries a tape.
+/// (`B * OUT * OH * OW` elements). Gradients flow to all three when `x` carries a tape. An
+/// empty batch gives an empty output and zero gradients, without running a kernel.
 ///
 /// # Panics
 /// If the geometry is inconsistent or the shapes' sizes disagree with it.
@@ -173,8 +175,15 @@ where
     let x = x.try_contiguous()?;
     let (x, mut tape) = x.split_tape();
     let dev = x.device().clone();
-    let (out, saved) =
-        dev.conv_transpose2d_forward(&geom, &x, weight, bias, out_shape, T::OWNS_TAPE)?;
+    // An empty batch: no kernel runs (see `try_conv2d`), the gradients stay zeros.
+    let (out, saved) = match geom.batch {
+        0 => (dev.try_zeros_like(&out_shape)?, None),
+        _ => {
+            let (out, saved) =
+                dev.conv_transpose2d_forward(&geom, &x, weight, bias, out_shape, T::OWNS_TAPE)?;
+            (out, Some(saved))
+        }
+    };
     if T::OWNS_TAPE {
         let (x_g, w_g, b_g, out_g) = (
             x.ghost(),
@@ -190,7 +199,9 @@ where
                 Some(b_g) => Some(take_grad!(grads, b_g, &dev, E)),
                 None => None,
             };
-            dev.conv_transpose2d_backward(&geom, saved, &gout, &mut dx, &mut dw, db.as_mut())?;
+            if let Some(saved) = saved {
+                dev.conv_transpose2d_backward(&geom, saved, &gout, &mut dx, &mut dw, db.as_mut())?;
+            }
             put_grad!(grads, &out_g, gout);
             put_grad!(grads, &x_g, dx);
             put_grad!(grads, &w_g, dw);

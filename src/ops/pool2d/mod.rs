@@ -55,7 +55,8 @@ impl Pool2DGeometry {
 }
 
 /// A device's kernels for [`try_pool2d`]. Layouts: `x` (planes, H, W), the output
-/// (planes, OH, OW).
+/// (planes, OH, OW). Never called with no planes (an empty batch): the op makes the empty
+/// output itself.
 pub trait Pool2DKernel<E: Float>: Storage<E> {
     /// What the backward pass keeps of the forward pass.
     type Pool2DSaved: 'static;
@@ -104,13 +105,22 @@ pub fn try_pool2d<Sx: Shape, So: Shape, E: Float, D: ConvDevice<E>, T: Tape<E, D
     let x = x.try_contiguous()?;
     let (x, mut tape) = x.split_tape();
     let dev = x.device().clone();
-    let (out, saved) = dev.pool2d_forward(&geom, &x, out_shape, T::OWNS_TAPE)?;
+    // No planes (an empty batch): no kernel runs (see `try_conv2d`).
+    let (out, saved) = match planes {
+        0 => (dev.try_zeros_like(&out_shape)?, None),
+        _ => {
+            let (out, saved) = dev.pool2d_forward(&geom, &x, out_shape, T::OWNS_TAPE)?;
+            (out, Some(saved))
+        }
+    };
     if T::OWNS_TAPE {
         let (x_g, out_g) = (x.ghost(), out.ghost());
         tape.add_backward_op(move |grads| {
             let gout = take_grad!(grads, &out_g, &dev, E);
             let mut dx = take_grad!(grads, &x_g, &dev, E);
-            dev.pool2d_backward(&geom, saved, &gout, &mut dx)?;
+            if let Some(saved) = saved {
+                dev.pool2d_backward(&geom, saved, &gout, &mut dx)?;
+            }
             put_grad!(grads, &out_g, gout);
             put_grad!(grads, &x_g, dx);
             Ok(())
