@@ -30,6 +30,20 @@ cnn! {
         flatten,
         linear(5),
     }
+    // The modern constructs: batch norm (folded into the conv in inference, fused with the
+    // ReLU in training), a residual block ending in one add-and-ReLU, concatenation, scaling,
+    // the adaptive and global pools, batch_norm1d.
+    struct Modern: [2, 7, 7] -> [3] {
+        conv2d(4, kernel = 3, padding = 1), batch_norm2d, relu,
+        residual { conv2d(4, kernel = 3, padding = 1), batch_norm2d, relu } shortcut { conv2d(4, kernel = 1) },
+        relu,
+        concat { identity, { batch_norm2d, relu, conv2d(2, kernel = 1) } },
+        scale { global_avg_pool2d, linear(3), relu, linear(6), sigmoid },
+        adaptive_avg_pool2d(3),
+        global_max_pool2d,
+        linear(4), batch_norm1d, relu,
+        linear(3),
+    }
 }
 
 /// Runs a batch of 0 through `M` without a tape and with one, and checks that the output is
@@ -88,4 +102,9 @@ fn lenet_takes_an_empty_batch() {
 #[test]
 fn relu_max_pool_groups_and_transposed_conv_take_an_empty_batch() {
     empty_batch::<Mixed, 2, 12, 12, 5>();
+}
+
+#[test]
+fn batch_norm_residual_concat_scale_and_pools_take_an_empty_batch() {
+    empty_batch::<Modern, 2, 7, 7, 3>();
 }

@@ -12,7 +12,7 @@ use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{Merge, PutTape, SplitTape, Storage, Tape, Tensor};
 use dfdx::tensor_ops::{Device, ReshapeTo};
 
-/// A device's kernels for [`try_add_relu`]; all buffers have the same length.
+/// A device's kernels for [`try_add_relu`]; all buffers have the same length, never 0.
 pub trait AddReluKernel<E: Float>: Storage<E> {
     /// What backward keeps: the output (its sign is the ReLU's mask).
     type AddReluSaved: 'static;
@@ -61,7 +61,14 @@ where
     let dev = a.device().clone();
     let shape = *a.shape();
     let traced = T::OWNS_TAPE || R::OWNS_TAPE;
-    let (out, saved) = dev.add_relu_forward(&a, &b, shape, traced)?;
+    // Nothing to add (an empty batch): no kernel runs.
+    let (out, saved) = match shape.num_elements() {
+        0 => (dev.try_zeros_like(&shape)?, None),
+        _ => {
+            let (out, saved) = dev.add_relu_forward(&a, &b, shape, traced)?;
+            (out, Some(saved))
+        }
+    };
     if traced {
         let (a_g, b_g, out_g) = (a.ghost(), b.ghost(), out.ghost());
         tape.add_backward_op(move |grads| {
@@ -71,7 +78,9 @@ where
             // both halves.
             for ghost in [&a_g, &b_g] {
                 let mut d = take_grad!(grads, ghost, &dev, E);
-                dev.add_relu_backward(&saved, &gout, &mut d)?;
+                if let Some(saved) = &saved {
+                    dev.add_relu_backward(saved, &gout, &mut d)?;
+                }
                 put_grad!(grads, ghost, d);
             }
             put_grad!(grads, &out_g, gout);

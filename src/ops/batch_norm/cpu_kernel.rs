@@ -83,10 +83,6 @@ impl<E: Float> BatchNormKernel<E> for Cpu {
             gamma_over_std: Vec::new(),
             gamma_beta: None,
         };
-        if n == 0 {
-            // No values: no statistics, and the running ones stay as they are.
-            return Ok((self.try_tensor_from_vec(Vec::new(), out_shape)?, empty));
-        }
         let xh = to_host(x);
         let (gamma, beta) = (to_host(gamma), to_host(beta));
         // Two passes (mean, then the squared deviations): no cancellation in the variance.
@@ -157,9 +153,6 @@ impl<E: Float> BatchNormKernel<E> for Cpu {
         dbeta: &mut Self::Vec,
     ) -> Result<(), Self::Err> {
         let n = g.per_channel();
-        if n == 0 {
-            return Ok(());
-        }
         let xhat = &saved.xhat;
         // Through the ReLU first: dz = dy where z = x̂ γ + β > 0, else 0.
         let masked;

@@ -84,11 +84,6 @@ impl<E: CudaFloat> BatchNormKernel<E> for Cuda {
             gamma_over_std: Vec::new(),
             gamma_beta: None,
         };
-        if n == 0 {
-            // No values: no statistics, and the running ones stay as they are.
-            let out = alloc::<E>(&dev, 0)?;
-            return Ok((into_tensor(self, out, out_shape)?, empty));
-        }
         let x = to_device(&dev, x)?;
         let (gamma, beta) = (to_f64s(&to_host(gamma)), to_f64s(&to_host(beta)));
         let mean: Vec<f64> = sums(&dev, &x, None, g)?
@@ -147,7 +142,7 @@ impl<E: CudaFloat> BatchNormKernel<E> for Cuda {
         dbeta: &mut Self::Vec,
     ) -> Result<(), Self::Err> {
         let n = g.per_channel();
-        let Some(xhat) = saved.xhat.filter(|_| n > 0) else {
+        let Some(xhat) = saved.xhat else {
             return Ok(());
         };
         let dev = gout.device();

@@ -57,7 +57,7 @@ impl BatchNormGeometry {
 }
 
 /// A device's kernels for batch norm. Layouts: `x` and the output (B, C, P); `gamma`, `beta`,
-/// the running statistics (C).
+/// the running statistics (C). Never called with an empty batch (the op handles it).
 pub trait BatchNormKernel<E: Float>: Storage<E> {
     /// What the backward pass keeps of the forward pass.
     type BatchNormSaved: 'static;
@@ -144,16 +144,23 @@ where
     let (x, mut tape) = x.split_tape();
     let dev = x.device().clone();
     let shape = *x.shape();
-    let (out, saved) = dev.batch_norm_train(
-        &g,
-        &x,
-        gamma,
-        beta,
-        running_mean,
-        running_var,
-        shape,
-        T::OWNS_TAPE,
-    )?;
+    // An empty batch: no statistics, the running ones unchanged, and no kernel runs.
+    let (out, saved) = match g.is_empty() {
+        true => (dev.try_zeros_like(&shape)?, None),
+        false => {
+            let (out, saved) = dev.batch_norm_train(
+                &g,
+                &x,
+                gamma,
+                beta,
+                running_mean,
+                running_var,
+                shape,
+                T::OWNS_TAPE,
+            )?;
+            (out, Some(saved))
+        }
+    };
     if T::OWNS_TAPE {
         let (x_g, gamma_g, beta_g, out_g) = (x.ghost(), gamma.ghost(), beta.ghost(), out.ghost());
         tape.add_backward_op(move |grads| {
@@ -161,7 +168,9 @@ where
             let mut dx = take_grad!(grads, &x_g, &dev, E);
             let mut dgamma = take_grad!(grads, &gamma_g, &dev, E);
             let mut dbeta = take_grad!(grads, &beta_g, &dev, E);
-            dev.batch_norm_backward(&g, saved, &gout, &mut dx, &mut dgamma, &mut dbeta)?;
+            if let Some(saved) = saved {
+                dev.batch_norm_backward(&g, saved, &gout, &mut dx, &mut dgamma, &mut dbeta)?;
+            }
             put_grad!(grads, &out_g, gout);
             put_grad!(grads, &x_g, dx);
             put_grad!(grads, &gamma_g, dgamma);
@@ -194,6 +203,9 @@ where
     check(&g, &x, gamma);
     let x = x.try_contiguous()?;
     let shape = *x.shape();
+    if g.is_empty() {
+        return x.device().try_zeros_like(&shape);
+    }
     x.device()
         .clone()
         .batch_norm_infer(&g, &x, gamma, beta, running_mean, running_var, shape)
