@@ -40,6 +40,16 @@ cnn! {
         flatten,
         linear(4),
     }
+    // Blocks: the same tensors, a convolution inside a call padded another way.
+    block Unit(c, pad = 1) { conv2d(c, kernel = 3, padding = pad), relu }
+    struct Blocks: [1, 12, 12] -> [4] {
+        stem: { Unit(3), Unit(3) },
+        global_avg_pool2d, linear(4),
+    }
+    struct BlocksSame: [1, 12, 12] -> [4] {
+        stem: { Unit(3), Unit(3, pad = same) },
+        global_avg_pool2d, linear(4),
+    }
     // Another stack altogether: a tensor Net does not have.
     struct Deeper: [1, 12, 12] -> [4] {
         conv2d(3, kernel = 3), relu,
@@ -376,4 +386,20 @@ fn a_network_checkpoint_records_its_layers() {
     let plain = dir.path().join("plain.safetensors");
     save(&dev.build_module::<NetTanh, f32>(), &plain).unwrap();
     load_network(&mut dev.build_module::<Net, f32>(), &plain).unwrap();
+}
+
+/// A difference inside a block is named by its path of names, which is also its checkpoint key:
+/// the first row that differs is the call's, with its arguments.
+#[test]
+fn a_difference_inside_a_block_is_named_by_its_path() {
+    let dev: TestDevice = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blocks.safetensors");
+    save_network(&dev.build_module::<Blocks, f32>(), &path).unwrap();
+    let err = load_network(&mut dev.build_module::<BlocksSame, f32>(), &path).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("layer 5 (`stem.1`) is `Unit(3)` there and `Unit(3, pad=same)` here"),
+        "{msg}"
+    );
 }
