@@ -63,7 +63,7 @@ fn main() {
     let summary = MobileNetSE::summary();
     println!("{summary}");
 
-    let top: Vec<_> = summary.rows.iter().filter(|row| row.depth == 0).collect();
+    let top: Vec<_> = summary.top_level().collect();
     let shapes: Vec<&[usize]> = top.iter().map(|row| row.output).collect();
     assert_eq!(shapes, PYTORCH);
     // From `bench/d2l_ch8.py` (PyTorch 2.15.0), `MobileNetSE`: `sum(p.numel() for p in

@@ -122,6 +122,12 @@ impl Summary {
         total
     }
 
+    /// The network's own entries, without what blocks, groups and branches hold (their rows
+    /// are one level deeper): what a loop over PyTorch's `nn.Sequential` children would see.
+    pub fn top_level(&self) -> impl Iterator<Item = &'static LayerRow> {
+        self.rows.iter().filter(|row| row.depth == 0)
+    }
+
     /// The shape of the network's output for one image: the last top-level row's, or the
     /// input's for a network without layers.
     pub const fn output(&self) -> &'static [usize] {

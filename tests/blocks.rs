@@ -280,12 +280,7 @@ fn summary_nests() {
             .num_trainable_params(),
         ResidualNet::PARAMS
     );
-    let top: Vec<_> = s
-        .rows
-        .iter()
-        .filter(|r| r.depth == 0)
-        .map(|r| (r.name, r.kind))
-        .collect();
+    let top: Vec<_> = s.top_level().map(|r| (r.name, r.kind)).collect();
     assert_eq!(
         top,
         [
