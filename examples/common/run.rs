@@ -1,0 +1,308 @@
+//! What the training examples (`lenet`, `resnet`) share: the command line's common options and
+//! their checks, the run itself (data, training, a checkpoint after every epoch, the plot, or
+//! `--eval` of a checkpoint) and CI's smoke check. Each example includes it with
+//! `#[path = "common/run.rs"] mod run;`.
+//!
+//! Nothing is reported saved that was not: `--out` is checked before training, a checkpoint or
+//! plot that cannot be written ends the run with an error naming the file, and a run that
+//! diverges stops, naming the epoch, without writing its NaN weights over the last good
+//! checkpoint.
+
+use cnn::data::{Dataset, FashionMnist, Locator};
+use cnn::prelude::*;
+use cnn::train::{Classifier, Config, EpochStats, InMemory, Init, Progress, Trainer, plot_history};
+use dfdx::nn::{LoadFromSafetensors, SaveToSafetensors};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Any error of a run; printed with its causes by [`cnn::error_chain`].
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The device: CUDA under `--features cuda`, else the CPU.
+pub type Dev = AutoDevice;
+/// A batch of Fashion-MNIST images.
+pub type Images = (usize, Const<1>, Const<28>, Const<28>);
+
+/// The options every training example takes (each adds its own with `#[command(flatten)]`).
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Adam (default lr 0.001) instead of SGD.
+    #[arg(long)]
+    pub adam: bool,
+    /// Passes over the training set (1 to 100000).
+    #[arg(long, default_value_t = 10, value_parser = epochs)]
+    pub epochs: usize,
+    /// Images per mini-batch (1 to 60000, the training set's size).
+    #[arg(long, default_value_t = 256, value_parser = batch)]
+    pub batch: usize,
+    /// Learning rate (default: the example's rate for SGD, 0.001 for Adam).
+    #[arg(long, value_parser = learning_rate, allow_negative_numbers = true)]
+    pub lr: Option<f64>,
+    /// Seed of the initial weights and of the shuffling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (default: one per core; at most 4 per core).
+    #[arg(long, value_parser = threads)]
+    pub threads: Option<usize>,
+    /// Folder with the four Fashion-MNIST (or MNIST) IDX files, plain or gzipped.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Where the checkpoint and the plot go.
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+    /// Evaluate this checkpoint on the test set instead of training.
+    #[arg(long, value_name = "FILE")]
+    pub eval: Option<PathBuf>,
+    /// A short run for CI: two epochs on 12,000 training images; fails unless the loss falls.
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+/// The most epochs a run may ask for: at about 3 s an epoch, some 3 days of training. More is a
+/// typo, not a plan.
+const MAX_EPOCHS: usize = 100_000;
+/// The largest batch: the whole training set. A larger one is the same batch, with a number
+/// that says something else.
+const MAX_BATCH: usize = 60_000;
+/// Threads per core beyond which more only add switching (the kernels are compute-bound).
+const THREADS_PER_CORE: usize = 4;
+
+/// `--epochs`: a count from 1 to [`MAX_EPOCHS`].
+fn epochs(s: &str) -> Result<usize, String> {
+    count(s, MAX_EPOCHS, "")
+}
+
+/// `--batch`: a count from 1 to [`MAX_BATCH`].
+fn batch(s: &str) -> Result<usize, String> {
+    count(s, MAX_BATCH, " (the training set's size)")
+}
+
+/// `--threads`: from 1 to [`THREADS_PER_CORE`] per core of this machine.
+fn threads(s: &str) -> Result<usize, String> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    count(
+        s,
+        THREADS_PER_CORE * cores,
+        &format!(" ({THREADS_PER_CORE} per core; this machine has {cores})"),
+    )
+}
+
+/// A whole number from 1 to `max`; `why` explains the maximum.
+fn count(s: &str, max: usize, why: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("must be a whole number from 1 to {max}{why}")),
+    }
+}
+
+/// `--lr`: a finite number above 0 (NaN or infinity would make every weight NaN at once, and a
+/// rate of 0 or below does not descend).
+fn learning_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(lr) if lr.is_finite() && lr > 0.0 => Ok(lr),
+        _ => Err("must be a finite number above 0".to_string()),
+    }
+}
+
+/// `--out` cannot take one of the run's files.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--out {}: cannot write {} there, so the run would save nothing",
+    .out.display(),
+    .path.display()
+)]
+struct Unwritable {
+    out: PathBuf,
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+pub fn to_batches(set: Dataset) -> Result<InMemory<Images>, Error> {
+    let labels = set.labels.iter().map(|&l| usize::from(l)).collect();
+    Ok(InMemory::new(set.images, labels)?)
+}
+
+/// Trains `M` on Fashion-MNIST as `args` say (or evaluates a checkpoint with `--eval`), saving
+/// `<out>/<name>.safetensors` after every epoch and `<out>/<name>.png` at the end; `sgd_lr` is
+/// the learning rate of SGD when `--lr` is not given.
+pub fn run<M>(args: &RunArgs, name: &str, sgd_lr: f64) -> Result<(), Error>
+where
+    M: BuildOnDevice<Dev, f32>,
+    M::Built: Classifier<Images, f32, Dev, 10>
+        + SaveToSafetensors<f32, Dev>
+        + LoadFromSafetensors<f32, Dev>
+        + Network,
+{
+    let dev = Dev::seed_from_u64(args.seed);
+    println!(
+        "device: {}",
+        if cfg!(feature = "cuda") {
+            "CUDA"
+        } else {
+            "CPU"
+        }
+    );
+    println!("{}", <M::Built as Network>::SUMMARY);
+    let checkpoint = args.out.join(format!("{name}.safetensors"));
+    let plot = args.out.join(format!("{name}.png"));
+    if args.eval.is_none() {
+        // Before the data is read or an epoch trained: a run whose results cannot be saved is
+        // refused now, not after hours of training.
+        for path in [&checkpoint, &plot] {
+            cnn::atomic::check_writable(path).map_err(|source| Unwritable {
+                out: args.out.clone(),
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    let mut model = dev.build_module::<M, f32>();
+    if let Some(path) = &args.eval {
+        // Before the data is read: a checkpoint that cannot be used is refused at once.
+        cnn::checkpoint::load_network(&mut model, path)?;
+    }
+    let locator = Locator::from_env(args.data.as_deref());
+    let dir = locator.locate_or_download()?;
+    match locator.named_by {
+        "" => println!("data: {}", dir.display()),
+        by => println!("data: {} (named by {by})", dir.display()),
+    }
+    let mut data = FashionMnist::load(&dir)?;
+    if args.smoke {
+        data.train = data.train.subset(12_000);
+        data.test = data.test.subset(2_000);
+    }
+    let test = to_batches(data.test)?;
+
+    if let Some(path) = &args.eval {
+        let acc = cnn::train::evaluate(&dev, &model, &test, args.batch)?;
+        println!("{}: test acc {acc:.3}", path.display());
+        return Ok(());
+    }
+
+    let train = to_batches(data.train)?.shuffled(args.seed);
+    let epochs = if args.smoke { 2 } else { args.epochs };
+    let config = Config {
+        epochs,
+        batch_size: args.batch,
+        progress: Progress::Auto,
+        init: Init::XavierUniform { seed: args.seed },
+    };
+    let trainer = Trainer::new(dev.clone(), config);
+    // Saved after every epoch, so an interrupted run keeps its last complete epoch; a save
+    // that fails stops the run (the trainer never passes on weights that diverged).
+    let save = |_: &EpochStats, m: &M::Built| -> Result<(), Error> {
+        cnn::checkpoint::save_network(m, &checkpoint)?;
+        Ok(())
+    };
+    let history = match (args.adam, args.lr) {
+        (true, lr) => {
+            let cfg = AdamConfig {
+                lr: lr.unwrap_or(1e-3),
+                ..Default::default()
+            };
+            let mut opt = Adam::new(&model, cfg);
+            trainer.fit_with(&mut model, &mut opt, &train, &test, save)?
+        }
+        (false, lr) => {
+            let lr = lr.unwrap_or(sgd_lr);
+            let cfg = SgdConfig {
+                lr,
+                momentum: None,
+                weight_decay: None,
+            };
+            let mut opt = Sgd::new(&model, cfg);
+            trainer.fit_with(&mut model, &mut opt, &train, &test, save)?
+        }
+    };
+    plot_history(&history, &plot)?;
+    let last = history.last().expect("at least one epoch");
+    let seconds: f64 = history.iter().map(|s| s.seconds).sum();
+    println!(
+        "weights: {}\nplot: {}",
+        checkpoint.display(),
+        plot.display()
+    );
+    println!(
+        "{epochs} epochs in {seconds:.1} s, {:.0} images/s",
+        last.images_per_s
+    );
+    println!("{last}");
+    if args.smoke {
+        smoke_check(&history, &checkpoint)?;
+    }
+    Ok(())
+}
+
+/// CI's check: the loss fell from the first epoch to the second, and the checkpoint exists.
+fn smoke_check(history: &[EpochStats], checkpoint: &Path) -> Result<(), String> {
+    let (first, second) = (history[0].loss, history[1].loss);
+    // (written so that a NaN loss fails too)
+    if second.partial_cmp(&first) != Some(std::cmp::Ordering::Less) {
+        return Err(format!(
+            "smoke: the loss did not fall ({first:.4} then {second:.4})"
+        ));
+    }
+    if !checkpoint.is_file() {
+        return Err(format!("smoke: no checkpoint at {}", checkpoint.display()));
+    }
+    println!("smoke: ok, the loss fell from {first:.4} to {second:.4}");
+    Ok(())
+}
+
+/// Starts `--threads` worker threads (else one per core).
+pub fn start_threads(args: &RunArgs) -> Result<(), Error> {
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| format!("cannot start {n} threads: {e}"))?;
+    }
+    Ok(())
+}
+
+/// What `main` returns for a run's result, printing an error with its causes.
+pub fn exit(result: Result<(), Error>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", cnn::error_chain(&*e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the examples' tests share.
+#[cfg(test)]
+pub mod testing {
+    /// An IDX file of unsigned bytes.
+    pub fn idx(dims: &[u32], payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![0, 0, 0x08, dims.len() as u8];
+        for d in dims {
+            out.extend_from_slice(&d.to_be_bytes());
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// A Fashion-MNIST of 4 training and 2 test images (labels `i % 10`, or `labels`), in a
+    /// fresh directory.
+    pub fn tiny_data(test_labels: &[u8]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let images = |n: u32| {
+            let px: Vec<u8> = (0..n * 784).map(|k| (k % 251) as u8).collect();
+            idx(&[n, 28, 28], &px)
+        };
+        let n = test_labels.len() as u32;
+        for (name, bytes) in [
+            ("train-images-idx3-ubyte", images(4)),
+            ("train-labels-idx1-ubyte", idx(&[4], &[0, 1, 2, 3])),
+            ("t10k-images-idx3-ubyte", images(n)),
+            ("t10k-labels-idx1-ubyte", idx(&[n], test_labels)),
+        ] {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        dir
+    }
+}
