@@ -506,7 +506,7 @@ fn forward(net: &NetPlan) -> TokenStream {
         Mode::Same | Mode::Dropout => (quote!(__T), quote!(__T: #dfdx::tensor::Tape<E, D>,)),
         Mode::BatchNorm => (quote!(#dfdx::tensor::NoneTape), quote!()),
     };
-    let body = (Some(steps(net, false, false)), steps(net, false, true));
+    let body = steps(net, false);
     let which = match net.mode {
         Mode::BatchNorm => "an untraced",
         _ => "a",
@@ -528,6 +528,7 @@ fn forward(net: &NetPlan) -> TokenStream {
         &tape,
         &tape_param,
         &body,
+        true,
         false,
         (&message, &label, &note),
     );
@@ -588,9 +589,9 @@ fn forward(net: &NetPlan) -> TokenStream {
             let tape = quote!(#dfdx::tensor::OwnedTape<E, D>);
             // Batch statistics of one vector are undefined: a network with batch_norm1d trains
             // on batches only (the single-image impl is left out, so that is a type error).
-            let one = (!has_batch_norm1d(&net.steps)).then(|| steps(net, true, false));
-            let body = (one, steps(net, true, true));
-            let (message, label, note) = if body.0.is_some() {
+            let one_image = !has_batch_norm1d(&net.steps);
+            let body = steps(net, true);
+            let (message, label, note) = if one_image {
                 (
                     format!(
                         "`{name}::forward_mut` trains on a traced tensor of shape {input} or a batch {batch}, not `{{Self}}`"
@@ -619,6 +620,7 @@ fn forward(net: &NetPlan) -> TokenStream {
                 &tape,
                 &quote!(),
                 &body,
+                one_image,
                 true,
                 (&message, &label, &note),
             );
@@ -652,14 +654,17 @@ fn forward(net: &NetPlan) -> TokenStream {
     }
 }
 
-/// A hidden trait implemented by the tensors the network takes, one image and a batch: a wrong
-/// tensor fails on it, with a message naming the network and the shapes it takes.
+/// A hidden trait implemented by the tensors the network takes, one image (unless `one_image`
+/// is false) and a batch: a wrong tensor fails on it, with a message naming the network and the
+/// shapes it takes.
+#[allow(clippy::too_many_arguments)]
 fn input_impls(
     net: &NetPlan,
     trait_name: &Ident,
     tape: &TokenStream,
     tape_param: &TokenStream,
-    (one_body, batch_body): &(Option<TokenStream>, TokenStream),
+    body: &TokenStream,
+    one_image: bool,
     mutable: bool,
     (message, label, note): (&str, &str, &str),
 ) -> TokenStream {
@@ -700,14 +705,12 @@ fn input_impls(
             net.input_span,
         )
     };
-    let one = one_body
-        .as_ref()
-        .map(|body| implementation(quote!(), &one_in, &one_out, body));
+    let one = one_image.then(|| implementation(quote!(), &one_in, &one_out, body));
     let batch = implementation(
         quote!(__B: #dfdx::shapes::Dim,),
         &batch_in,
         &batch_out,
-        batch_body,
+        body,
     );
     quote! {
         #[diagnostic::on_unimplemented(message = #message, label = #label, note = #note)]
@@ -750,9 +753,9 @@ fn const_dims(dims: &[usize]) -> Vec<TokenStream> {
 
 /// The forward body: one `let x = ...?;` per step. Training (`mutable`) differs from inference
 /// only for dropout (identity in inference) and batch norm (running statistics in inference).
-/// The forward body for one image (`batched` false) or a batch.
-fn steps(net: &NetPlan, mutable: bool, batched: bool) -> TokenStream {
-    seq(&net.steps, mutable, batched)
+/// The forward body (the same for one image and a batch).
+fn steps(net: &NetPlan, mutable: bool) -> TokenStream {
+    seq(&net.steps, mutable)
 }
 
 /// Whether any step, at any depth, is `batch_norm1d`.
@@ -779,7 +782,7 @@ fn field(path: &Path) -> TokenStream {
 /// One `let x = ...?;` per step. Branches other than the first run on a copy of `x` with an
 /// empty tape, and the op that joins them merges the tapes (as dfdx's own `Residual` does), so
 /// the gradient reaches `x` through every branch.
-fn seq(steps: &[Step], mutable: bool, batched: bool) -> TokenStream {
+fn seq(steps: &[Step], mutable: bool) -> TokenStream {
     let dfdx = dfdx();
     let module = quote!(#dfdx::nn::Module::try_forward);
     let module_mut = quote!(#dfdx::nn::ModuleMut::try_forward_mut);
@@ -897,8 +900,8 @@ fn seq(steps: &[Step], mutable: bool, batched: bool) -> TokenStream {
                 shortcut,
                 relu,
             } => {
-                let body = seq(body, mutable, batched);
-                let shortcut = seq(shortcut, mutable, batched);
+                let body = seq(body, mutable);
+                let shortcut = seq(shortcut, mutable);
                 let add = if *relu { &add_relu } else { &add };
                 quote!({
                     let __shortcut = { let x = #fork; #shortcut x };
@@ -907,7 +910,7 @@ fn seq(steps: &[Step], mutable: bool, batched: bool) -> TokenStream {
                 })
             }
             Step::Sum { branches, relu } => {
-                let (forks, outs) = branch_values(branches, mutable, batched, &fork);
+                let (forks, outs) = branch_values(branches, mutable, &fork);
                 let first = &outs[0];
                 let (rest, last) = outs[1..].split_at(outs.len() - 2);
                 let last_add = if *relu { &add_relu } else { &add };
@@ -919,7 +922,7 @@ fn seq(steps: &[Step], mutable: bool, batched: bool) -> TokenStream {
                 })
             }
             Step::Concat { branches, channels } => {
-                let (forks, outs) = branch_values(branches, mutable, batched, &fork);
+                let (forks, outs) = branch_values(branches, mutable, &fork);
                 let first = &outs[0];
                 let rest = &outs[1..];
                 let channels = lit(*channels);
@@ -932,7 +935,7 @@ fn seq(steps: &[Step], mutable: bool, batched: bool) -> TokenStream {
                 })
             }
             Step::Scale { gate, flatten } => {
-                let gate = seq(gate, mutable, batched);
+                let gate = seq(gate, mutable);
                 let flatten = flatten.map(|c| {
                     let flat = unit_value(&Unit::Flatten(c));
                     quote!(let x = #module(&#flat, x)?;)
@@ -966,7 +969,6 @@ fn fused_conv(
 fn branch_values(
     branches: &[Vec<Step>],
     mutable: bool,
-    batched: bool,
     fork: &TokenStream,
 ) -> (TokenStream, Vec<TokenStream>) {
     let forks = (1..branches.len()).map(|i| {
@@ -974,7 +976,7 @@ fn branch_values(
         quote!(let #name = #fork;)
     });
     let outs = branches.iter().enumerate().map(|(i, steps)| {
-        let body = seq(steps, mutable, batched);
+        let body = seq(steps, mutable);
         let name = format_ident!("__branch{i}");
         let input = (i > 0).then(|| {
             let fork = format_ident!("__fork{i}");
