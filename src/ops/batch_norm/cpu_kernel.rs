@@ -1,7 +1,7 @@
 //! Host kernels for batch norm. Data is `(B, C, P)`: the statistics of channel `c` are over the
 //! `B` rows `x[b, c, ..]`; elementwise passes run in parallel over those rows.
 
-use super::{BatchNormGeometry, BatchNormKernel};
+use super::{BatchNormGeometry, BatchNormKernel, update_running};
 use crate::Float;
 use crate::ops::buffer::Buffer;
 use crate::ops::to_host;
@@ -124,22 +124,7 @@ impl<E: Float> BatchNormKernel<E> for Cpu {
             empty
         };
 
-        // PyTorch's update: the unbiased variance for the running statistic.
-        let unbias = if n > 1 {
-            n as f64 / (n - 1) as f64
-        } else {
-            1.0
-        };
-        let m = g.momentum;
-        let (rm, rv) = (to_host(running_mean), to_host(running_var));
-        let rm: Vec<E> = (0..g.channels)
-            .map(|c| from_f64((1.0 - m) * rm[c].to_f64().unwrap() + m * mean[c]))
-            .collect();
-        let rv: Vec<E> = (0..g.channels)
-            .map(|c| from_f64((1.0 - m) * rv[c].to_f64().unwrap() + m * var[c] * unbias))
-            .collect();
-        running_mean.copy_from(&rm);
-        running_var.copy_from(&rv);
+        update_running(g, (&mean, &var), running_mean, running_var);
         Ok((self.try_tensor_from_vec(out.into_vec(), out_shape)?, saved))
     }
 

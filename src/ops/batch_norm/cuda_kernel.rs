@@ -3,7 +3,7 @@
 //! statistics, the affine coefficients) are worked out on the host from the device's sums, as
 //! the CPU kernel does in `f64`; the `(B, C, P)` data stays on the device.
 
-use super::{BatchNormGeometry, BatchNormKernel};
+use super::{BatchNormGeometry, BatchNormKernel, update_running};
 use crate::ops::cuda::{
     CudaFloat, alloc, bn_input_grad, bn_relu_grad, channel_affine, channel_dot, device_of,
     into_tensor, to_device,
@@ -112,23 +112,7 @@ impl<E: CudaFloat> BatchNormKernel<E> for Cuda {
             },
             false => empty,
         };
-        // PyTorch's update: the unbiased variance for the running statistic.
-        let unbias = if n > 1 {
-            n as f64 / (n - 1) as f64
-        } else {
-            1.0
-        };
-        let m = g.momentum;
-        let (rm, rv) = (
-            to_f64s(&to_host(running_mean)),
-            to_f64s(&to_host(running_var)),
-        );
-        running_mean.copy_from(&from_f64s::<E>(
-            (0..g.channels).map(|c| (1.0 - m) * rm[c] + m * mean[c]),
-        ));
-        running_var.copy_from(&from_f64s::<E>(
-            (0..g.channels).map(|c| (1.0 - m) * rv[c] + m * var[c] * unbias),
-        ));
+        update_running(g, (&mean, &var), running_mean, running_var);
         Ok((into_tensor(self, out, out_shape)?, saved))
     }
 

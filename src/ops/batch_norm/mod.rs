@@ -18,7 +18,7 @@ mod cuda_kernel;
 use crate::Float;
 use crate::ops::{put_grad, take_grad};
 use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{PutTape, SplitTape, Storage, Tape, Tensor};
+use dfdx::tensor::{CopySlice, PutTape, SplitTape, Storage, Tape, Tensor};
 use dfdx::tensor_ops::{Device, ReshapeTo};
 
 /// The sizes a batch norm works over, and its settings.
@@ -103,6 +103,35 @@ pub trait BatchNormKernel<E: Float>: Storage<E> {
         running_var: &Tensor<Sc, E, Self>,
         out_shape: So,
     ) -> Result<Tensor<So, E, Self>, Self::Err>;
+}
+
+/// Moves the running statistics towards the batch's per-channel `mean` and biased `var`, as
+/// PyTorch does: `running = (1 - momentum) * running + momentum * stat`, with the unbiased
+/// variance (`N / (N - 1)`) for the running one. Both devices' kernels call this with the
+/// statistics they worked out (C values, through the host).
+pub(crate) fn update_running<Sc: Shape, E: Float, D: CopySlice<E>>(
+    g: &BatchNormGeometry,
+    (mean, var): (&[f64], &[f64]),
+    running_mean: &mut Tensor<Sc, E, D>,
+    running_var: &mut Tensor<Sc, E, D>,
+) {
+    let n = g.per_channel();
+    let unbias = if n > 1 {
+        n as f64 / (n - 1) as f64
+    } else {
+        1.0
+    };
+    let m = g.momentum;
+    let moved = |running: &Tensor<Sc, E, D>, stat: &dyn Fn(usize) -> f64| -> Vec<E> {
+        let now = crate::ops::to_host(running);
+        (0..g.channels)
+            .map(|c| E::from_f64((1.0 - m) * now[c].to_f64().unwrap() + m * stat(c)).unwrap())
+            .collect()
+    };
+    let new_mean = moved(running_mean, &|c| mean[c]);
+    let new_var = moved(running_var, &|c| var[c] * unbias);
+    running_mean.copy_from(&new_mean);
+    running_var.copy_from(&new_var);
 }
 
 fn check<Sx: Shape, Sc: Shape, E, D: Storage<E>, T>(
