@@ -14,9 +14,21 @@ Made with PyTorch 2.15.0 (`../shared/bench/compare.sh` installs it into ~/.cache
 Run from the repository root:
 
     ~/.cache/cnn-bench/venv/bin/python bench/d2l_ch8.py
+
+With `--export DIR NAME...` it writes, for each named network (alexnet, vgg11, nin, googlenet,
+bnlenet, resnet18, densenet), what the `loads_the_books_pytorch_weights` tests of
+examples/10-alexnet.rs .. 16-densenet.rs check: `DIR/NAME.safetensors`, the network's
+`state_dict()` as `safetensors.torch.save_file` writes it (float32; batch norm's affine
+parameters and running statistics set to random values, so that they matter), and
+`DIR/NAME.io.safetensors`, a batch of two random images (`input`) and the logits the network
+gives them in inference mode (`logits`).
 """
 
+import pathlib
+import sys
+
 import torch
+from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
@@ -379,5 +391,43 @@ def main():
             print(f"  {p}")
 
 
+EXPORTS = {
+    "alexnet": (AlexNet, 224),
+    "vgg11": (lambda: VGG(arch=((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))), 224),
+    "nin": (NiN, 224),
+    "googlenet": (GoogleNet, 96),
+    "bnlenet": (BNLeNet, 28),
+    "resnet18": (ResNet18, 96),
+    "densenet": (DenseNet, 96),
+}
+
+
+def export(directory, names):
+    out = pathlib.Path(directory)
+    for name in names:
+        make, size = EXPORTS[name]
+        torch.manual_seed(0)
+        net = make()
+        net.eval()
+        with torch.no_grad():
+            net(torch.zeros(1, 1, size, size))  # materialise the lazy layers
+            for module in net.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.weight.uniform_(0.5, 1.5)
+                    module.bias.uniform_(-0.5, 0.5)
+                    module.running_mean.uniform_(-0.5, 0.5)
+                    module.running_var.uniform_(0.5, 1.5)
+            x = torch.randn(2, 1, size, size)
+            logits = net(x)
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()},
+                  out / f"{name}.safetensors", metadata={"format": "pt"})
+        save_file({"input": x, "logits": logits}, out / f"{name}.io.safetensors",
+                  metadata={"made_by": f"torch {torch.__version__}"})
+        print(f"{name}: logits {logits.tolist()}")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--export"]:
+        export(sys.argv[2], sys.argv[3:])
+    else:
+        main()

@@ -80,13 +80,14 @@ fn main() {
         terms.join(" + "),
         thousands(LeNet::PARAMS)
     );
-    // weights + biases: OUT * IN * KH * KW + OUT for a conv, IN * OUT + OUT for a linear layer
+    // weights + biases: OUT * IN * KH * KW + OUT for a conv, IN * OUT + OUT for a linear layer;
+    // each named by its position, as PyTorch's `nn.Sequential` numbers it (`0.weight`, ...).
     let expected = [
-        ("conv1", 6 * 5 * 5 + 6),
-        ("conv2", 16 * 6 * 5 * 5 + 16),
-        ("linear1", 400 * 120 + 120),
-        ("linear2", 120 * 84 + 84),
-        ("linear3", 84 * 10 + 10),
+        ("0", 6 * 5 * 5 + 6),
+        ("3", 16 * 6 * 5 * 5 + 16),
+        ("7", 400 * 120 + 120),
+        ("9", 120 * 84 + 84),
+        ("11", 84 * 10 + 10),
     ];
     assert_eq!(counts, expected);
     // PyTorch's `sum(p.numel() for p in net.parameters())` for d2l's LeNet.

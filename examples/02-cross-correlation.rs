@@ -9,12 +9,12 @@ use cnn::prelude::*;
 cnn! {
     /// One 2x2 kernel over a 3x3 image, as in d2l 6.2.1.
     struct Corr: [1, 3, 3] -> [1, 2, 2] {
-        conv2d(1, kernel = 2, bias = false),
+        conv: conv2d(1, kernel = 2, bias = false),
     }
 
     /// d2l 6.2.4's `nn.Conv2d(1, 1, kernel_size=(1, 2), bias=False)` on the 6x8 image.
     struct EdgeDetector: [1, 6, 8] -> [1, 6, 7] {
-        conv2d(1, kernel = (1, 2), bias = false),
+        conv: conv2d(1, kernel = (1, 2), bias = false),
     }
 }
 
@@ -106,7 +106,7 @@ fn main() {
     assert_eq!(y, [[19.0, 25.0], [37.0, 43.0]]);
     // The crate's conv2d is the same cross-correlation.
     let mut corr = dev.build_module::<Corr, f32>();
-    corr.conv1.weight = dev.tensor([[k]]);
+    corr.conv.weight = dev.tensor([[k]]);
     let y_layer = corr.forward(dev.tensor([x]));
     println!("      conv2d layer   = {:?}", y_layer.array()[0]);
     assert_eq!(y_layer.array(), [y]);
@@ -131,7 +131,7 @@ fn main() {
     assert_eq!(y, expected);
     // The same with the layer.
     let mut edges = dev.build_module::<EdgeDetector, f32>();
-    edges.conv1.weight = dev.tensor([[k]]);
+    edges.conv.weight = dev.tensor([[k]]);
     assert_eq!(edges.forward(dev.tensor([x])).array(), [y]);
     // d2l 6.2.3: on the transposed image the edges are horizontal, and K finds none.
     let y_t: [[f32; 5]; 8] = corr2d(&transpose(&x), &k);
@@ -153,13 +153,13 @@ fn main() {
         let loss_value = loss.array();
         let grads = loss.backward();
         // d2l: conv2d.weight.data[:] -= lr * conv2d.weight.grad
-        let grad = grads.get(&net.conv1.weight);
-        net.conv1.weight.axpy(1.0, &grad, -lr);
+        let grad = grads.get(&net.conv.weight);
+        net.conv.weight.axpy(1.0, &grad, -lr);
         if epoch % 2 == 0 {
             println!("  epoch {epoch}, loss {loss_value:.3}");
         }
     }
-    let learned = net.conv1.weight.array()[0][0][0];
+    let learned = net.conv.weight.array()[0][0][0];
     println!("  learned kernel: {learned:.4?}");
     // d2l 6.2.4 learns tensor([[ 1.0010, -0.9739]]) (from its own random start): close to [1, -1].
     assert!(
@@ -182,7 +182,7 @@ fn main() {
     assert_eq!(conv, corr_flipped);
     assert_ne!(conv, corr_plain);
     // A conv2d layer holding the flipped kernel computes the strict convolution.
-    corr.conv1.weight = dev.tensor([[flip(&k)]]);
+    corr.conv.weight = dev.tensor([[flip(&k)]]);
     assert_eq!(corr.forward(dev.tensor([x])).array(), [conv]);
 }
 

@@ -9,17 +9,17 @@ use cnn::prelude::*;
 cnn! {
     /// d2l 6.4.1: two input channels, one output channel, 2x2 kernels.
     struct MultiIn: [2, 3, 3] -> [1, 2, 2] {
-        conv2d(1, kernel = 2, bias = false),
+        conv: conv2d(1, kernel = 2, bias = false),
     }
 
     /// d2l 6.4.2: the same input, three output channels.
     struct MultiInOut: [2, 3, 3] -> [3, 2, 2] {
-        conv2d(3, kernel = 2, bias = false),
+        conv: conv2d(3, kernel = 2, bias = false),
     }
 
     /// d2l 6.4.3: a 1x1 convolution from three channels to two.
     struct OneByOne: [3, 3, 3] -> [2, 3, 3] {
-        conv2d(2, kernel = 1, bias = false),
+        conv: conv2d(2, kernel = 1, bias = false),
     }
 }
 
@@ -71,14 +71,14 @@ fn main() {
     assert_eq!(y, [[56.0, 72.0], [104.0, 120.0]]);
     // A conv2d layer with weight (1, 2, 2, 2) does the same.
     let mut multi_in = dev.build_module::<MultiIn, f32>();
-    multi_in.conv1.weight = dev.tensor([k]);
+    multi_in.conv.weight = dev.tensor([k]);
     assert_eq!(multi_in.forward(dev.tensor(x)).array(), [y]);
 
     // d2l 6.4.2: K = torch.stack((K, K + 1, K + 2), 0), shape (3, 2, 2, 2): one multi-input
     // kernel per output channel.
     let plus = |d: f32| k.map(|channel| channel.map(|row| row.map(|v| v + d)));
     let mut multi_in_out = dev.build_module::<MultiInOut, f32>();
-    multi_in_out.conv1.weight = dev.tensor([plus(0.0), plus(1.0), plus(2.0)]);
+    multi_in_out.conv.weight = dev.tensor([plus(0.0), plus(1.0), plus(2.0)]);
     let y = multi_in_out.forward(dev.tensor(x)).array();
     println!("6.4.2 corr2d_multi_in_out(X, K), one output channel a line:");
     for channel in &y {
@@ -106,7 +106,7 @@ fn main() {
     let x_matrix: Tensor<Rank2<3, 9>, f32, Cpu> = x.clone().reshape();
     let y1: Tensor<Rank3<2, 3, 3>, f32, Cpu> = k_matrix.matmul(x_matrix).reshape();
     let mut one_by_one = dev.build_module::<OneByOne, f32>();
-    one_by_one.conv1.weight = k;
+    one_by_one.conv.weight = k;
     let y2 = one_by_one.forward(x);
     let diff: Vec<f32> = y1
         .as_vec()

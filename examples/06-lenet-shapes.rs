@@ -9,8 +9,9 @@ use cnn::prelude::*;
 
 cnn! {
     /// d2l 6.6's LeNet, every layer named so that every layer is a field (unnamed stateless
-    /// layers have none). Names change no parameter: the weights are still `conv1`, ...,
-    /// `linear3`, as in the lenet example's checkpoints.
+    /// layers have none). The names are the checkpoint keys too (`conv1.weight`), where the
+    /// unnamed layers of the lenet example are keyed by position (`0.weight`), as PyTorch's
+    /// `nn.Sequential` keys them.
     struct LeNet: [1, 28, 28] -> [10] {
         conv1: conv2d(6, kernel = 5, padding = 2), sigmoid1: sigmoid,
         pool1: avg_pool2d(kernel = 2, stride = 2),

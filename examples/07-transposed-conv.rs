@@ -14,35 +14,35 @@ use cnn::prelude::*;
 cnn! {
     /// d2l 14.10.1: a 2x2 input and a 2x2 kernel give (2 - 1) + 2 = 3 rows and columns.
     struct Basic: [1, 2, 2] -> [1, 3, 3] {
-        conv_transpose2d(1, kernel = 2, bias = false),
+        up: conv_transpose2d(1, kernel = 2, bias = false),
     }
 
     /// d2l 14.10.2: padding removes rows and columns from the output (where a convolution
     /// would add them to its input): 3x3 less one on each side.
     struct Padded: [1, 2, 2] -> [1, 1, 1] {
-        conv_transpose2d(1, kernel = 2, padding = 1, bias = false),
+        up: conv_transpose2d(1, kernel = 2, padding = 1, bias = false),
     }
 
     /// d2l 14.10.2: stride 2 places the kernel's copies 2 apart, so they no longer overlap.
     struct Strided: [1, 2, 2] -> [1, 4, 4] {
-        conv_transpose2d(1, kernel = 2, stride = 2, bias = false),
+        up: conv_transpose2d(1, kernel = 2, stride = 2, bias = false),
     }
 
     /// d2l 14.10.3: the convolution written as a matrix, 3x3 to 2x2 ...
     struct Conv: [1, 3, 3] -> [1, 2, 2] {
-        conv2d(1, kernel = 2, bias = false),
+        conv: conv2d(1, kernel = 2, bias = false),
     }
 
     /// ... and its transpose, 2x2 back to 3x3.
     struct ConvT: [1, 2, 2] -> [1, 3, 3] {
-        conv_transpose2d(1, kernel = 2, bias = false),
+        up: conv_transpose2d(1, kernel = 2, bias = false),
     }
 
     /// d2l 14.10.2 (multiple channels): a convolution takes 16x16 to 6x6, and the transposed
     /// convolution with the same kernel, padding and stride takes it back to 16x16.
     struct RoundTrip: [10, 16, 16] -> [10, 16, 16] {
         conv2d(20, kernel = 5, padding = 2, stride = 3) -> [20, 6, 6],
-        conv_transpose2d(10, kernel = 5, padding = 2, stride = 3),
+        up: conv_transpose2d(10, kernel = 5, padding = 2, stride = 3),
     }
 }
 
@@ -90,7 +90,7 @@ fn main() {
     let k = [[0.0, 1.0], [2.0, 3.0]];
     let mut basic = dev.build_module::<Basic, f32>();
     // The weight is PyTorch's layout for a transposed conv: (IN, OUT / GROUPS, KH, KW).
-    basic.conv_transpose1.weight = dev.tensor([[k]]);
+    basic.up.weight = dev.tensor([[k]]);
     let y = basic.forward(dev.tensor([x])).array()[0];
     println!("14.10.1 transposed conv of X with K:\n  {y:?}");
     // d2l prints tensor([[ 0.,  0.,  1.], [ 0.,  4.,  6.], [ 4., 12.,  9.]]).
@@ -99,7 +99,7 @@ fn main() {
 
     // 14.10.2: padding 1 removes the outer ring of that 3x3.
     let mut padded = dev.build_module::<Padded, f32>();
-    padded.conv_transpose1.weight = dev.tensor([[k]]);
+    padded.up.weight = dev.tensor([[k]]);
     let y = padded.forward(dev.tensor([x])).array()[0];
     println!("14.10.2 padding 1:\n  {y:?}");
     // d2l prints tensor([[[[4.]]]]).
@@ -107,7 +107,7 @@ fn main() {
 
     // 14.10.2: stride 2 puts the four scaled copies of K side by side.
     let mut strided = dev.build_module::<Strided, f32>();
-    strided.conv_transpose1.weight = dev.tensor([[k]]);
+    strided.up.weight = dev.tensor([[k]]);
     let y = strided.forward(dev.tensor([x])).array()[0];
     println!("14.10.2 stride 2:\n  {y:?}");
     // d2l prints tensor([[[[0., 0., 0., 1.], [0., 0., 2., 3.], [0., 2., 0., 3.], [4., 6., 6., 9.]]]]).
@@ -144,7 +144,7 @@ fn main() {
 
     let mut conv = dev.build_module::<Conv, f32>();
     // A conv's weight is (OUT, IN / GROUPS, KH, KW); with one channel each, the same K.
-    conv.conv1.weight = dev.tensor([[k]]);
+    conv.conv.weight = dev.tensor([[k]]);
     let x3: Tensor<Rank3<1, 3, 3>, f32, Cpu> = dev.tensor([x3]);
     let y = conv.forward(x3.clone());
     println!("  Y = conv(X) = {:?}", y.array()[0]);
@@ -158,7 +158,7 @@ fn main() {
     assert_eq!(wx.array(), y.clone().reshape::<Rank1<4>>().array());
 
     let mut convt = dev.build_module::<ConvT, f32>();
-    convt.conv_transpose1.weight = dev.tensor([[k]]);
+    convt.up.weight = dev.tensor([[k]]);
     let z = convt.forward(y.clone());
     println!("  Z = transposed conv(Y) = {:?}", z.array()[0]);
     // d2l only prints that Z equals W^T · vec(Y); these are its entries, by hand: each is a sum

@@ -77,16 +77,16 @@ fn main() {
     let mut dilated = dev.build_module::<Dilated, f32>();
     let mut same = dev.build_module::<DilatedSame, f32>();
     for w in [
-        &mut one.conv1.weight,
-        &mut plain.conv1.weight,
-        &mut plain.conv2.weight,
-        &mut plain.conv3.weight,
-        &mut dilated.conv1.weight,
-        &mut dilated.conv2.weight,
-        &mut dilated.conv3.weight,
-        &mut same.conv1.weight,
-        &mut same.conv2.weight,
-        &mut same.conv3.weight,
+        &mut one._0.weight,
+        &mut plain._0.weight,
+        &mut plain._1.weight,
+        &mut plain._2.weight,
+        &mut dilated._0.weight,
+        &mut dilated._1.weight,
+        &mut dilated._2.weight,
+        &mut same._0.weight,
+        &mut same._1.weight,
+        &mut same._2.weight,
     ] {
         w.fill_with_ones();
     }
@@ -100,21 +100,21 @@ fn main() {
     // The layers one at a time: a network's own `forward` does not compute the gradient for
     // its input images, which training never needs.
     let measured = [
-        measured_field(&dev, |x| one.conv1.forward(x)),
+        measured_field(&dev, |x| one._0.forward(x)),
         measured_field(&dev, |x| {
-            let x = plain.conv1.forward(x);
-            let x = plain.conv2.forward(x);
-            plain.conv3.forward(x)
+            let x = plain._0.forward(x);
+            let x = plain._1.forward(x);
+            plain._2.forward(x)
         }),
         measured_field(&dev, |x| {
-            let x = dilated.conv1.forward(x);
-            let x = dilated.conv2.forward(x);
-            dilated.conv3.forward(x)
+            let x = dilated._0.forward(x);
+            let x = dilated._1.forward(x);
+            dilated._2.forward(x)
         }),
         measured_field(&dev, |x| {
-            let x = same.conv1.forward(x);
-            let x = same.conv2.forward(x);
-            same.conv3.forward(x)
+            let x = same._0.forward(x);
+            let x = same._1.forward(x);
+            same._2.forward(x)
         }),
     ];
     for (summary, (field, reached)) in summaries.iter().zip(measured) {

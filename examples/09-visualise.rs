@@ -26,11 +26,12 @@ use std::path::{Path, PathBuf};
 
 cnn! {
     /// d2l 6.6's LeNet, the layers after the convolutions named so that the feature maps can be
-    /// taken between them. The names hold no weights: the lenet example's checkpoints load.
+    /// taken between them. The names hold no weights and the layers keep their positions (the
+    /// convolutions are `_0` and `_3`): the lenet example's checkpoints load.
     struct LeNet: [1, 28, 28] -> [10] {
-        conv1: conv2d(6, kernel = 5, padding = 2), sigmoid1: sigmoid,
+        conv2d(6, kernel = 5, padding = 2), sigmoid1: sigmoid,
         pool1: avg_pool2d(kernel = 2, stride = 2),
-        conv2: conv2d(16, kernel = 5), sigmoid2: sigmoid,
+        conv2d(16, kernel = 5), sigmoid2: sigmoid,
         avg_pool2d(kernel = 2, stride = 2),
         flatten,
         linear(120), sigmoid,
@@ -135,7 +136,7 @@ fn draw(
     std::fs::create_dir_all(out)?;
 
     // conv1's weight: (6, 1, 5, 5), one 5x5 tile per output channel, on one shared scale.
-    let weights = net.conv1.weight.as_vec();
+    let weights = net._0.weight.as_vec();
     let max_abs = weights.iter().fold(0.0f32, |m, w| m.max(w.abs()));
     let kernels = tiles(&weights, 6, |w| diverging(w / max_abs));
 
@@ -143,10 +144,10 @@ fn draw(
     // after conv2's.
     let x: Tensor<Rank3<1, 28, 28>, f32, Cpu> =
         dev.tensor_from_vec(image.to_vec(), Default::default());
-    let maps1 = net.sigmoid1.forward(net.conv1.forward(x.clone()));
+    let maps1 = net.sigmoid1.forward(net._0.forward(x.clone()));
     let maps2 = net
         .sigmoid2
-        .forward(net.conv2.forward(net.pool1.forward(maps1.clone())));
+        .forward(net._3.forward(net.pool1.forward(maps1.clone())));
 
     let pictures = [
         ("lenet-kernels.png", grid(&kernels, (5, 5), 6, KERNEL_SCALE)),

@@ -1,8 +1,9 @@
 //! d2l 8.1, "Deep Convolutional Neural Networks (AlexNet)": the book's AlexNet for
 //! Fashion-MNIST (one input channel, images resized to 224x224, 10 classes), written as the
-//! book's `nn.Sequential`. Every layer's output shape is the one d2l prints, checked by the
-//! compiler; the parameter count is PyTorch's for the same definition; one forward pass runs
-//! on a batch of two random images.
+//! book's class (its `nn.Sequential` in `self.net`), so that the book's PyTorch weights load
+//! into it (`cargo test` checks the logits against PyTorch's when PyTorch is installed). Every
+//! layer's output shape is the one d2l prints, checked by the compiler; the parameter count is
+//! PyTorch's for the same definition; one forward pass runs on a batch of two random images.
 //!
 //! Run: `cargo run --release --example 10-alexnet` (also run by `cargo test`).
 
@@ -12,20 +13,23 @@ use rand::{SeedableRng, rngs::StdRng};
 
 cnn! {
     /// d2l 8.1's `AlexNet`: five convolutions (11x11 stride 4, 5x5, three 3x3) with max
-    /// pooling, then two hidden fully connected layers of 4096 with dropout.
+    /// pooling, then two hidden fully connected layers of 4096 with dropout; in `net`, as the
+    /// book's class keeps them in `self.net`, so that its `state_dict` loads.
     pub struct AlexNet: [1, 224, 224] -> [10] {
-        conv2d(96, kernel = 11, stride = 4, padding = 1), relu -> [96, 54, 54],
-        max_pool2d(kernel = 3, stride = 2) -> [96, 26, 26],
-        conv2d(256, kernel = 5, padding = 2), relu,
-        max_pool2d(kernel = 3, stride = 2) -> [256, 12, 12],
-        conv2d(384, kernel = 3, padding = 1), relu,
-        conv2d(384, kernel = 3, padding = 1), relu,
-        conv2d(256, kernel = 3, padding = 1), relu,
-        max_pool2d(kernel = 3, stride = 2) -> [256, 5, 5],
-        flatten -> [6400],
-        linear(4096), relu, dropout(0.5),
-        linear(4096), relu, dropout(0.5),
-        linear(10),
+        net: {
+            conv2d(96, kernel = 11, stride = 4, padding = 1), relu -> [96, 54, 54],
+            max_pool2d(kernel = 3, stride = 2) -> [96, 26, 26],
+            conv2d(256, kernel = 5, padding = 2), relu,
+            max_pool2d(kernel = 3, stride = 2) -> [256, 12, 12],
+            conv2d(384, kernel = 3, padding = 1), relu,
+            conv2d(384, kernel = 3, padding = 1), relu,
+            conv2d(256, kernel = 3, padding = 1), relu,
+            max_pool2d(kernel = 3, stride = 2) -> [256, 5, 5],
+            flatten -> [6400],
+            linear(4096), relu, dropout(0.5),
+            linear(4096), relu, dropout(0.5),
+            linear(10),
+        }
     }
 }
 
@@ -59,8 +63,13 @@ fn main() {
     let summary = AlexNet::summary();
     println!("{summary}");
 
-    // The macro's shapes, layer by layer, are the book's.
-    let shapes: Vec<&[usize]> = summary.rows.iter().map(|row| row.output).collect();
+    // The macro's shapes, layer by layer (the entries of `net`), are the book's.
+    let shapes: Vec<&[usize]> = summary
+        .rows
+        .iter()
+        .filter(|row| row.depth == 1)
+        .map(|row| row.output)
+        .collect();
     assert_eq!(shapes, D2L);
     // `sum(p.numel() for p in net.parameters())` for d2l's AlexNet with one input channel,
     // from `bench/d2l_ch8.py` (PyTorch 2.15.0).
@@ -92,4 +101,25 @@ fn main() {
 #[test]
 fn example_runs() {
     main();
+}
+
+#[cfg(test)]
+#[path = "common/pytorch.rs"]
+mod pytorch;
+
+/// d2l's own PyTorch `AlexNet` (`bench/d2l_ch8.py`): its `state_dict` loads into this network by
+/// key alone, and both give the same logits in inference mode.
+#[test]
+fn loads_the_books_pytorch_weights() {
+    let Some(twin) = pytorch::export("alexnet") else {
+        return;
+    };
+    let dev = Cpu::default();
+    let mut net = dev.build_module::<AlexNet, f32>();
+    cnn::checkpoint::load_pytorch(&mut net, &twin.weights).unwrap();
+    let x = dev.tensor_from_vec(
+        twin.input.clone(),
+        (Const::<2>, Const::<1>, Const::<224>, Const::<224>),
+    );
+    pytorch::assert_logits_close(&net.forward(x).as_vec(), &twin.logits, 1e-4);
 }

@@ -5,6 +5,10 @@
 //! by the compiler; the parameter count is PyTorch's for the same definition; one forward pass
 //! runs on a batch of two random images (about 15 billion multiply-adds: use `--release`).
 //!
+//! The network is written as the book's class (its layers in `self.net`), so the book's PyTorch
+//! weights load into it by key: `cargo test` compares the logits with PyTorch's when PyTorch is
+//! installed.
+//!
 //! Run: `cargo run --release --example 11-vgg` (also run by `cargo test`).
 
 use cnn::prelude::*;
@@ -21,15 +25,17 @@ cnn! {
 
     /// d2l 8.2's VGG-11: `VGG(arch=((1, 64), (1, 128), (2, 256), (2, 512), (2, 512)))`.
     pub struct Vgg11: [1, 224, 224] -> [10] {
-        VggBlock(1, 64) -> [64, 112, 112],
-        VggBlock(1, 128) -> [128, 56, 56],
-        VggBlock(2, 256) -> [256, 28, 28],
-        VggBlock(2, 512) -> [512, 14, 14],
-        VggBlock(2, 512) -> [512, 7, 7],
-        flatten -> [25088],
-        linear(4096), relu, dropout(0.5),
-        linear(4096), relu, dropout(0.5),
-        linear(10),
+        net: {
+            VggBlock(1, 64) -> [64, 112, 112],
+            VggBlock(1, 128) -> [128, 56, 56],
+            VggBlock(2, 256) -> [256, 28, 28],
+            VggBlock(2, 512) -> [512, 14, 14],
+            VggBlock(2, 512) -> [512, 7, 7],
+            flatten -> [25088],
+            linear(4096), relu, dropout(0.5),
+            linear(4096), relu, dropout(0.5),
+            linear(10),
+        }
     }
 }
 
@@ -57,7 +63,12 @@ fn main() {
     println!("{summary}");
 
     // The network's own entries (depth 0), as d2l's loop over `net` sees them.
-    let shapes: Vec<&[usize]> = summary.top_level().map(|row| row.output).collect();
+    let shapes: Vec<&[usize]> = summary
+        .rows
+        .iter()
+        .filter(|row| row.depth == 1) // the parts of `net`
+        .map(|row| row.output)
+        .collect();
     assert_eq!(shapes, D2L);
     // `sum(p.numel() for p in net.parameters())` for d2l's VGG-11 with one input channel, from
     // `bench/d2l_ch8.py` (PyTorch 2.15.0). Most of it is the first linear layer,
@@ -89,4 +100,25 @@ fn main() {
 #[test]
 fn example_runs() {
     main();
+}
+
+#[cfg(test)]
+#[path = "common/pytorch.rs"]
+mod pytorch;
+
+/// d2l's own PyTorch `Vgg11` (`bench/d2l_ch8.py`): its `state_dict` loads into this network by
+/// key alone, and both give the same logits in inference mode.
+#[test]
+fn loads_the_books_pytorch_weights() {
+    let Some(twin) = pytorch::export("vgg11") else {
+        return;
+    };
+    let dev = Cpu::default();
+    let mut net = dev.build_module::<Vgg11, f32>();
+    cnn::checkpoint::load_pytorch(&mut net, &twin.weights).unwrap();
+    let x = dev.tensor_from_vec(
+        twin.input.clone(),
+        (Const::<2>, Const::<1>, Const::<224>, Const::<224>),
+    );
+    pytorch::assert_logits_close(&net.forward(x).as_vec(), &twin.logits, 1e-4);
 }

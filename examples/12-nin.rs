@@ -6,6 +6,10 @@
 //! parameter count is PyTorch's for the same definition; one forward pass runs on two random
 //! images.
 //!
+//! The network is written as the book's class (its layers in `self.net`), so the book's PyTorch
+//! weights load into it by key: `cargo test` compares the logits with PyTorch's when PyTorch is
+//! installed.
+//!
 //! Run: `cargo run --release --example 12-nin` (also run by `cargo test`).
 
 use cnn::prelude::*;
@@ -23,16 +27,18 @@ cnn! {
     /// d2l 8.3's `NiN`. `AdaptiveAvgPool2d((1, 1))` then `Flatten` is
     /// `adaptive_avg_pool2d(1), flatten` (`global_avg_pool2d` would do both at once).
     pub struct NiN: [1, 224, 224] -> [10] {
-        NinBlock(96, 11, 4, 0) -> [96, 54, 54],
-        max_pool2d(kernel = 3, stride = 2),
-        NinBlock(256, 5, 1, 2) -> [256, 26, 26],
-        max_pool2d(kernel = 3, stride = 2),
-        NinBlock(384, 3, 1, 1) -> [384, 12, 12],
-        max_pool2d(kernel = 3, stride = 2),
-        dropout(0.5),
-        NinBlock(10, 3, 1, 1) -> [10, 5, 5],
-        adaptive_avg_pool2d((1, 1)) -> [10, 1, 1],
-        flatten,
+        net: {
+            NinBlock(96, 11, 4, 0) -> [96, 54, 54],
+            max_pool2d(kernel = 3, stride = 2),
+            NinBlock(256, 5, 1, 2) -> [256, 26, 26],
+            max_pool2d(kernel = 3, stride = 2),
+            NinBlock(384, 3, 1, 1) -> [384, 12, 12],
+            max_pool2d(kernel = 3, stride = 2),
+            dropout(0.5),
+            NinBlock(10, 3, 1, 1) -> [10, 5, 5],
+            adaptive_avg_pool2d((1, 1)) -> [10, 1, 1],
+            flatten,
+        }
     }
 }
 
@@ -55,7 +61,12 @@ fn main() {
     let summary = NiN::summary();
     println!("{summary}");
 
-    let shapes: Vec<&[usize]> = summary.top_level().map(|row| row.output).collect();
+    let shapes: Vec<&[usize]> = summary
+        .rows
+        .iter()
+        .filter(|row| row.depth == 1) // the parts of `net`
+        .map(|row| row.output)
+        .collect();
     assert_eq!(shapes, D2L);
     // `sum(p.numel() for p in net.parameters())` for d2l's NiN with one input channel, from
     // `bench/d2l_ch8.py` (PyTorch 2.15.0): AlexNet's 46.8 million less its linear layers.
@@ -86,4 +97,25 @@ fn main() {
 #[test]
 fn example_runs() {
     main();
+}
+
+#[cfg(test)]
+#[path = "common/pytorch.rs"]
+mod pytorch;
+
+/// d2l's own PyTorch `NiN` (`bench/d2l_ch8.py`): its `state_dict` loads into this network by
+/// key alone, and both give the same logits in inference mode.
+#[test]
+fn loads_the_books_pytorch_weights() {
+    let Some(twin) = pytorch::export("nin") else {
+        return;
+    };
+    let dev = Cpu::default();
+    let mut net = dev.build_module::<NiN, f32>();
+    cnn::checkpoint::load_pytorch(&mut net, &twin.weights).unwrap();
+    let x = dev.tensor_from_vec(
+        twin.input.clone(),
+        (Const::<2>, Const::<1>, Const::<224>, Const::<224>),
+    );
+    pytorch::assert_logits_close(&net.forward(x).as_vec(), &twin.logits, 1e-4);
 }

@@ -5,6 +5,10 @@
 //! checked by the compiler; the parameter count is PyTorch's for the same definition; one
 //! forward pass runs on two random images.
 //!
+//! The network is written as the book's class (its layers in `self.net`), so the book's PyTorch
+//! weights load into it by key: `cargo test` compares the logits with PyTorch's when PyTorch is
+//! installed.
+//!
 //! Run: `cargo run --release --example 13-googlenet` (also run by `cargo test`).
 
 use cnn::prelude::*;
@@ -25,36 +29,45 @@ cnn! {
         }
     }
 
-    /// d2l 8.4's `GoogleNet`: the stages `b1` .. `b5` as named groups, then the classifier.
+    /// d2l 8.4's `GoogleNet`: its `self.net` is `nn.Sequential(self.b1(), ..., self.b5(),
+    /// nn.LazyLinear(10))`, five unnamed `nn.Sequential` stages then the classifier: unnamed
+    /// groups, numbered 0 to 4 as the book's stages are.
     pub struct GoogleNet: [1, 96, 96] -> [10] {
-        b1: {
-            conv2d(64, kernel = 7, stride = 2, padding = 3), relu,
-            max_pool2d(kernel = 3, stride = 2, padding = 1),
-        } -> [64, 24, 24],
-        b2: {
-            conv2d(64, kernel = 1), relu,
-            conv2d(192, kernel = 3, padding = 1), relu,
-            max_pool2d(kernel = 3, stride = 2, padding = 1),
-        } -> [192, 12, 12],
-        b3: {
-            Inception(64, (96, 128), (16, 32), 32) -> [256, 12, 12],
-            Inception(128, (128, 192), (32, 96), 64) -> [480, 12, 12],
-            max_pool2d(kernel = 3, stride = 2, padding = 1),
-        } -> [480, 6, 6],
-        b4: {
-            Inception(192, (96, 208), (16, 48), 64),
-            Inception(160, (112, 224), (24, 64), 64),
-            Inception(128, (128, 256), (24, 64), 64),
-            Inception(112, (144, 288), (32, 64), 64),
-            Inception(256, (160, 320), (32, 128), 128) -> [832, 6, 6],
-            max_pool2d(kernel = 3, stride = 2, padding = 1),
-        } -> [832, 3, 3],
-        b5: {
-            Inception(256, (160, 320), (32, 128), 128),
-            Inception(384, (192, 384), (48, 128), 128) -> [1024, 3, 3],
-            adaptive_avg_pool2d((1, 1)), flatten,
-        } -> [1024],
-        linear(10),
+        net: {
+            // b1
+            {
+                conv2d(64, kernel = 7, stride = 2, padding = 3), relu,
+                max_pool2d(kernel = 3, stride = 2, padding = 1),
+            } -> [64, 24, 24],
+            // b2
+            {
+                conv2d(64, kernel = 1), relu,
+                conv2d(192, kernel = 3, padding = 1), relu,
+                max_pool2d(kernel = 3, stride = 2, padding = 1),
+            } -> [192, 12, 12],
+            // b3
+            {
+                Inception(64, (96, 128), (16, 32), 32) -> [256, 12, 12],
+                Inception(128, (128, 192), (32, 96), 64) -> [480, 12, 12],
+                max_pool2d(kernel = 3, stride = 2, padding = 1),
+            } -> [480, 6, 6],
+            // b4
+            {
+                Inception(192, (96, 208), (16, 48), 64),
+                Inception(160, (112, 224), (24, 64), 64),
+                Inception(128, (128, 256), (24, 64), 64),
+                Inception(112, (144, 288), (32, 64), 64),
+                Inception(256, (160, 320), (32, 128), 128) -> [832, 6, 6],
+                max_pool2d(kernel = 3, stride = 2, padding = 1),
+            } -> [832, 3, 3],
+            // b5
+            {
+                Inception(256, (160, 320), (32, 128), 128),
+                Inception(384, (192, 384), (48, 128), 128) -> [1024, 3, 3],
+                adaptive_avg_pool2d((1, 1)), flatten,
+            } -> [1024],
+            linear(10),
+        }
     }
 }
 
@@ -73,7 +86,12 @@ fn main() {
     let summary = GoogleNet::summary();
     println!("{summary}");
 
-    let shapes: Vec<&[usize]> = summary.top_level().map(|row| row.output).collect();
+    let shapes: Vec<&[usize]> = summary
+        .rows
+        .iter()
+        .filter(|row| row.depth == 1) // the parts of `net`
+        .map(|row| row.output)
+        .collect();
     assert_eq!(shapes, D2L);
     // `sum(p.numel() for p in net.parameters())` for d2l's GoogleNet with one input channel,
     // from `bench/d2l_ch8.py` (PyTorch 2.15.0).
@@ -104,4 +122,25 @@ fn main() {
 #[test]
 fn example_runs() {
     main();
+}
+
+#[cfg(test)]
+#[path = "common/pytorch.rs"]
+mod pytorch;
+
+/// d2l's own PyTorch `GoogleNet` (`bench/d2l_ch8.py`): its `state_dict` loads into this network by
+/// key alone, and both give the same logits in inference mode.
+#[test]
+fn loads_the_books_pytorch_weights() {
+    let Some(twin) = pytorch::export("googlenet") else {
+        return;
+    };
+    let dev = Cpu::default();
+    let mut net = dev.build_module::<GoogleNet, f32>();
+    cnn::checkpoint::load_pytorch(&mut net, &twin.weights).unwrap();
+    let x = dev.tensor_from_vec(
+        twin.input.clone(),
+        (Const::<2>, Const::<1>, Const::<96>, Const::<96>),
+    );
+    pytorch::assert_logits_close(&net.forward(x).as_vec(), &twin.logits, 1e-4);
 }

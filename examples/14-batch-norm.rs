@@ -8,6 +8,10 @@
 //!
 //! d2l's `BNLeNet` has no padding on its first convolution, unlike 6.6's LeNet: 28 -> 24.
 //!
+//! The network is written as the book's class (its layers in `self.net`), so the book's PyTorch
+//! weights load into it by key: `cargo test` compares the logits with PyTorch's when PyTorch is
+//! installed.
+//!
 //! Run: `cargo run --release --example 14-batch-norm` (also run by `cargo test`).
 
 use cnn::prelude::*;
@@ -17,13 +21,15 @@ use rand::{SeedableRng, rngs::StdRng};
 cnn! {
     /// d2l 8.5.5's `BNLeNet`.
     pub struct BNLeNet: [1, 28, 28] -> [10] {
-        conv2d(6, kernel = 5), batch_norm2d, sigmoid,
-        avg_pool2d(kernel = 2, stride = 2) -> [6, 12, 12],
-        conv2d(16, kernel = 5), batch_norm2d, sigmoid,
-        avg_pool2d(kernel = 2, stride = 2) -> [16, 4, 4],
-        flatten, linear(120), batch_norm1d,
-        sigmoid, linear(84), batch_norm1d,
-        sigmoid, linear(10),
+        net: {
+            conv2d(6, kernel = 5), batch_norm2d, sigmoid,
+            avg_pool2d(kernel = 2, stride = 2) -> [6, 12, 12],
+            conv2d(16, kernel = 5), batch_norm2d, sigmoid,
+            avg_pool2d(kernel = 2, stride = 2) -> [16, 4, 4],
+            flatten, linear(120), batch_norm1d,
+            sigmoid, linear(84), batch_norm1d,
+            sigmoid, linear(10),
+        }
     }
 }
 
@@ -52,7 +58,12 @@ fn main() {
     let summary = BNLeNet::summary();
     println!("{summary}");
 
-    let shapes: Vec<&[usize]> = summary.rows.iter().map(|row| row.output).collect();
+    let shapes: Vec<&[usize]> = summary
+        .rows
+        .iter()
+        .filter(|row| row.depth == 1) // the layers of `net`
+        .map(|row| row.output)
+        .collect();
     assert_eq!(shapes, PYTORCH);
     // From `bench/d2l_ch8.py` (PyTorch 2.15.0) for d2l's BNLeNet: `sum(p.numel() for p in
     // net.parameters())`, which counts each batch norm's scale and shift (2 per channel or
@@ -91,15 +102,15 @@ fn main() {
     // variance, and the running mean moves a tenth of the way (momentum 0.1, PyTorch's) to the
     // minibatch's.
     let batch_mean: Tensor<Rank1<6>, f32, Cpu> =
-        net.conv1.forward(x.clone()).mean::<_, Axes3<0, 2, 3>>();
+        net.net._0.forward(x.clone()).mean::<_, Axes3<0, 2, 3>>();
     let (y_train, _tape) = net.forward_mut(x.trace(net.alloc_grads())).split_tape();
     let y_train: Tensor<Rank2<2, 10>, f32, Cpu> = y_train;
     println!(
         "training mode, the same two images:              {:.4?}",
         y_train.array()
     );
-    let running = net.bn1.running_mean.as_vec();
-    println!("bn1's running mean after one training step: {running:.5?}");
+    let running = net.net._1.running_mean.as_vec();
+    println!("the first batch norm's running mean after one training step: {running:.5?}");
     for (r, m) in running.iter().zip(batch_mean.as_vec()) {
         assert!(
             (r - 0.1 * m).abs() < 1e-5,
@@ -113,4 +124,25 @@ fn main() {
 #[test]
 fn example_runs() {
     main();
+}
+
+#[cfg(test)]
+#[path = "common/pytorch.rs"]
+mod pytorch;
+
+/// d2l's own PyTorch `BNLeNet` (`bench/d2l_ch8.py`): its `state_dict` loads into this network by
+/// key alone, and both give the same logits in inference mode.
+#[test]
+fn loads_the_books_pytorch_weights() {
+    let Some(twin) = pytorch::export("bnlenet") else {
+        return;
+    };
+    let dev = Cpu::default();
+    let mut net = dev.build_module::<BNLeNet, f32>();
+    cnn::checkpoint::load_pytorch(&mut net, &twin.weights).unwrap();
+    let x = dev.tensor_from_vec(
+        twin.input.clone(),
+        (Const::<2>, Const::<1>, Const::<28>, Const::<28>),
+    );
+    pytorch::assert_logits_close(&net.forward(x).as_vec(), &twin.logits, 1e-4);
 }

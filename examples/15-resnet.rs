@@ -8,9 +8,10 @@
 //!
 //! d2l's `block` loops `for i in range(num_residuals)` and makes the first residual of every
 //! stage but the first a downsampling one; `cnn!` has no loop index, so `ResnetStage` says the
-//! same with `if first_block { .. } else { .. }` and `repeat`. The layers, shapes and counts
-//! are the book's; only the checkpoint keys differ: `b3.residual1.conv1` and
-//! `b3.repeat1.0.conv1` where PyTorch has `net.b3.0.conv1` and `net.b3.1.conv1`.
+//! same with `if first_block { .. } else { .. }` and an unnamed `repeat`, whose copies are
+//! numbered on as the book's `nn.Sequential(*blk)` numbers them. The layers, shapes, counts
+//! and checkpoint keys (`net.b3.0.conv1.weight`, `net.b3.1.bn2.running_var`) are the book's:
+//! its PyTorch weights load (`cargo test` checks the logits when PyTorch is installed).
 //!
 //! Run: `cargo run --release --example 15-resnet` (also run by `cargo test`).
 
@@ -42,17 +43,21 @@ cnn! {
         }
     }
 
-    /// d2l 8.6's `ResNet18`: `ResNet(((2, 64), (2, 128), (2, 256), (2, 512)))`.
+    /// d2l 8.6's `ResNet18`: `ResNet(((2, 64), (2, 128), (2, 256), (2, 512)))`, whose
+    /// `self.net` is `nn.Sequential(self.b1())` and then `add_module('b2', ...)` to
+    /// `add_module('last', ...)`: an unnamed stage 0 and named ones.
     pub struct ResNet18: [1, 96, 96] -> [10] {
-        b1: {
-            conv2d(64, kernel = 7, stride = 2, padding = 3), batch_norm2d, relu,
-            max_pool2d(kernel = 3, stride = 2, padding = 1),
-        } -> [64, 24, 24],
-        b2: ResnetStage(2, 64, first_block = true) -> [64, 24, 24],
-        b3: ResnetStage(2, 128) -> [128, 12, 12],
-        b4: ResnetStage(2, 256) -> [256, 6, 6],
-        b5: ResnetStage(2, 512) -> [512, 3, 3],
-        last: { adaptive_avg_pool2d((1, 1)), flatten, linear(10) },
+        net: {
+            {
+                conv2d(64, kernel = 7, stride = 2, padding = 3), batch_norm2d, relu,
+                max_pool2d(kernel = 3, stride = 2, padding = 1),
+            } -> [64, 24, 24],
+            b2: ResnetStage(2, 64, first_block = true) -> [64, 24, 24],
+            b3: ResnetStage(2, 128) -> [128, 12, 12],
+            b4: ResnetStage(2, 256) -> [256, 6, 6],
+            b5: ResnetStage(2, 512) -> [512, 3, 3],
+            last: { adaptive_avg_pool2d((1, 1)), flatten, linear(10) },
+        }
     }
 }
 
@@ -71,7 +76,12 @@ fn main() {
     let summary = ResNet18::summary();
     println!("{summary}");
 
-    let shapes: Vec<&[usize]> = summary.top_level().map(|row| row.output).collect();
+    let shapes: Vec<&[usize]> = summary
+        .rows
+        .iter()
+        .filter(|row| row.depth == 1) // the parts of `net`
+        .map(|row| row.output)
+        .collect();
     assert_eq!(shapes, D2L);
     // From `bench/d2l_ch8.py` (PyTorch 2.15.0) for d2l's ResNet18 with one input channel:
     // `sum(p.numel() for p in net.parameters())`, and the batch norms' running means and
@@ -88,11 +98,7 @@ fn main() {
         .collect();
     assert_eq!(
         shortcut_convs,
-        [
-            "b3.residual1.conv3",
-            "b4.residual1.conv3",
-            "b5.residual1.conv3"
-        ]
+        ["net.b3.0.conv3", "net.b4.0.conv3", "net.b5.0.conv3"]
     );
 
     let dev = Cpu::seed_from_u64(0);
@@ -120,4 +126,25 @@ fn main() {
 #[test]
 fn example_runs() {
     main();
+}
+
+#[cfg(test)]
+#[path = "common/pytorch.rs"]
+mod pytorch;
+
+/// d2l's own PyTorch `ResNet18` (`bench/d2l_ch8.py`): its `state_dict` loads into this network by
+/// key alone, and both give the same logits in inference mode.
+#[test]
+fn loads_the_books_pytorch_weights() {
+    let Some(twin) = pytorch::export("resnet18") else {
+        return;
+    };
+    let dev = Cpu::default();
+    let mut net = dev.build_module::<ResNet18, f32>();
+    cnn::checkpoint::load_pytorch(&mut net, &twin.weights).unwrap();
+    let x = dev.tensor_from_vec(
+        twin.input.clone(),
+        (Const::<2>, Const::<1>, Const::<96>, Const::<96>),
+    );
+    pytorch::assert_logits_close(&net.forward(x).as_vec(), &twin.logits, 1e-4);
 }

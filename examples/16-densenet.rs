@@ -7,6 +7,10 @@
 //! the macro knows. The parameter count is PyTorch's for the same definition; one forward pass
 //! runs on two random images.
 //!
+//! The network is written as the book's class (its layers in `self.net`), so the book's PyTorch
+//! weights load into it by key: `cargo test` compares the logits with PyTorch's when PyTorch is
+//! installed.
+//!
 //! Run: `cargo run --release --example 16-densenet` (also run by `cargo test`).
 
 use cnn::prelude::*;
@@ -14,15 +18,14 @@ use cnn::train::xavier_uniform_;
 use rand::{SeedableRng, rngs::StdRng};
 
 cnn! {
-    /// d2l 8.7's `conv_block(num_channels)`: batch norm, ReLU, 3x3 convolution.
-    block ConvBlock(c) {
-        batch_norm2d, relu, conv2d(c, kernel = 3, padding = 1),
-    }
-
     /// d2l 8.7's `DenseBlock(num_convs, num_channels)`: each of its `num_convs` convolution
-    /// blocks adds `growth` channels.
+    /// blocks (the book's `conv_block(num_channels)`: batch norm, ReLU, 3x3 convolution) adds
+    /// `growth` channels, stacked onto its input. The book keeps the blocks in `self.net`, an
+    /// `nn.Sequential`, and concatenates in `forward`: a named repeat of `concat`s.
     block DenseBlock(num_convs, growth) {
-        net: repeat(num_convs) { concat { identity, ConvBlock(growth) } }
+        net: repeat(num_convs) {
+            concat { identity, { batch_norm2d, relu, conv2d(growth, kernel = 3, padding = 1) } }
+        }
     }
 
     /// d2l 8.7's `transition_block(num_channels)`: a 1x1 convolution to `c` channels and a
@@ -34,22 +37,24 @@ cnn! {
     /// d2l 8.7's `DenseNet(num_channels=64, growth_rate=32, arch=(4, 4, 4, 4))`, its parts
     /// named as the book's `add_module` calls name them.
     pub struct DenseNet: [1, 96, 96] -> [10] {
-        b1: {
-            conv2d(64, kernel = 7, stride = 2, padding = 3), batch_norm2d, relu,
-            max_pool2d(kernel = 3, stride = 2, padding = 1),
-        },
-        dense_blk1: DenseBlock(4, 32),
-        tran_blk1: Transition(C / 2),
-        dense_blk2: DenseBlock(4, 32),
-        tran_blk2: Transition(C / 2),
-        dense_blk3: DenseBlock(4, 32),
-        tran_blk3: Transition(C / 2),
-        dense_blk4: DenseBlock(4, 32),
-        last: {
-            batch_norm2d, relu,
-            adaptive_avg_pool2d((1, 1)), flatten,
-            linear(10),
-        },
+        net: {
+            {
+                conv2d(64, kernel = 7, stride = 2, padding = 3), batch_norm2d, relu,
+                max_pool2d(kernel = 3, stride = 2, padding = 1),
+            },
+            dense_blk1: DenseBlock(4, 32),
+            tran_blk1: Transition(C / 2),
+            dense_blk2: DenseBlock(4, 32),
+            tran_blk2: Transition(C / 2),
+            dense_blk3: DenseBlock(4, 32),
+            tran_blk3: Transition(C / 2),
+            dense_blk4: DenseBlock(4, 32),
+            last: {
+                batch_norm2d, relu,
+                adaptive_avg_pool2d((1, 1)), flatten,
+                linear(10),
+            },
+        }
     }
 }
 
@@ -71,7 +76,12 @@ fn main() {
     let summary = DenseNet::summary();
     println!("{summary}");
 
-    let shapes: Vec<&[usize]> = summary.top_level().map(|row| row.output).collect();
+    let shapes: Vec<&[usize]> = summary
+        .rows
+        .iter()
+        .filter(|row| row.depth == 1) // the parts of `net`
+        .map(|row| row.output)
+        .collect();
     assert_eq!(shapes, PYTORCH);
     // From `bench/d2l_ch8.py` (PyTorch 2.15.0) for d2l's DenseNet with one input channel:
     // `sum(p.numel() for p in net.parameters())`, and the batch norms' running means and
@@ -105,4 +115,25 @@ fn main() {
 #[test]
 fn example_runs() {
     main();
+}
+
+#[cfg(test)]
+#[path = "common/pytorch.rs"]
+mod pytorch;
+
+/// d2l's own PyTorch `DenseNet` (`bench/d2l_ch8.py`): its `state_dict` loads into this network by
+/// key alone, and both give the same logits in inference mode.
+#[test]
+fn loads_the_books_pytorch_weights() {
+    let Some(twin) = pytorch::export("densenet") else {
+        return;
+    };
+    let dev = Cpu::default();
+    let mut net = dev.build_module::<DenseNet, f32>();
+    cnn::checkpoint::load_pytorch(&mut net, &twin.weights).unwrap();
+    let x = dev.tensor_from_vec(
+        twin.input.clone(),
+        (Const::<2>, Const::<1>, Const::<96>, Const::<96>),
+    );
+    pytorch::assert_logits_close(&net.forward(x).as_vec(), &twin.logits, 1e-4);
 }

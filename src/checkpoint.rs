@@ -15,6 +15,11 @@
 //! [`save_network`]/[`load_network`] do the same for a `cnn!` network and also record its layer
 //! table in the file's metadata, so that a network with the same tensors but other layers
 //! (d2l's sigmoid LeNet against its ReLU variant, say) is refused too.
+//!
+//! [`load_pytorch`]/[`save_pytorch`] read and write the `state_dict` of the PyTorch module that
+//! mirrors a network, as `safetensors.torch.save_file` writes it: a `cnn!` network's keys are
+//! PyTorch's (see "Names, paths and checkpoint keys" in [`cnn!`](crate::cnn)), so no key map
+//! is written.
 
 use crate::atomic::{self, Sink};
 use crate::finite::{NonFinite, find_non_finite};
@@ -32,6 +37,9 @@ use safetensors::tensor::{Dtype as SDtype, SafeTensorError, SafeTensors, TensorV
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+
+mod pytorch;
+pub use pytorch::{ShapeMismatch, StateDictReport, load_pytorch, save_pytorch};
 
 /// Why a checkpoint could not be saved or loaded.
 ///
@@ -74,6 +82,15 @@ pub enum CheckpointError {
         path: PathBuf,
         /// Every difference, naming the tensors and both shapes.
         what: String,
+    },
+    /// A PyTorch `state_dict` that does not fit the network: every key missing from it, every
+    /// key it has that the network does not, every shape and element type that differs.
+    #[error("{} does not fit this network: {report}", .path.display())]
+    StateDict {
+        /// The file.
+        path: PathBuf,
+        /// What differs, key by key.
+        report: StateDictReport,
     },
     /// The model to be saved holds NaN or infinity (training diverged); nothing was written.
     #[error("not saving {}: the model's {found}", .path.display())]
@@ -147,15 +164,26 @@ fn layout<E: Dtype, D: Device<E>, M: TensorCollection<E, D>>() -> Vec<Entry> {
     names.0
 }
 
-/// A model's tensors as safetensors wants them: `(name, dtype, shape, little-endian bytes)`.
-fn tensors<E, D, M>(model: &M) -> Vec<(String, SDtype, Vec<usize>, Vec<u8>)>
+/// One tensor of a model as safetensors wants it.
+struct Stored {
+    name: String,
+    dtype: SDtype,
+    shape: Vec<usize>,
+    /// Little-endian.
+    bytes: Vec<u8>,
+    /// A scalar setting (batch norm's momentum), stored as an `f64` of shape `[]`.
+    scalar: bool,
+}
+
+/// A model's tensors as safetensors wants them.
+fn tensors<E, D, M>(model: &M) -> Vec<Stored>
 where
     E: Dtype + SafeDtype,
     D: Device<E>,
     M: TensorCollection<E, D>,
 {
     // dfdx's own writer does this too, but only into a file it opens itself.
-    struct Collect(Vec<(String, SDtype, Vec<usize>, Vec<u8>)>);
+    struct Collect(Vec<Stored>);
     impl<E: Dtype + SafeDtype, D: Device<E>> TensorVisitor<E, D> for Collect {
         type Viewer = (ViewTensorRef, ViewTensorName);
         type Err = std::convert::Infallible;
@@ -172,7 +200,13 @@ where
                 0 => Vec::new(),
                 _ => t.as_vec().into_iter().flat_map(E::to_le_bytes).collect(),
             };
-            self.0.push((name, E::safe_dtype(), shape, bytes));
+            self.0.push(Stored {
+                name,
+                dtype: E::safe_dtype(),
+                shape,
+                bytes,
+                scalar: false,
+            });
             Ok(None)
         }
         fn visit_scalar<N: num_traits::NumCast>(
@@ -182,8 +216,13 @@ where
         ) -> Result<Option<N>, Self::Err> {
             // Checked finite by the caller, so it converts.
             let v = n.to_f64().unwrap_or(f64::NAN);
-            self.0
-                .push((name, SDtype::F64, Vec::new(), v.to_le_bytes().to_vec()));
+            self.0.push(Stored {
+                name,
+                dtype: SDtype::F64,
+                shape: Vec::new(),
+                bytes: v.to_le_bytes().to_vec(),
+                scalar: true,
+            });
             Ok(None)
         }
     }
@@ -260,15 +299,24 @@ where
             found,
         });
     }
+    write_tensors(path, &tensors(model), metadata, wrap)
+}
+
+/// Writes `tensors` to `path` atomically, through `wrap`.
+fn write_tensors<S: Sink>(
+    path: &Path,
+    tensors: &[Stored],
+    metadata: Option<HashMap<String, String>>,
+    wrap: impl FnOnce(File) -> S,
+) -> Result<(), CheckpointError> {
     let write = |source| CheckpointError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let tensors = tensors(model);
     let views = tensors
         .iter()
-        .map(|(name, dtype, shape, bytes)| {
-            TensorView::new(*dtype, shape.clone(), bytes).map(|view| (name.as_str(), view))
+        .map(|t| {
+            TensorView::new(t.dtype, t.shape.clone(), &t.bytes).map(|view| (t.name.as_str(), view))
         })
         .collect::<Result<Vec<_>, _>>()
         .and_then(|views| safetensors::serialize(views, &metadata));

@@ -19,14 +19,14 @@
 //! assert_eq!(summary.output(), &[4]);
 //! assert_eq!(summary.to_string(), "\
 //! Tiny: [1, 8, 8] -> [4]
-//! layer    kind                  output     params  mult-adds  receptive field
-//! -------  --------------------  ---------  ------  ---------  ---------------
-//! conv1    conv2d(2, kernel=3)   [2, 6, 6]      20        648  3x3
-//!          relu                  [2, 6, 6]       0          0  3x3
-//!          max_pool2d(kernel=2)  [2, 3, 3]       0          0  4x4
-//!          flatten               [18]            0          0  -
-//! linear1  linear(4)             [4]            76         72  -
-//! ----------------------------------------------------------------------------
+//! layer  kind                  output     params  mult-adds  receptive field
+//! -----  --------------------  ---------  ------  ---------  ---------------
+//! 0      conv2d(2, kernel=3)   [2, 6, 6]      20        648  3x3
+//!        relu                  [2, 6, 6]       0          0  3x3
+//!        max_pool2d(kernel=2)  [2, 3, 3]       0          0  4x4
+//!        flatten               [18]            0          0  -
+//! 4      linear(4)             [4]            76         72  -
+//! --------------------------------------------------------------------------
 //! params: 96 (trainable 96, non-trainable 0)
 //! mult-adds per image: 720
 //! output: [4]");
@@ -51,11 +51,12 @@ pub struct Summary {
 /// One layer of a [`Summary`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerRow {
-    /// The layer's field in its scope (the network, a block, a group: `conv1`, `0`); empty for
-    /// a stateless layer that was not named, which has none.
+    /// The layer's key in its scope (the network, a block, a group): its name, or its
+    /// position (`0`) when unnamed; empty for a stateless layer that was not named, which has
+    /// no field.
     pub name: &'static str,
-    /// The dotted path of names from the network (`b3.0.conv1`): the prefix of the layer's
-    /// checkpoint keys (`b3.0.conv1.weight`); empty where `name` is.
+    /// The dotted path of keys from the network (`net.b3.0.conv1`): the prefix of the layer's
+    /// checkpoint keys (`net.b3.0.conv1.weight`); empty where `name` is.
     pub path: &'static str,
     /// How deeply the row is nested: 0 for the network's own entries, one more inside each
     /// block, group, repeat or branch construct (whose own row, before its contents, holds

@@ -129,16 +129,16 @@ fn inference_uses_the_running_statistics() {
     assert!(max_diff(&y.as_vec(), &want) < 1e-12);
 }
 
-/// The layer against dfdx's `BatchNorm2D` (same tensors, same names): both modes, the input's
+/// The layer against dfdx's `BatchNorm2D` (the same tensors): both modes, the input's
 /// and the weights' gradients, and the running statistics after training.
 #[test]
 fn layer_matches_dfdx_batch_norm() {
     let dev: TestDevice = Default::default();
     let mut ours = dev.build_module::<cnn::nn::BatchNorm2D<3, f64, TestDevice>, f64>();
     let mut theirs = dev.build_module::<modules::builders::BatchNorm2D<3>, f64>();
-    ours.scale = dev.tensor([0.5, 1.5, -2.0]);
+    ours.weight = dev.tensor([0.5, 1.5, -2.0]);
     ours.bias = dev.tensor([0.1, -0.2, 0.3]);
-    theirs.scale = ours.scale.clone();
+    theirs.scale = ours.weight.clone();
     theirs.bias = ours.bias.clone();
     let x: Tensor<Rank4<4, 3, 5, 2>, f64, _> = dev.sample_normal();
     let a = ours.forward_mut(x.leaky_trace());
@@ -150,7 +150,7 @@ fn layer_matches_dfdx_batch_norm() {
     assert!(max_diff(&ga.get(&x).as_vec(), &gb.get(&x).as_vec()) < 1e-12);
     assert!(
         max_diff(
-            &ga.get(&ours.scale).as_vec(),
+            &ga.get(&ours.weight).as_vec(),
             &gb.get(&theirs.scale).as_vec()
         ) < 1e-12
     );
@@ -178,7 +178,7 @@ fn with_relu_is_the_batch_norm_then_the_relu() {
     let ga = (fused * r.clone()).sum().backward();
     let gb = (layers * r).sum().backward();
     assert!(max_diff(&ga.get(&x).as_vec(), &gb.get(&x).as_vec()) < 1e-12);
-    assert!(max_diff(&ga.get(&a.scale).as_vec(), &gb.get(&b.scale).as_vec()) < 1e-12);
+    assert!(max_diff(&ga.get(&a.weight).as_vec(), &gb.get(&b.weight).as_vec()) < 1e-12);
     assert!(max_diff(&ga.get(&a.bias).as_vec(), &gb.get(&b.bias).as_vec()) < 1e-12);
     let fused = WithRelu(&a).forward(x.clone());
     let layers = b.forward(x).relu();
@@ -206,7 +206,7 @@ fn folding_into_a_conv_matches_the_layers() {
     let dev: TestDevice = Default::default();
     let mut rng = Rng::new(9);
     let mut bn = dev.build_module::<cnn::nn::BatchNorm2D<4, f64, TestDevice>, f64>();
-    bn.scale = dev.tensor_from_vec(rng.vec(4), (Const::<4>,));
+    bn.weight = dev.tensor_from_vec(rng.vec(4), (Const::<4>,));
     bn.bias = dev.tensor_from_vec(rng.vec(4), (Const::<4>,));
     bn.running_mean = dev.tensor_from_vec(rng.vec(4), (Const::<4>,));
     bn.running_var =

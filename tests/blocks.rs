@@ -1,7 +1,8 @@
 //! Blocks in `cnn!`: residual connections, concatenation, sums, scaling, repeats, user blocks,
 //! global and adaptive pooling, batch_norm1d, relu6 and silu, checked against PyTorch running
-//! d2l's own chapter-8 code (goldens from `tests/goldens/blocks.py`, PyTorch 2.15.0, float64),
-//! against naive loops, and for their types, paths and checkpoint keys.
+//! d2l's own chapter-8 code (goldens from `tests/goldens/blocks.py`, PyTorch 2.15.0, float64:
+//! each module's `state_dict`, loaded by `load_pytorch` with no key map, and its outputs and
+//! gradients), against naive loops, and for their types, paths and checkpoint keys.
 
 mod common;
 
@@ -60,15 +61,19 @@ cnn! {
     }
 
     /// Squeeze-and-excitation, a sum of three branches, relu6 and silu, the global and
-    /// adaptive pools, and batch_norm1d.
+    /// adaptive pools, and batch_norm1d; the layers named as the PyTorch module's attributes.
     pub struct Misc: [4, 8, 8] -> [3] {
-        conv2d(4, kernel = 3, padding = 1), silu,
-        scale { global_avg_pool2d, linear(C / 2), relu, linear(C), sigmoid },
-        sum { { conv2d(4, kernel = 1), relu6 }, identity, conv2d(4, kernel = 3, padding = 1, groups = 4) },
+        conv1: conv2d(4, kernel = 3, padding = 1), silu,
+        scale { global_avg_pool2d, linear1: linear(C / 2), relu, linear2: linear(C), sigmoid },
+        sum {
+            { conv2: conv2d(4, kernel = 1), relu6 },
+            identity,
+            conv3: conv2d(4, kernel = 3, padding = 1, groups = 4),
+        },
         adaptive_avg_pool2d(3),
         concat { global_max_pool2d, { adaptive_avg_pool2d(1), flatten } } -> [8],
-        linear(6), batch_norm1d, relu,
-        linear(3),
+        linear3: linear(6), bn1: batch_norm1d, relu,
+        linear4: linear(3),
     }
 }
 
@@ -84,9 +89,9 @@ fn golden(file: &::safetensors::SafeTensors, key: &str) -> Vec<f64> {
         .collect()
 }
 
-fn golden_path(case: &str) -> std::path::PathBuf {
+fn golden_path(file: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/goldens/{case}.safetensors"))
+        .join(format!("tests/goldens/{file}.safetensors"))
 }
 
 /// `actual` within `tol` of `expected`, relative to the largest expected magnitude.
@@ -100,15 +105,16 @@ fn assert_close(what: &str, actual: &[f64], expected: &[f64], tol: f64) {
     );
 }
 
-/// Loads a case's weights, then checks the inference output, the training output, the input
-/// gradient, and every listed gradient and running statistic against PyTorch's.
+/// Loads a case's `state_dict` with `load_pytorch` (no key map), then checks the inference
+/// output, the training output, the input gradient, and every listed gradient and running
+/// statistic against PyTorch's.
 macro_rules! check_case {
     ($case:literal, $Net:ty, $In:ty, grads: [$($g:ident $(. $gp:ident)* => $gk:literal),* $(,)?], running: [$($r:ident $(. $rp:ident)* => $rk:literal),* $(,)?]) => {{
-        let bytes = std::fs::read(golden_path($case)).unwrap();
+        let bytes = std::fs::read(golden_path(concat!($case, ".io"))).unwrap();
         let file = ::safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let dev: Dev = Default::default();
         let mut model = dev.build_module::<$Net, f64>();
-        model.load_safetensors(golden_path($case)).unwrap();
+        cnn::checkpoint::load_pytorch(&mut model, golden_path($case)).unwrap();
         let x = dev.tensor_from_vec(golden(&file, "input"), <$In>::default());
 
         let y = model.forward(x.clone());
@@ -145,10 +151,10 @@ fn residual_matches_pytorch() {
     grads: [
         a.conv1.weight => "a.conv1.weight",
         a.conv3.weight => "a.conv3.weight",
-        a.bn1.scale => "a.bn1.scale",
+        a.bn1.weight => "a.bn1.weight",
         a.bn2.bias => "a.bn2.bias",
         b.conv2.weight => "b.conv2.weight",
-        b.bn1.scale => "b.bn1.scale",
+        b.bn1.weight => "b.bn1.weight",
     ],
     running: [
         a.bn1.running_mean => "a.bn1.running_mean",
@@ -161,10 +167,10 @@ fn residual_matches_pytorch() {
 fn inception_matches_pytorch() {
     check_case!("inception", InceptionNet, Rank4<3, 3, 6, 6>,
         grads: [
-            inception1.b1_1.weight => "inception1.b1_1.weight",
-            inception1.b2_2.weight => "inception1.b2_2.weight",
-            inception1.b3_2.weight => "inception1.b3_2.weight",
-            inception1.b4_2.weight => "inception1.b4_2.weight",
+            _0.b1_1.weight => "0.b1_1.weight",
+            _0.b2_2.weight => "0.b2_2.weight",
+            _0.b3_2.weight => "0.b3_2.weight",
+            _0.b4_2.weight => "0.b4_2.weight",
         ],
         running: []);
 }
@@ -174,14 +180,14 @@ fn densenet_matches_pytorch() {
     check_case!("dense", DenseNet, Rank4<3, 3, 6, 6>,
     grads: [
         dense.net._0._2.weight => "dense.net.0.2.weight",
-        dense.net._1._0.scale => "dense.net.1.0.scale",
+        dense.net._1._0.weight => "dense.net.1.0.weight",
         dense.net._1._2.weight => "dense.net.1.2.weight",
-        trans.conv1.weight => "trans.conv1.weight",
+        trans._2.weight => "trans.2.weight",
     ],
     running: [
         dense.net._0._0.running_mean => "dense.net.0.0.running_mean",
         dense.net._1._0.running_var => "dense.net.1.0.running_var",
-        trans.bn1.running_var => "trans.bn1.running_var",
+        trans._0.running_var => "trans.0.running_var",
     ]);
 }
 
@@ -195,7 +201,7 @@ fn se_sum_pools_and_batch_norm1d_match_pytorch() {
         conv2.weight => "conv2.weight",
         conv3.weight => "conv3.weight",
         linear3.weight => "linear3.weight",
-        bn1.scale => "bn1.scale",
+        bn1.weight => "bn1.weight",
         linear4.weight => "linear4.weight",
     ],
     running: [
@@ -204,8 +210,9 @@ fn se_sum_pools_and_batch_norm1d_match_pytorch() {
     ]);
 }
 
-/// Every golden tensor of a case's weights is a tensor of the network, by the same dotted key:
-/// the checkpoint keys are the paths of names.
+/// The checkpoint keys are the paths of names, PyTorch's: `dense.net.0.0` is the batch norm
+/// of the first copy of the named repeat `net` in the block called as `dense`, `trans.2` the
+/// third entry of `Transition`, as `nn.Sequential` numbers it.
 #[test]
 fn checkpoint_keys_are_dotted_paths() {
     let dev: Dev = Default::default();
@@ -218,7 +225,11 @@ fn checkpoint_keys_are_dotted_paths() {
     let mut keys: Vec<_> = file
         .names()
         .into_iter()
-        .filter(|k| !k.ends_with("epsilon") && !k.ends_with("momentum"))
+        .filter(|k| {
+            !k.ends_with("epsilon")
+                && !k.ends_with("momentum")
+                && !k.ends_with("num_batches_tracked")
+        })
         .cloned()
         .collect();
     keys.sort();
@@ -228,21 +239,21 @@ fn checkpoint_keys_are_dotted_paths() {
             "dense.net.0.0.bias",
             "dense.net.0.0.running_mean",
             "dense.net.0.0.running_var",
-            "dense.net.0.0.scale",
+            "dense.net.0.0.weight",
             "dense.net.0.2.bias",
             "dense.net.0.2.weight",
             "dense.net.1.0.bias",
             "dense.net.1.0.running_mean",
             "dense.net.1.0.running_var",
-            "dense.net.1.0.scale",
+            "dense.net.1.0.weight",
             "dense.net.1.2.bias",
             "dense.net.1.2.weight",
-            "trans.bn1.bias",
-            "trans.bn1.running_mean",
-            "trans.bn1.running_var",
-            "trans.bn1.scale",
-            "trans.conv1.bias",
-            "trans.conv1.weight",
+            "trans.0.bias",
+            "trans.0.running_mean",
+            "trans.0.running_var",
+            "trans.0.weight",
+            "trans.2.bias",
+            "trans.2.weight",
         ]
     );
     // The two copies grow: 3 -> 5 -> 7 channels.
@@ -262,9 +273,9 @@ fn calls_share_a_struct_per_instance() {
     }
     let dev: Dev = Default::default();
     let model = dev.build_module::<Net, f32>();
-    same_type(&model.twice1, &model.twice2);
+    same_type(&model._0, &model._1);
     let _: &Conv2D<2, 3, 3, 3, 5, 5, 5, 5, 1, 1, 1, 1, 1, 1, 1, 2, true, 1, 1, f32, Dev> =
-        &model.twice3.conv1;
+        &model._2._0;
     assert_eq!(Net::PARAMS, 2 * (2 * 2 * 9 + 2) + (3 * 2 * 9 + 3));
 }
 

@@ -43,12 +43,12 @@ fn lenet_types_and_sizes() {
     let model = dev.build_module::<LeNet, f32>();
     let _: &LeNet<f32, Dev> = &model;
     let _: &Conv2D<1, 6, 5, 5, 28, 28, 28, 28, 1, 1, 2, 2, 1, 1, 1, 1, true, 2, 2, f32, Dev> =
-        &model.conv1;
+        &model._0;
     let _: &Conv2D<6, 16, 5, 5, 14, 14, 10, 10, 1, 1, 0, 0, 1, 1, 1, 6, true, 0, 0, f32, Dev> =
-        &model.conv2;
-    let _: &modules::Linear<400, 120, f32, Dev> = &model.linear1;
-    let _: &modules::Linear<120, 84, f32, Dev> = &model.linear2;
-    let _: &modules::Linear<84, 10, f32, Dev> = &model.linear3;
+        &model._3;
+    let _: &modules::Linear<400, 120, f32, Dev> = &model._7;
+    let _: &modules::Linear<120, 84, f32, Dev> = &model._9;
+    let _: &modules::Linear<84, 10, f32, Dev> = &model._11;
 
     let y = model.forward(dev.zeros::<Rank3<1, 28, 28>>());
     same_type(&y, &dev.zeros::<Rank1<10>>());
@@ -76,21 +76,21 @@ fn lenet_summary() {
     assert_eq!(summary.macs(), LeNet::MACS);
     let expected = "\
 LeNet: [1, 28, 28] -> [10]
-layer    kind                            output        params  mult-adds  receptive field
--------  ------------------------------  ------------  ------  ---------  ---------------
-conv1    conv2d(6, kernel=5, padding=2)  [6, 28, 28]      156    117,600  5x5
-         sigmoid                         [6, 28, 28]        0          0  5x5
-         avg_pool2d(kernel=2, stride=2)  [6, 14, 14]        0          0  6x6
-conv2    conv2d(16, kernel=5)            [16, 10, 10]   2,416    240,000  14x14
-         sigmoid                         [16, 10, 10]       0          0  14x14
-         avg_pool2d(kernel=2, stride=2)  [16, 5, 5]         0          0  16x16
-         flatten                         [400]              0          0  -
-linear1  linear(120)                     [120]         48,120     48,000  -
-         sigmoid                         [120]              0          0  -
-linear2  linear(84)                      [84]          10,164     10,080  -
-         sigmoid                         [84]               0          0  -
-linear3  linear(10)                      [10]             850        840  -
------------------------------------------------------------------------------------------
+layer  kind                            output        params  mult-adds  receptive field
+-----  ------------------------------  ------------  ------  ---------  ---------------
+0      conv2d(6, kernel=5, padding=2)  [6, 28, 28]      156    117,600  5x5
+       sigmoid                         [6, 28, 28]        0          0  5x5
+       avg_pool2d(kernel=2, stride=2)  [6, 14, 14]        0          0  6x6
+3      conv2d(16, kernel=5)            [16, 10, 10]   2,416    240,000  14x14
+       sigmoid                         [16, 10, 10]       0          0  14x14
+       avg_pool2d(kernel=2, stride=2)  [16, 5, 5]         0          0  16x16
+       flatten                         [400]              0          0  -
+7      linear(120)                     [120]         48,120     48,000  -
+       sigmoid                         [120]              0          0  -
+9      linear(84)                      [84]          10,164     10,080  -
+       sigmoid                         [84]               0          0  -
+11     linear(10)                      [10]             850        840  -
+---------------------------------------------------------------------------------------
 params: 61,706 (trainable 61,706, non-trainable 0)
 mult-adds per image: 416,520
 output: [10]";
@@ -105,10 +105,10 @@ fn named_layers_are_fields() {
         &model.stem;
     let _: &MaxPool2D<2, 2, 32, 32, 16, 16, 2, 2, 0, 0> = &model.pool;
     // `padding = same` with kernel 3, stride 1: 1 on every side. The unnamed conv is the
-    // second conv2d, so `conv2`.
+    // fourth entry (named ones take a number too, as in `nn.Sequential`), so `_3`.
     let _: &Conv2D<8, 8, 3, 3, 16, 16, 16, 16, 1, 1, 1, 1, 1, 1, 2, 4, false, 1, 1, f32, Dev> =
-        &model.conv2;
-    assert!(model.conv2.bias.is_none());
+        &model._3;
+    assert!(model._3.bias.is_none());
     let _: &modules::LeakyReLU<f32> = &model.act;
     assert_eq!(model.act.0, 0.2);
     assert_eq!(model.drop.p, 0.25);
@@ -141,7 +141,7 @@ fn function_scope_and_odd_shapes() {
     assert_eq!(Odd::OUTPUT, [4, 1, 2]);
     // padding = same, n = 3, k = 2, s = 2: out 2, total padding 1, all at the bottom/right.
     let _: &Conv2D<4, 4, 2, 2, 3, 3, 2, 2, 2, 2, 0, 0, 1, 1, 1, 4, true, 1, 1, f64, Dev> =
-        &model.conv2;
+        &model._2;
     let rf: Vec<_> = Odd::summary()
         .rows
         .iter()
@@ -191,7 +191,7 @@ fn many_fields_nest_tuples() {
     let model = dev.build_module::<Deep, f32>();
     assert_eq!(Deep::PARAMS, (4 * 5 + 5) + 6 * (5 * 5 + 5) + (5 * 3 + 3));
     assert_eq!(model.num_trainable_params(), Deep::PARAMS);
-    let _: &modules::Linear<5, 3, f32, Dev> = &model.linear8;
+    let _: &modules::Linear<5, 3, f32, Dev> = &model._15;
 }
 
 #[test]
@@ -205,7 +205,7 @@ fn fused_run_matches_the_layers() {
     let model = dev.build_module::<Block, f64>();
     let x = dev.sample_normal::<Rank4<2, 2, 6, 6>>();
     let fused = model.forward(x.clone());
-    let conv = model.conv1.forward(x).relu();
+    let conv = model._0.forward(x).relu();
     let separate = MaxPool2D::<2, 2, 6, 6, 3, 3, 2, 2, 0, 0>.forward(conv);
     for (a, b) in fused.as_vec().iter().zip(separate.as_vec()) {
         assert!((a - b).abs() < 1e-12, "{a} != {b}");
@@ -227,16 +227,16 @@ fn training_step() {
     );
     let x = dev.sample_normal::<Rank4<8, 1, 28, 28>>();
     let y = dev.tensor([[0.1f32; 10]; 8]);
-    let before = model.conv1.weight.as_vec();
+    let before = model._0.weight.as_vec();
     let logits = model.forward_mut(x.traced(grads));
     let loss = cross_entropy_with_logits_loss(logits, y);
     grads = loss.backward();
-    let g = grads.get(&model.conv1.weight);
-    same_type(&g, &model.conv1.weight);
+    let g = grads.get(&model._0.weight);
+    same_type(&g, &model._0.weight);
     opt.update(&mut model, &grads)
         .expect("every parameter has a gradient");
     model.zero_grads(&mut grads);
-    assert_ne!(before, model.conv1.weight.as_vec());
+    assert_ne!(before, model._0.weight.as_vec());
 }
 
 #[test]
@@ -248,7 +248,7 @@ fn batch_norm_and_dropout_modes() {
     }
     let dev: Dev = Default::default();
     let mut model = dev.build_module::<Bn, f32>();
-    let _: &cnn::nn::BatchNorm2D<4, f32, Dev> = &model.bn1;
+    let _: &cnn::nn::BatchNorm2D<4, f32, Dev> = &model._1;
     // Trainable: conv 4*2*9 + 4, batch norm scale and bias 2*4, linear 16*3 + 3.
     assert_eq!(Bn::PARAMS, 76 + 8 + 51);
     assert_eq!(model.num_trainable_params(), Bn::PARAMS);
@@ -259,13 +259,13 @@ fn batch_norm_and_dropout_modes() {
     let a = model.forward(x.clone());
     let b = model.forward(x.clone());
     assert_eq!(a.array(), b.array());
-    assert_eq!(model.bn1.running_mean.array(), [0.0; 4]);
+    assert_eq!(model._1.running_mean.array(), [0.0; 4]);
 
     // Training: batch statistics, updating the running ones.
     let grads = model.alloc_grads();
     let y = model.forward_mut(x.clone().traced(grads));
     same_type(&y, &dev.zeros::<Rank2<5, 3>>().traced(model.alloc_grads()));
-    assert_ne!(model.bn1.running_mean.array(), [0.0; 4]);
+    assert_ne!(model._1.running_mean.array(), [0.0; 4]);
 }
 
 #[test]
@@ -367,17 +367,17 @@ fn composed_networks_train_both() {
     let loss = mse_loss(y, target.clone());
     let before = loss.array();
     grads = loss.backward();
-    assert!(all_nonzero(&grads.get(&model.0.conv1.weight).as_vec()));
+    assert!(all_nonzero(&grads.get(&model.0._0.weight).as_vec()));
     assert!(all_nonzero(
-        &grads.get(model.0.conv1.bias.as_ref().unwrap()).as_vec()
+        &grads.get(model.0._0.bias.as_ref().unwrap()).as_vec()
     ));
-    assert!(all_nonzero(&grads.get(&model.1.conv1.weight).as_vec()));
+    assert!(all_nonzero(&grads.get(&model.1._0.weight).as_vec()));
 
     let mut opt = dfdx::optim::Sgd::new(&model, Default::default());
-    let stage1 = model.0.conv1.weight.as_vec();
+    let stage1 = model.0._0.weight.as_vec();
     opt.update(&mut model, &grads)
         .expect("every parameter has a gradient");
-    assert_ne!(stage1, model.0.conv1.weight.as_vec());
+    assert_ne!(stage1, model.0._0.weight.as_vec());
     let after = mse_loss(model.forward(x), target).array();
     assert!(after < before, "{after} >= {before}");
 }
@@ -394,12 +394,12 @@ fn input_grad_false_stops_the_gradient_at_the_network() {
     let grads = loss.backward();
     assert!(
         grads
-            .get(&model.0.conv1.weight)
+            .get(&model.0._0.weight)
             .as_vec()
             .iter()
             .all(|&g| g == 0.0)
     );
-    assert!(all_nonzero(&grads.get(&model.1.conv1.weight).as_vec()));
+    assert!(all_nonzero(&grads.get(&model.1._0.weight).as_vec()));
 }
 
 /// A saliency map: the gradient of the output with respect to the image, by default. It is
@@ -414,14 +414,14 @@ fn input_gradient_matches_the_layers() {
     let y = model.forward(x.leaky_trace());
     let g = (y * pick.clone()).sum().backward().get(&x).as_vec();
 
-    let h = model.conv1.forward(x.leaky_trace()).sigmoid();
+    let h = model._0.forward(x.leaky_trace()).sigmoid();
     let h = AvgPool2D::<2, 2, 28, 28, 14, 14, 2, 2, 0, 0>.forward(h);
-    let h = model.conv2.forward(h).sigmoid();
+    let h = model._3.forward(h).sigmoid();
     let h = AvgPool2D::<2, 2, 10, 10, 5, 5, 2, 2, 0, 0>.forward(h);
     let h = Flatten2D::<400>.forward(h);
-    let h = model.linear1.forward(h).sigmoid();
-    let h = model.linear2.forward(h).sigmoid();
-    let y = model.linear3.forward(h);
+    let h = model._7.forward(h).sigmoid();
+    let h = model._9.forward(h).sigmoid();
+    let y = model._11.forward(h);
     let expected = (y * pick).sum().backward().get(&x).as_vec();
 
     assert!(expected.iter().any(|&g| g != 0.0));
@@ -470,11 +470,11 @@ fn input_grad_false_still_trains_every_weight() {
     let dev: Dev = Default::default();
     let mut model = dev.build_module::<LeNetData, f32>();
     let plain: LeNet<f32, Dev> = LeNet {
-        conv1: model.conv1.clone(),
-        conv2: model.conv2.clone(),
-        linear1: model.linear1.clone(),
-        linear2: model.linear2.clone(),
-        linear3: model.linear3.clone(),
+        _0: model._0.clone(),
+        _3: model._3.clone(),
+        _7: model._7.clone(),
+        _9: model._9.clone(),
+        _11: model._11.clone(),
     };
     let x = dev.sample_normal::<Rank4<8, 1, 28, 28>>();
     let y = dev.tensor([[0.1f32; 10]; 8]);
@@ -491,24 +491,24 @@ fn input_grad_false_still_trains_every_weight() {
         cross_entropy_with_logits_loss(plain.forward(x.traced(plain.alloc_grads())), y).backward();
     let pairs = [
         (
-            grads.get(&model.conv1.weight).as_vec(),
-            plain_grads.get(&plain.conv1.weight).as_vec(),
+            grads.get(&model._0.weight).as_vec(),
+            plain_grads.get(&plain._0.weight).as_vec(),
         ),
         (
-            grads.get(model.conv1.bias.as_ref().unwrap()).as_vec(),
-            plain_grads.get(plain.conv1.bias.as_ref().unwrap()).as_vec(),
+            grads.get(model._0.bias.as_ref().unwrap()).as_vec(),
+            plain_grads.get(plain._0.bias.as_ref().unwrap()).as_vec(),
         ),
         (
-            grads.get(&model.conv2.weight).as_vec(),
-            plain_grads.get(&plain.conv2.weight).as_vec(),
+            grads.get(&model._3.weight).as_vec(),
+            plain_grads.get(&plain._3.weight).as_vec(),
         ),
         (
-            grads.get(&model.linear1.weight).as_vec(),
-            plain_grads.get(&plain.linear1.weight).as_vec(),
+            grads.get(&model._7.weight).as_vec(),
+            plain_grads.get(&plain._7.weight).as_vec(),
         ),
         (
-            grads.get(&model.linear3.bias).as_vec(),
-            plain_grads.get(&plain.linear3.bias).as_vec(),
+            grads.get(&model._11.bias).as_vec(),
+            plain_grads.get(&plain._11.bias).as_vec(),
         ),
     ];
     for (fast, plain) in pairs {
@@ -518,10 +518,10 @@ fn input_grad_false_still_trains_every_weight() {
         }
     }
     let mut opt = dfdx::optim::Sgd::new(&model, Default::default());
-    let before = model.conv1.weight.as_vec();
+    let before = model._0.weight.as_vec();
     opt.update(&mut model, &grads)
         .expect("every parameter has a gradient");
-    assert_ne!(before, model.conv1.weight.as_vec());
+    assert_ne!(before, model._0.weight.as_vec());
     assert!(
         LeNetData::summary()
             .to_string()
@@ -586,7 +586,7 @@ fn conv_transpose_types_and_sizes() {
     let dev: Dev = Default::default();
     let model = dev.build_module::<Decoder, f32>();
     let _: &ConvTranspose2D<8, 4, 4, 4, 4, 4, 8, 8, 2, 2, 1, 1, 0, 0, 1, 1, 1, 4, true, f32, Dev> =
-        &model.conv_transpose1;
+        &model._0;
     let _: &ConvTranspose2D<
         4,
         1,
@@ -623,12 +623,12 @@ fn conv_transpose_types_and_sizes() {
     assert_eq!(Decoder::MACS, 8 * 4 * 16 * 4 * 4 + 4 * 9 * 8 * 8);
     let expected = "\
 Decoder: [8, 4, 4] -> [1, 16, 16]
-layer            kind                                                                              output       params  mult-adds  receptive field
----------------  --------------------------------------------------------------------------------  -----------  ------  ---------  ---------------
-conv_transpose1  conv_transpose2d(8 => 4, kernel=4, stride=2, padding=1)                           [4, 8, 8]       516      8,192  -
-                 relu                                                                              [4, 8, 8]         0          0  -
-up               conv_transpose2d(1, kernel=3, stride=2, padding=1, output_padding=1, bias=false)  [1, 16, 16]      36      2,304  -
---------------------------------------------------------------------------------------------------------------------------------------------------
+layer  kind                                                                              output       params  mult-adds  receptive field
+-----  --------------------------------------------------------------------------------  -----------  ------  ---------  ---------------
+0      conv_transpose2d(8 => 4, kernel=4, stride=2, padding=1)                           [4, 8, 8]       516      8,192  -
+       relu                                                                              [4, 8, 8]         0          0  -
+up     conv_transpose2d(1, kernel=3, stride=2, padding=1, output_padding=1, bias=false)  [1, 16, 16]      36      2,304  -
+----------------------------------------------------------------------------------------------------------------------------------------
 params: 552 (trainable 552, non-trainable 0)
 mult-adds per image: 10,496
 output: [1, 16, 16]";
@@ -643,8 +643,8 @@ fn conv_transpose_matches_the_layers_built_by_hand() {
     let model = dev.build_module::<Decoder, f64>();
     let mut up1 = dev.build_module::<Up1, f64>();
     let mut up2 = dev.build_module::<Up2, f64>();
-    up1.weight = model.conv_transpose1.weight.clone();
-    up1.bias = model.conv_transpose1.bias.clone();
+    up1.weight = model._0.weight.clone();
+    up1.bias = model._0.bias.clone();
     up2.weight = model.up.weight.clone();
     let x = dev.sample_normal::<Rank4<2, 8, 4, 4>>();
     let y = model.forward(x.clone());
@@ -675,9 +675,7 @@ fn conv_transpose_trains() {
         let y = model.forward_mut(x.clone().traced(grads));
         grads = mse_loss(y, target.clone()).backward();
         assert!(all_nonzero(&grads.get(&model.up.weight).as_vec()));
-        assert!(all_nonzero(
-            &grads.get(&model.conv_transpose1.weight).as_vec()
-        ));
+        assert!(all_nonzero(&grads.get(&model._0.weight).as_vec()));
         opt.update(&mut model, &grads)
             .expect("every parameter has a gradient");
         model.zero_grads(&mut grads);
@@ -724,5 +722,5 @@ fn conv_then_conv_transpose_restores_the_shape() {
         true,
         f32,
         Dev,
-    > = &model.conv_transpose1;
+    > = &model._2;
 }

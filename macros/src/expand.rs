@@ -1138,9 +1138,10 @@ fn struct_doc(net: &NetPlan) -> String {
     );
     let _ = writeln!(
         doc,
-        "Fields are the layers with parameters, named by kind and ordinal unless named in the \
-         macro (`conv1`, `conv2`, ..., `conv_transpose1`, ..., `linear1`, ..., `bn1`, ...); they \
-         are the keys of saved checkpoints."
+        "Fields are the layers with parameters and the nested parts: a named entry is the \
+         field of its name; an unnamed one is `_N`, numbered by position as PyTorch's \
+         `nn.Sequential` numbers its children (the table's first column). The dotted paths are \
+         the keys of saved checkpoints and of the mirroring PyTorch module's `state_dict`."
     );
     if !net.input_grad {
         let _ = writeln!(
@@ -1214,14 +1215,14 @@ mod tests {
         );
         assert!(code.contains("Linear<400,120,E,D>"), "{code}");
         assert!(code.contains("Flatten2D::<400>"), "{code}");
-        assert!(code.contains("net.conv1.fused("), "{code}");
+        assert!(code.contains("net._0.fused("), "{code}");
         assert!(!code.contains("without_input_grad"), "{code}");
 
         // The opt-in: the attribute is read, not passed on, and only the first block skips its
         // input's gradient (the second one still computes it, for the first).
         let code = expand(&format!("#[cnn(input_grad = false)] {LENET}"));
         let code: String = code.split_whitespace().collect();
-        // Once in each of the two input impls (one image, a batch), on conv1 only.
+        // Once in each of the two input impls (one image, a batch), on the first conv only.
         assert_eq!(code.matches(".without_input_grad()").count(), 2, "{code}");
         assert_eq!(
             code.matches("AvgPool2D::<2,2,28,28,14,14,2,2,0,0>).without_input_grad(),x)")
@@ -1253,6 +1254,6 @@ mod tests {
             code.contains("ConvTranspose2D<4,6,3,3,5,5,10,10,2,2,1,1,1,1,1,1,2,3,false,E,D>"),
             "{code}"
         );
-        assert!(code.contains("conv_transpose1:"), "{code}");
+        assert!(code.contains("_0:::cnn::nn::ConvTranspose2D"), "{code}");
     }
 }

@@ -79,8 +79,10 @@ use syn::parse_macro_input;
 ///   shape for one image, optional and checked when given.
 /// - `-> [DIMS]` after an entry is its output shape, checked.
 /// - `FIELD:` names a layer, a block call, a group or a repeat: it becomes the field `FIELD`
-///   (`pub` when the struct is). `residual`, `concat`, `sum`, `scale` and `if` are not fields
+///   (`pub` when the struct is) and the key `FIELD` (below). `residual`, `concat`, `sum`, `scale` and `if` are not fields
 ///   (their layers are fields of the enclosing scope), so they take no name.
+/// - `{ ... }` is a group: a nested `nn.Sequential`, numbered from 0 inside; as one branch of
+///   a `concat` or `sum` it is just that branch's stack.
 /// - `#[cnn(...)]` holds the macro's options (below); it is read by the macro and not passed on.
 ///   Other attributes and doc comments pass through to the struct.
 ///
@@ -90,7 +92,9 @@ use syn::parse_macro_input;
 /// (positional in order, or by name; a parameter with a default may be left out) and checked
 /// on the call's input, so one block serves every size. Inside a block its parameters and `C`,
 /// `H`, `W` (the shape of the block's input at that call) are names; at network level `C`, `H`,
-/// `W` are the shape flowing into the network's entry. `c.0` and `c.1` are the parts of a pair
+/// `W` are the shape flowing into each entry (of the network, and of its groups, repeats and
+/// `if`s), and in a `residual`, `concat`, `sum` or `scale` the shape flowing into it. `c.0`
+/// and `c.1` are the parts of a pair
 /// argument such as `(96, 128)`. Every expression is worked out at expansion time; the layers
 /// still get literal sizes.
 ///
@@ -128,35 +132,54 @@ use syn::parse_macro_input;
 ///     &model.b3._0.conv3;
 /// ```
 ///
-/// # Names, paths and checkpoint keys
+/// # Names, paths and checkpoint keys: PyTorch's
 ///
-/// Every network, block call, named group and repeat is a *scope*: a struct of its own, and a
-/// field of the scope it is written in. Within a scope:
+/// A network names its tensors as PyTorch names those of the module that mirrors it, so that
+/// [`checkpoint::load_pytorch`](../cnn/checkpoint/fn.load_pytorch.html) loads that module's
+/// `state_dict` with no key map, and `save_pytorch` writes one that it loads. One rule:
 ///
-/// - a named entry is the field of that name;
-/// - in the network and in a block's body, an unnamed layer with parameters is named by kind
-///   and ordinal among the layers of its kind in that scope, counting from 1: `conv1`,
-///   `conv2`, ... for `conv2d`, `conv_transpose1`, ... for `conv_transpose2d`, `linear1`, ...
-///   for `linear`, `bn1`, ... for `batch_norm2d` and `batch_norm1d`; an unnamed block call by
-///   the block's name in snake case and its ordinal (`residual1`); an unnamed repeat as
-///   `repeat1`;
-/// - in a group and in a repeat, unnamed entries are numbered by position from 0, as PyTorch's
-///   `nn.Sequential` numbers its children: every entry takes a number, stateless ones too (which
-///   have no field). The Rust field is `_N`, the key `N`. A repeat's copies are numbered the
-///   same way; a copy is the body's one block call itself when the body is just that, else a
-///   group of the body's entries.
+/// - the network, a block's body (at each call), a group and a named repeat are each a
+///   *scope*: a struct of its own, and a field of the scope around it, like a PyTorch module;
+/// - in a scope, every entry takes the next number from 0, as `nn.Sequential` numbers its
+///   children: layers with parameters and without (an activation, a pool, `flatten` and
+///   `dropout` take a number too), block calls, groups, named ones too (as `append` after
+///   `add_module`). An unnamed entry's key is its number (the Rust field `_N`), a named one's
+///   its name (an attribute of a PyTorch class, or `add_module(name, ...)`);
+/// - `residual`, `shortcut`, `concat`, `sum`, `scale` and `if` are what a PyTorch `forward`
+///   does, not modules: their entries take the next numbers of the scope they are in, in the
+///   order written, and the group that is one branch of a `concat` or `sum` is just that
+///   branch's entries; `identity` takes no number;
+/// - an unnamed `repeat(n)` splices its copies' entries in, as `nn.Sequential(*layers)` with
+///   `layers` built in a loop; a named one (`net: repeat(n) { ... }`) is an `nn.Sequential`
+///   of the copies, each copy the body's one unnamed block call, or else a group of its
+///   entries.
 ///
-/// Unnamed stateless layers (activations, pooling, `flatten`, `dropout`) have no field. Names
-/// are unique in their scope. Checkpoint keys are the dotted paths (`b3.0.conv1.weight`,
-/// reached in Rust as `model.b3._0.conv1.weight`). For example, with the blocks above:
+/// Unnamed stateless layers have no field. Names are unique in their scope. Keys are the
+/// dotted paths: `model.net._0.weight` is `net.0.weight`. With the blocks above (and d2l's
+/// chapter-8 code for PyTorch's side):
 ///
-/// | entry | where | Rust path | key |
+/// | construct | `cnn!` | PyTorch | key |
 /// |---|---|---|---|
-/// | `conv2d(32, ...)` | network | `model.conv1` | `conv1.weight` |
-/// | `b2: { Residual(32), ... }` | group | `model.b2._0.conv1` | `b2.0.conv1.weight` |
-/// | `conv3` in `shortcut` | block body | `model.b3._0.conv3` | `b3.0.conv3.weight` |
-/// | `linear(C / ratio)` in `scale` | block body | `model.b3._1.linear1` | `b3.1.linear1.weight` |
-/// | `net: repeat(2) { concat { identity, { batch_norm2d, relu, conv2d(...) } } }` | repeat | `model.net._1._2` | `net.1.2.weight` |
+/// | layers | `conv2d(6, kernel = 5), sigmoid, avg_pool2d(kernel = 2), conv2d(16, ...)` | `nn.Sequential(nn.Conv2d(...), nn.Sigmoid(), nn.AvgPool2d(2), nn.Conv2d(...))` | `0.weight`, `3.weight` |
+/// | named entry | `net: { ... }`, `conv3: conv2d(...)` | `self.net = ...`, `self.conv3 = ...` | `net.0.weight`, `conv3.weight` |
+/// | group | `{ conv2d(...), relu }, { ... }` | `nn.Sequential(nn.Sequential(...), nn.Sequential(...))` | `0.0.weight`, `1.0.weight` |
+/// | block | `b2: { Residual(32), Residual(32) }` | `nn.Sequential(Residual(32), Residual(32))`, added as `b2` | `b2.1.conv1.weight` |
+/// | residual and shortcut | `residual { conv1: conv2d(...), ... } shortcut { conv3: conv2d(...) }` | `Y = self.bn2(self.conv2(...)); Y += self.conv3(X)` | `conv1.weight`, `conv3.weight` |
+/// | concat or sum branches | `concat { identity, { batch_norm2d, relu, conv2d(...) } }` | `torch.cat((X, blk(X)), 1)`, `blk = nn.Sequential(...)` | `0.weight`, `2.weight` |
+/// | scale | `scale { gate: { adaptive_avg_pool2d(1), flatten, linear(C / 4), relu, linear(C), sigmoid } }` | `x * self.gate(x)`, `self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(...), ...)` | `gate.2.weight`, `gate.4.weight` |
+/// | unnamed repeat | `repeat(2) { conv2d(64, kernel = 3, padding = 1), relu }, max_pool2d(kernel = 2)` | d2l's `vgg_block(2, 64)`: `nn.Sequential(*layers)` | `0.weight`, `2.weight` |
+/// | named repeat | `net: repeat(2) { concat { identity, { batch_norm2d, relu, conv2d(...) } } }` | d2l's `DenseBlock`: `self.net = nn.Sequential(conv_block(...), conv_block(...))` | `net.1.2.weight` |
+///
+/// A wrapper written in `forward` (`self.net(X)`, and no layers of its own) is the named group
+/// it holds: d2l's classes keep their layers in `self.net`, so their `cnn!` twins are
+/// `pub struct LeNet: [1, 28, 28] -> [10] { net: { ... } }`. One entry is one PyTorch module:
+/// `global_avg_pool2d` is one entry where PyTorch writes two (`nn.AdaptiveAvgPool2d(1)`,
+/// `nn.Flatten()`), so a twin of such a `Sequential` writes `adaptive_avg_pool2d(1), flatten`.
+/// Batch norm's tensors are
+/// `weight`, `bias`, `running_mean`, `running_var` and `num_batches_tracked`, as PyTorch's;
+/// convolution, transposed convolution and linear layers have PyTorch's `weight` and `bias`
+/// in PyTorch's layout. The examples `10-alexnet` to `16-densenet` are d2l's networks written
+/// so, and load the book's `state_dict`s.
 ///
 /// Calls of one block with the same arguments on the same input share one generated struct
 /// (hidden from the docs, named `__Net_Block_N`).
@@ -217,8 +240,8 @@ use syn::parse_macro_input;
 /// For `pub struct LeNet: ...`:
 ///
 /// - `pub struct LeNet<E = f32, D = Cpu>`, `Debug` and `Clone`, whose fields are the layers
-///   with parameters, the named ones and the nested scopes (named as above; the names are the
-///   keys of saved checkpoints, `conv1.weight`, so they stay put when other layers are named).
+///   with parameters, the named ones and the nested scopes (named as above: `_0`, `net`; the
+///   paths are the keys of saved checkpoints, `net.0.weight`).
 ///   Its documentation holds the layer table.
 /// - `BuildOnDevice` (`dev.build_module::<LeNet, f32>()` gives a `LeNet<f32, Cpu>`) and
 ///   `TensorCollection`, so that dfdx's optimisers, `alloc_grads`, `num_trainable_params`,

@@ -11,21 +11,22 @@ use dfdx::tensor_ops::Device;
 /// inference, one vector `(C,)`).
 ///
 /// `forward` (an untraced input) is inference: `(x - running_mean) / sqrt(running_var +
-/// epsilon) * scale + bias`. `forward_mut` on a traced input trains: the batch's own mean and
+/// epsilon) * weight + bias`. `forward_mut` on a traced input trains: the batch's own mean and
 /// biased variance, and the running statistics move towards them by `momentum` (the unbiased
 /// variance for the running one), as in PyTorch. The op is the crate's own
 /// ([`crate::ops::batch_norm`]): two parallel passes forward and two backward, where dfdx's
 /// `BatchNorm2D` runs a dozen single-threaded ones.
 ///
-/// Its tensors and settings have dfdx's names (`scale`, `bias`, `running_mean`,
-/// `running_var`, `epsilon`, `momentum`), so checkpoints of either load into the other.
+/// Its tensors have PyTorch's names (`weight`, `bias`, `running_mean`, `running_var`, and the
+/// count `num_batches_tracked`), so its keys are those of PyTorch's `state_dict`; the crate's
+/// own checkpoints also keep `epsilon` and `momentum`.
 ///
 /// # Generics
 /// - `C`: the channels (features)
 #[derive(Clone, Debug)]
 pub struct BatchNorm<const C: usize, E: Dtype, D: Storage<E>> {
-    /// `γ`, PyTorch's `weight`; ones at first.
-    pub scale: Tensor<Rank1<C>, E, D>,
+    /// `γ`, the scale; ones at first.
+    pub weight: Tensor<Rank1<C>, E, D>,
     /// `β`; zeros at first.
     pub bias: Tensor<Rank1<C>, E, D>,
     /// The running mean, updated in training; zeros at first.
@@ -36,6 +37,9 @@ pub struct BatchNorm<const C: usize, E: Dtype, D: Storage<E>> {
     pub epsilon: f64,
     /// How far one batch moves the running statistics; 0.1.
     pub momentum: f64,
+    /// How many batches have moved the running statistics, as PyTorch counts them (which
+    /// uses the count only when its `momentum` is `None`).
+    pub num_batches_tracked: u64,
 }
 
 /// A traced tensor, as training takes and gives it.
@@ -53,51 +57,68 @@ impl<const C: usize, E: Dtype, D: Device<E>> TensorCollection<E, D> for BatchNor
         visitor: &mut V,
     ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
         visitor.visit_fields(
+            // (dfdx takes tuples of up to six fields: a pair of tuples.)
             (
-                Self::tensor(
-                    "scale",
-                    |s| &s.scale,
-                    |s| &mut s.scale,
-                    TensorOptions::reset_to_ones(),
+                (
+                    Self::tensor(
+                        "weight",
+                        |s| &s.weight,
+                        |s| &mut s.weight,
+                        TensorOptions::reset_to_ones(),
+                    ),
+                    Self::tensor(
+                        "bias",
+                        |s| &s.bias,
+                        |s| &mut s.bias,
+                        TensorOptions::reset_to_zeros(),
+                    ),
+                    Self::tensor(
+                        "running_mean",
+                        |s| &s.running_mean,
+                        |s| &mut s.running_mean,
+                        TensorOptions::detached(|t| t.try_fill_with_zeros()),
+                    ),
+                    Self::tensor(
+                        "running_var",
+                        |s| &s.running_var,
+                        |s| &mut s.running_var,
+                        TensorOptions::detached(|t| t.try_fill_with_ones()),
+                    ),
                 ),
-                Self::tensor(
-                    "bias",
-                    |s| &s.bias,
-                    |s| &mut s.bias,
-                    TensorOptions::reset_to_zeros(),
-                ),
-                Self::tensor(
-                    "running_mean",
-                    |s| &s.running_mean,
-                    |s| &mut s.running_mean,
-                    TensorOptions::detached(|t| t.try_fill_with_zeros()),
-                ),
-                Self::tensor(
-                    "running_var",
-                    |s| &s.running_var,
-                    |s| &mut s.running_var,
-                    TensorOptions::detached(|t| t.try_fill_with_ones()),
-                ),
-                Self::scalar(
-                    "epsilon",
-                    |s| &s.epsilon,
-                    |s| &mut s.epsilon,
-                    ScalarOptions::from_default(1e-5),
-                ),
-                Self::scalar(
-                    "momentum",
-                    |s| &s.momentum,
-                    |s| &mut s.momentum,
-                    ScalarOptions::from_default(0.1),
+                (
+                    Self::scalar(
+                        "epsilon",
+                        |s| &s.epsilon,
+                        |s| &mut s.epsilon,
+                        ScalarOptions::from_default(1e-5),
+                    ),
+                    Self::scalar(
+                        "momentum",
+                        |s| &s.momentum,
+                        |s| &mut s.momentum,
+                        ScalarOptions::from_default(0.1),
+                    ),
+                    Self::scalar(
+                        "num_batches_tracked",
+                        |s| &s.num_batches_tracked,
+                        |s| &mut s.num_batches_tracked,
+                        ScalarOptions::from_default(0),
+                    ),
                 ),
             ),
-            |(scale, bias, running_mean, running_var, epsilon, momentum)| BatchNorm {
-                scale,
-                bias,
-                running_mean,
-                running_var,
-                epsilon,
-                momentum,
+            |(
+                (weight, bias, running_mean, running_var),
+                (epsilon, momentum, num_batches_tracked),
+            )| {
+                BatchNorm {
+                    weight,
+                    bias,
+                    running_mean,
+                    running_var,
+                    epsilon,
+                    momentum,
+                    num_batches_tracked,
+                }
             },
         )
     }
@@ -135,7 +156,7 @@ impl<const C: usize, E: Float, D: ConvDevice<E>> BatchNorm<C, E, D> {
         try_batch_norm_infer(
             x,
             g,
-            &self.scale,
+            &self.weight,
             &self.bias,
             &self.running_mean,
             &self.running_var,
@@ -149,14 +170,18 @@ impl<const C: usize, E: Float, D: ConvDevice<E>> BatchNorm<C, E, D> {
         relu: bool,
     ) -> Result<Traced<S, E, D>, D::Err> {
         let g = self.geometry(batch, plane, relu);
-        try_batch_norm_train(
+        let y = try_batch_norm_train(
             x,
             g,
-            &self.scale,
+            &self.weight,
             &self.bias,
             &mut self.running_mean,
             &mut self.running_var,
-        )
+        )?;
+        if batch > 0 {
+            self.num_batches_tracked += 1;
+        }
+        Ok(y)
     }
 }
 

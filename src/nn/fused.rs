@@ -179,7 +179,7 @@ impl<E: Float, D: ConvDevice<E>> Conv2D<IN, OUT, KH, KW, H, W, OH, OW, SH, SW, P
         let a = bn.running_var.clone().try_add(E::from_f64(bn.epsilon).unwrap())?
             .try_sqrt()?
             .try_recip()?
-            .try_mul(bn.scale.clone())?;
+            .try_mul(bn.weight.clone())?;
         let weight = self.weight.clone().try_mul(a.clone().try_broadcast::<_, Axes3<1, 2, 3>>()?)?;
         let centred = match &self.bias {
             Some(b) => b.clone().try_sub(bn.running_mean.clone())?,

@@ -82,15 +82,15 @@ pub enum LayerSpec {
 }
 
 impl LayerSpec {
-    /// The prefix of the default name of a layer with parameters (`conv` for `conv1`).
-    pub fn name_prefix(&self) -> Option<&'static str> {
-        match self {
-            LayerSpec::Conv(_) => Some("conv"),
-            LayerSpec::ConvTranspose(_) => Some("conv_transpose"),
-            LayerSpec::Linear(_) => Some("linear"),
-            LayerSpec::BatchNorm { .. } => Some("bn"),
-            _ => None,
-        }
+    /// Whether the layer holds tensors, and so is a field even when unnamed.
+    pub fn has_state(&self) -> bool {
+        matches!(
+            self,
+            LayerSpec::Conv(_)
+                | LayerSpec::ConvTranspose(_)
+                | LayerSpec::Linear(_)
+                | LayerSpec::BatchNorm { .. }
+        )
     }
 }
 

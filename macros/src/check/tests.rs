@@ -141,7 +141,7 @@ fn lenet_plan() {
         assert_eq!(net.macs, 117_600 + 240_000 + 48_000 + 10_080 + 840);
         assert_eq!(net.mode, Mode::Same);
         let names: Vec<_> = net.fields.iter().map(|f| f.ident.to_string()).collect();
-        assert_eq!(names, ["conv1", "conv2", "linear1", "linear2", "linear3"]);
+        assert_eq!(names, ["_0", "_3", "_7", "_9", "_11"]);
         let FieldTy::Layer(FieldLayer::Conv(conv)) = &net.fields[1].ty else {
             panic!("conv2 is a conv")
         };
@@ -208,7 +208,7 @@ fn conv_activation_pool_runs_are_fused() {
                 ..
             }
         ));
-        assert_eq!(field, "conv1");
+        assert_eq!(field, "_0");
         assert_eq!(
             (pool.kind, pool.input, pool.output),
             (PoolKind::Avg, (28, 28), (14, 14))
@@ -250,15 +250,15 @@ fn conv_activation_pool_runs_are_fused() {
         assert_eq!(
             shape,
             [
-                "conv1+None+false",
+                "_0+None+false",
                 "GeLU",
                 "pool",
-                "conv2+None+true",
-                "conv3+bn1+Some(ReLU)+false",
-                "conv4+Some(ReLU)+false",
+                "_3+None+true",
+                "_5+_6+Some(ReLU)+false",
+                "_8+Some(ReLU)+false",
                 "ReLU",
-                "conv5+Some(ReLU)+false",
-                "bn2+false"
+                "_11+Some(ReLU)+false",
+                "_13+false"
             ]
         );
     });
@@ -376,7 +376,7 @@ fn conv_transpose_plan() {
     }";
     plan_of(src, |net| {
         let names: Vec<_> = net.fields.iter().map(|f| f.ident.to_string()).collect();
-        assert_eq!(names, ["conv1", "conv_transpose1", "conv_transpose2", "up"]);
+        assert_eq!(names, ["_0", "_1", "_2", "up"]);
         let FieldTy::Layer(FieldLayer::ConvTranspose(t)) = &net.fields[1].ty else {
             panic!("a transposed conv")
         };
@@ -402,7 +402,7 @@ fn conv_transpose_plan() {
         // h: 15 + 2 + 1 = 18; w: 15 + 0 + 1 + 1 = 17.
         assert_eq!((t.output, t.groups, t.bias), ((18, 17), 2, false));
         assert_eq!(net.output, [2, 18, 17]);
-        assert!(matches!(&net.steps[1], Step::Field(f) if f == "conv_transpose1"));
+        assert!(matches!(&net.steps[1], Step::Field(f) if f == "_1"));
         // params: IN * OUT/G * KH * KW (+ OUT); mult-adds: IN * OUT/G * KH * KW * H * W.
         let counts: Vec<_> = net.rows.iter().map(|r| (r.params, r.macs)).collect();
         assert_eq!(
@@ -488,7 +488,7 @@ fn conv_transpose_errors() {
         error(&stack(
             "conv2d(6, kernel = 5), conv_transpose2d(3 => 1, kernel = 5)"
         )),
-        "in-channels 3 differ from the actual 6 (made by conv1)"
+        "in-channels 3 differ from the actual 6 (made by conv2d `0`)"
     );
     assert_eq!(
         error(&stack("flatten, conv_transpose2d(1, kernel = 1)")),
@@ -510,13 +510,6 @@ fn conv_transpose_errors() {
             "missing argument `kernel`, as in `conv_transpose2d(OUT, kernel = K)`"
         ]
     );
-    assert_eq!(
-        error(&stack(
-            "conv_transpose2: conv_transpose2d(1, kernel = 1), conv_transpose2d(1, kernel = 1)"
-        )),
-        "layer name `conv_transpose2` is already the default name of another layer (unnamed layers \
-         with parameters are conv1, conv2, ..., conv_transpose1, ..., linear1, ..., bn1, ... by kind)"
-    );
 }
 
 #[test]
@@ -531,13 +524,13 @@ fn modes() {
 }
 
 #[test]
-fn field_names_count_every_layer_of_a_kind() {
+fn field_names_are_positions_or_names() {
     let src = stack(
         "c: conv2d(2, kernel = 1), conv2d(2, kernel = 1), p: max_pool2d(kernel = 2), relu, flatten, linear(3)",
     );
     plan_of(&src, |net| {
         let names: Vec<_> = net.fields.iter().map(|f| f.ident.to_string()).collect();
-        assert_eq!(names, ["c", "conv2", "p", "linear1"]);
+        assert_eq!(names, ["c", "_1", "p", "_5"]);
     });
 }
 
@@ -630,7 +623,7 @@ fn groups_must_divide() {
 fn explicit_counts_are_checked() {
     assert_eq!(
         error(&stack("conv2d(6, kernel = 5), conv2d(3 => 16, kernel = 5)")),
-        "in-channels 3 differ from the actual 6 (made by conv1)"
+        "in-channels 3 differ from the actual 6 (made by conv2d `0`)"
     );
     assert_eq!(
         error(&stack("conv2d(2 => 6, kernel = 5)")),
@@ -644,7 +637,7 @@ fn explicit_counts_are_checked() {
     );
     assert_eq!(
         error(&stack("flatten, fc: linear(10), linear(12 => 2)")),
-        "in-features 12 differ from the actual 10 (made by fc)"
+        "in-features 12 differ from the actual 10 (made by linear `fc`)"
     );
     assert_eq!(
         error(&stack("batch_norm2d(3)")),
@@ -802,10 +795,9 @@ fn names_are_unique() {
     );
     assert_eq!(
         error(&stack(
-            "conv2: conv2d(1, kernel = 1), conv2d(1, kernel = 1)"
+            "c: conv2d(1, kernel = 1), relu, c: { conv2d(1, kernel = 1) }"
         )),
-        "layer name `conv2` is already the default name of another layer (unnamed layers with parameters are \
-         conv1, conv2, ..., conv_transpose1, ..., linear1, ..., bn1, ... by kind)"
+        "layer name `c` is used twice"
     );
 }
 
@@ -853,8 +845,9 @@ fn syntax_errors() {
 // ---------------------------------------------------------------------------------------------
 // Blocks
 
-/// Field names and checkpoint keys of every scope: kind and ordinal in the network and in
-/// block bodies, positions in groups and repeats, the block's name in snake case for a call.
+/// Field names and checkpoint keys of every scope: PyTorch's `nn.Sequential` numbering
+/// everywhere, names where given; an unnamed group nests, an unnamed repeat splices its copies
+/// in, constructs are transparent.
 #[test]
 fn scopes_and_their_names() {
     let src = "
@@ -866,20 +859,19 @@ fn scopes_and_their_names() {
             repeat(2) { Unit(3) },
             rep: repeat(2) { conv2d(3, kernel = 1), relu },
             residual { conv2d(3, kernel = 3, padding = 1) } shortcut { conv2d(3, kernel = 1) },
+            { conv2d(3, kernel = 1), relu },
         }";
     plan_of(src, |net| {
         let names: Vec<_> = net.fields.iter().map(|f| f.key.as_str()).collect();
-        assert_eq!(
-            names,
-            ["conv1", "unit1", "stem", "repeat1", "rep", "conv2", "conv3"]
-        );
-        let scope = |field: &str| {
-            let f = net.fields.iter().find(|f| f.key == field).unwrap();
+        assert_eq!(names, ["0", "1", "stem", "3", "4", "rep", "6", "7", "8"]);
+        let scope_of = |fields: &[Field], key: &str| {
+            let f = fields.iter().find(|f| f.key == key).unwrap();
             let FieldTy::Scope(i) = f.ty else {
-                panic!("{field} is a scope")
+                panic!("{key} is a scope")
             };
             &net.scopes[i]
         };
+        let scope = |key: &str| scope_of(&net.fields, key);
         let keys = |scope: &Scope| {
             scope
                 .fields
@@ -887,23 +879,17 @@ fn scopes_and_their_names() {
                 .map(|f| f.key.clone())
                 .collect::<Vec<_>>()
         };
-        assert_eq!(keys(scope("unit1")), ["conv1", "bn1"]);
-        // In a group every entry takes a position, stateless ones too.
+        // In every scope every entry takes a position, stateless ones too.
+        assert_eq!(keys(scope("1")), ["0", "2"]);
         assert_eq!(keys(scope("stem")), ["0", "2"]);
-        assert_eq!(keys(scope("repeat1")), ["0", "1"]);
         assert_eq!(keys(scope("rep")), ["0", "1"]);
-        // The calls of `Unit(3)` on [3, 4, 4] share one struct (in `stem` and both copies of
-        // `repeat1`); the call on [2, 4, 4] has its own.
-        let ident = |scope: &Scope, i: usize| {
-            let FieldTy::Scope(i) = scope.fields[i].ty else {
-                panic!("a call")
-            };
-            net.scopes[i].ident.to_string()
-        };
-        let in_stem = ident(scope("stem"), 1);
-        assert_eq!(in_stem, ident(scope("repeat1"), 0));
-        assert_eq!(in_stem, ident(scope("repeat1"), 1));
-        assert_ne!(in_stem, scope("unit1").ident.to_string());
+        assert_eq!(keys(scope("8")), ["0"]);
+        // The calls of `Unit(3)` on [3, 4, 4] share one struct (in `stem` and both spliced
+        // copies of the repeat); the call on [2, 4, 4] has its own.
+        let in_stem = scope_of(&scope("stem").fields, "2").ident.to_string();
+        assert_eq!(in_stem, scope("3").ident.to_string());
+        assert_eq!(in_stem, scope("4").ident.to_string());
+        assert_ne!(in_stem, scope("1").ident.to_string());
         // Paths reach fields from the network.
         let rows: Vec<_> = net
             .rows
@@ -914,29 +900,30 @@ fn scopes_and_their_names() {
         assert_eq!(
             rows,
             [
-                (0, "conv1"),
-                (0, "unit1"),
-                (1, "unit1.conv1"),
-                (1, "unit1.bn1"),
+                (0, "0"),
+                (0, "1"),
+                (1, "1.0"),
+                (1, "1.2"),
                 (0, "stem"),
                 (1, "stem.0"),
                 (1, "stem.2"),
-                (2, "stem.2.conv1"),
-                (2, "stem.2.bn1"),
-                (0, "repeat1"),
-                (1, "repeat1.0"),
-                (2, "repeat1.0.conv1"),
-                (2, "repeat1.0.bn1"),
-                (1, "repeat1.1"),
-                (2, "repeat1.1.conv1"),
-                (2, "repeat1.1.bn1"),
+                (2, "stem.2.0"),
+                (2, "stem.2.2"),
+                (2, "3"),
+                (3, "3.0"),
+                (3, "3.2"),
+                (2, "4"),
+                (3, "4.0"),
+                (3, "4.2"),
                 (0, "rep"),
                 (1, "rep.0"),
                 (2, "rep.0.0"),
                 (1, "rep.1"),
                 (2, "rep.1.0"),
-                (1, "conv2"),
-                (2, "conv3"),
+                (1, "6"),
+                (2, "7"),
+                (0, "8"),
+                (1, "8.0"),
             ]
         );
         // Totals: each construct's row holds its contents'; the network's are its top rows'.
@@ -945,7 +932,7 @@ fn scopes_and_their_names() {
         assert_eq!(net.rows[1].params, unit_on_2);
         assert_eq!(
             net.params,
-            (2 * 2 + 2) + unit_on_2 + (3 * 3 + 3 + unit) + 2 * unit + 2 * 12 + (81 + 3 + 12)
+            (2 * 2 + 2) + unit_on_2 + (3 * 3 + 3 + unit) + 2 * unit + 2 * 12 + (81 + 3 + 12) + 12
         );
     });
 }

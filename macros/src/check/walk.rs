@@ -13,7 +13,7 @@ use super::defs::{self, Blocks};
 use super::expr::{Env, Val};
 use super::fuse::{Item as FuseItem, field_layer, fuse};
 use super::layers::{self, is_layer};
-use super::names::{Name, ScopeNames, snake_case};
+use super::names::{Name, ScopeNames};
 use super::{Errors, Flow, Shape, error, fmt_dims};
 use crate::ast::{self, Entry, Item, Op};
 use crate::ir::{Field, FieldTy, Mode, Row, Scope, Step};
@@ -43,7 +43,7 @@ pub fn network(net: &ast::Net, blocks: &Blocks<'_>, mut flow: Flow, input_grad: 
         rows: Vec::new(),
         errors: Errors::default(),
     };
-    let mut root = ScopeNames::new(false, Vec::new(), String::new());
+    let mut root = ScopeNames::new(Vec::new(), String::new());
     let mut steps = walker.stack(&net.body, &mut root, &Env::default(), &mut flow, 0, true);
     let starts_with_conv = matches!(steps.first(), Some(Step::Conv { .. }));
     if let Some(Step::Conv {
@@ -81,7 +81,8 @@ struct Walker<'b, 'a> {
 
 impl Walker<'_, '_> {
     /// Walks one stack in `scope`, returning its fused steps. `top` marks the network's own
-    /// entries, where `C`, `H`, `W` are the shape flowing into each entry.
+    /// entries (and those of its groups, repeats and `if`s, outside blocks), where `C`, `H`,
+    /// `W` are the shape flowing into each entry.
     fn stack(
         &mut self,
         stack: &ast::Stack,
@@ -98,11 +99,14 @@ impl Walker<'_, '_> {
             } else {
                 env.clone()
             };
-            self.entry(entry, scope, &here, flow, depth, &mut items);
+            self.entry(entry, scope, &here, flow, depth, top, &mut items);
         }
         fuse(items)
     }
 
+    /// One entry; `top` as for [`Self::stack`], passed on to groups, repeats and `if`, whose
+    /// entries are the network's too.
+    #[allow(clippy::too_many_arguments)]
     fn entry(
         &mut self,
         entry: &Entry,
@@ -110,6 +114,7 @@ impl Walker<'_, '_> {
         env: &Env,
         flow: &mut Flow,
         depth: usize,
+        top: bool,
         items: &mut Vec<FuseItem>,
     ) {
         // Rule: a name gives a field, so it goes on what has one: a layer, a block call, a
@@ -163,16 +168,11 @@ impl Walker<'_, '_> {
             Item::Identity(_) => {
                 self.leaf_row(scope, None, depth, "identity".into(), flow, (0, 0, 0));
             }
-            Item::Group { brace, body } => match &entry.name {
-                Some(_) => {
-                    let steps = self.group(entry, body, brace.span.open(), scope, env, flow, depth);
-                    items.push(FuseItem::Steps(steps));
-                }
-                None => {
-                    let steps = self.stack(body, scope, env, flow, depth, false);
-                    items.push(FuseItem::Steps(steps));
-                }
-            },
+            Item::Group { brace, body } => {
+                let steps =
+                    self.group(entry, body, brace.span.open(), scope, env, flow, depth, top);
+                items.push(FuseItem::Steps(steps));
+            }
             Item::Residual {
                 keyword,
                 body,
@@ -262,7 +262,17 @@ impl Walker<'_, '_> {
                 count,
                 body,
             } => {
-                let steps = self.repeat(entry, keyword.span, count, body, scope, env, flow, depth);
+                let steps = self.repeat(
+                    entry,
+                    keyword.span,
+                    count,
+                    body,
+                    scope,
+                    env,
+                    flow,
+                    depth,
+                    top,
+                );
                 items.push(FuseItem::Steps(steps));
             }
             Item::If {
@@ -286,12 +296,12 @@ impl Walker<'_, '_> {
                 };
                 match chosen {
                     Some(true) => {
-                        let steps = self.stack(then, scope, env, flow, depth, false);
+                        let steps = self.stack(then, scope, env, flow, depth, top);
                         items.push(FuseItem::Steps(steps));
                     }
                     Some(false) => {
                         if let Some(otherwise) = otherwise {
-                            let steps = self.stack(otherwise, scope, env, flow, depth, false);
+                            let steps = self.stack(otherwise, scope, env, flow, depth, top);
                             items.push(FuseItem::Steps(steps));
                         }
                     }
@@ -353,7 +363,7 @@ impl Walker<'_, '_> {
                 }
                 _ => {
                     let mut items = Vec::new();
-                    self.entry(branch, scope, env, &mut bflow, depth + 1, &mut items);
+                    self.entry(branch, scope, env, &mut bflow, depth + 1, false, &mut items);
                     fuse(items)
                 }
             };
@@ -435,13 +445,8 @@ impl Walker<'_, '_> {
                 return;
             }
         };
-        let prefix = spec.name_prefix();
-        let name = match scope.name(
-            entry.name.as_ref(),
-            prefix,
-            prefix.is_some(),
-            op.ident.span(),
-        ) {
+        let stateful = spec.has_state();
+        let name = match scope.name(entry.name.as_ref(), stateful, op.ident.span()) {
             Ok(name) => name,
             Err(e) => {
                 self.errors.push(e);
@@ -452,7 +457,10 @@ impl Walker<'_, '_> {
             return;
         };
         let keyword = op.ident.to_string();
-        let label = name.as_ref().map_or(keyword, |n| n.key.clone());
+        let label = match &name {
+            Some(name) => format!("{keyword} `{}`", scope.key_of(name)),
+            None => keyword,
+        };
         let placed = match layers::place(op, &spec, flow, shape, &label) {
             Ok(placed) => placed,
             Err(e) => {
@@ -479,7 +487,7 @@ impl Walker<'_, '_> {
             });
         }
         // (A layer with parameters but no name had a naming error: nothing is generated.)
-        if name.is_some() || prefix.is_none() {
+        if name.is_some() || !stateful {
             items.push(FuseItem::Layer {
                 field: name.as_ref().map(|name| scope.path_to(name)),
                 placing: placed.placing,
@@ -503,8 +511,7 @@ impl Walker<'_, '_> {
         let block = def.ident.to_string();
         let mut arg_errors = Errors::default();
         let args = eval_args(op, env, &mut arg_errors);
-        let prefix = snake_case(&block);
-        let name = match scope.name(entry.name.as_ref(), Some(&prefix), true, op.ident.span()) {
+        let name = match scope.name(entry.name.as_ref(), true, op.ident.span()) {
             Ok(name) => name.expect("a call always has a field"),
             Err(e) => {
                 self.errors.push(e);
@@ -548,11 +555,8 @@ impl Walker<'_, '_> {
             }
         };
         let header = self.open_row(&name, scope, depth, call_text.clone());
-        let mut child = ScopeNames::new(
-            false,
-            scope.path_to(&name).0,
-            format!("{}.", scope.key_of(&name)),
-        );
+        let mut child =
+            ScopeNames::new(scope.path_to(&name).0, format!("{}.", scope.key_of(&name)));
         let outer = std::mem::take(&mut self.errors);
         let scopes_before = self.scopes.len();
         self.calls.push(block.clone());
@@ -601,7 +605,7 @@ impl Walker<'_, '_> {
                 self.scopes.len() - 1
             }
         };
-        flow.made_by = name.key.clone();
+        flow.made_by = format!("`{}`", scope.key_of(&name));
         self.close_row(header, flow);
         scope.fields.push(Field {
             ident: name.ident.clone(),
@@ -612,7 +616,7 @@ impl Walker<'_, '_> {
         steps
     }
 
-    /// A named group: a scope of its own, its entries numbered by position.
+    /// A group: a scope of its own (a nested `nn.Sequential`), its entries numbered from 0.
     #[allow(clippy::too_many_arguments)]
     fn group(
         &mut self,
@@ -623,8 +627,9 @@ impl Walker<'_, '_> {
         env: &Env,
         flow: &mut Flow,
         depth: usize,
+        top: bool,
     ) -> Vec<Step> {
-        let name = match scope.name(entry.name.as_ref(), Some("group"), true, span) {
+        let name = match scope.name(entry.name.as_ref(), true, span) {
             Ok(name) => name.expect("a group always has a field"),
             Err(e) => {
                 self.errors.push(e);
@@ -633,12 +638,9 @@ impl Walker<'_, '_> {
             }
         };
         let header = self.open_row(&name, scope, depth, "group".into());
-        let mut child = ScopeNames::new(
-            true,
-            scope.path_to(&name).0,
-            format!("{}.", scope.key_of(&name)),
-        );
-        let steps = self.stack(body, &mut child, env, flow, depth + 1, false);
+        let mut child =
+            ScopeNames::new(scope.path_to(&name).0, format!("{}.", scope.key_of(&name)));
+        let steps = self.stack(body, &mut child, env, flow, depth + 1, top);
         self.close_row(header, flow);
         self.child_scope(
             scope,
@@ -650,9 +652,9 @@ impl Walker<'_, '_> {
         steps
     }
 
-    /// `repeat(n) { ... }`: a scope whose children are the n copies, numbered from 0; a copy
-    /// is the body's one block call or named group itself, or else a scope of the body's
-    /// entries.
+    /// `repeat(n) { ... }`; a named one is a scope whose children are the n copies, numbered
+    /// from 0; a copy is the body's one unnamed block call itself, or else a scope of the
+    /// body's entries.
     #[allow(clippy::too_many_arguments)]
     fn repeat(
         &mut self,
@@ -664,6 +666,7 @@ impl Walker<'_, '_> {
         env: &Env,
         flow: &mut Flow,
         depth: usize,
+        top: bool,
     ) -> Vec<Step> {
         let n = match self
             .errors
@@ -681,7 +684,10 @@ impl Walker<'_, '_> {
                 return Vec::new();
             }
         };
-        let name = match scope.name(entry.name.as_ref(), Some("repeat"), true, at) {
+        if entry.name.is_none() {
+            return self.splice(at, n, body, scope, env, flow, depth, top);
+        }
+        let name = match scope.name(entry.name.as_ref(), true, at) {
             Ok(name) => name.expect("a repeat always has a field"),
             Err(e) => {
                 self.errors.push(e);
@@ -690,11 +696,8 @@ impl Walker<'_, '_> {
             }
         };
         let header = self.open_row(&name, scope, depth, format!("repeat({n})"));
-        let mut copies = ScopeNames::new(
-            true,
-            scope.path_to(&name).0,
-            format!("{}.", scope.key_of(&name)),
-        );
+        let mut copies =
+            ScopeNames::new(scope.path_to(&name).0, format!("{}.", scope.key_of(&name)));
         // One call or named group: each copy is that scope itself (`net.0.conv1`).
         let single = match body.entries.iter().collect::<Vec<_>>()[..] {
             [only] if only.expect.is_none() => match &only.item {
@@ -714,11 +717,11 @@ impl Walker<'_, '_> {
             match single {
                 Some(only) => {
                     let mut items = Vec::new();
-                    self.entry(only, &mut copies, env, flow, depth + 1, &mut items);
+                    self.entry(only, &mut copies, env, flow, depth + 1, top, &mut items);
                     steps.extend(fuse(items));
                 }
                 None => {
-                    let copy = copies.name(None, Some("copy"), true, at);
+                    let copy = copies.name(None, true, at);
                     let copy = match copy {
                         Ok(copy) => copy.expect("a copy always has a field"),
                         Err(e) => {
@@ -733,11 +736,10 @@ impl Walker<'_, '_> {
                     );
                     self.rows[row].path = copies.key_of(&copy);
                     let mut child = ScopeNames::new(
-                        true,
                         copies.path_to(&copy).0,
                         format!("{}.", copies.key_of(&copy)),
                     );
-                    steps.extend(self.stack(body, &mut child, env, flow, depth + 2, false));
+                    steps.extend(self.stack(body, &mut child, env, flow, depth + 2, top));
                     self.close_row(row, flow);
                     let what = format!("copy {} of `{}`", i + 1, scope.key_of(&name));
                     self.child_scope(&mut copies, &copy, child, row, what);
@@ -753,6 +755,40 @@ impl Walker<'_, '_> {
         self.close_row(header, flow);
         let what = format!("`{}`", scope.key_of(&name));
         self.child_scope(scope, &name, copies, header, what);
+        steps
+    }
+
+    /// An unnamed `repeat(n) { ... }`: the copies' entries are entries of `scope`, numbered on
+    /// from the entries before them, as `nn.Sequential(*layers)` numbers a list built in a loop.
+    #[allow(clippy::too_many_arguments)]
+    fn splice(
+        &mut self,
+        at: proc_macro2::Span,
+        n: usize,
+        body: &ast::Stack,
+        scope: &mut ScopeNames,
+        env: &Env,
+        flow: &mut Flow,
+        depth: usize,
+        top: bool,
+    ) -> Vec<Step> {
+        let header = self.open_row_named(String::new(), depth, format!("repeat({n})"));
+        let mut steps = Vec::new();
+        for i in 0..n {
+            let input = flow.shape.clone();
+            let outer = std::mem::take(&mut self.errors);
+            let row =
+                self.open_row_named(String::new(), depth + 1, format!("copy {} of {n}", i + 1));
+            steps.extend(self.stack(body, scope, env, flow, depth + 2, top));
+            self.close_row(row, flow);
+            if let Some(inner) = std::mem::replace(&mut self.errors, outer).0 {
+                self.errors
+                    .push(blocks::in_repetition(inner, at, i, n, &input));
+                flow.shape = None;
+                return Vec::new();
+            }
+        }
+        self.close_row(header, flow);
         steps
     }
 

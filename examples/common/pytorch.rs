@@ -1,0 +1,97 @@
+//! For the chapter-8 examples' tests: d2l's own PyTorch network (`bench/d2l_ch8.py`), its
+//! `state_dict` loaded into the example's `cnn!` twin with `cnn::checkpoint::load_pytorch` and
+//! no key map, and the logits compared. PyTorch is needed only to write the file; without it
+//! (as in CI) the test says so and passes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What `bench/d2l_ch8.py --export` wrote for one network.
+pub struct Twin {
+    /// The `state_dict`, as `safetensors.torch.save_file` writes it.
+    pub weights: PathBuf,
+    /// Two random images, `[2, 1, size, size]`, row-major.
+    pub input: Vec<f32>,
+    /// PyTorch's logits for them in inference mode, `[2, 10]`.
+    pub logits: Vec<f32>,
+    /// Removed when dropped.
+    _dir: tempfile::TempDir,
+}
+
+/// The Python that has PyTorch and safetensors: `$CNN_PYTHON`, or the venv that
+/// `../shared/bench/compare.sh` makes, or `python3`; `None` when none has them.
+fn python() -> Option<PathBuf> {
+    let venv = std::env::var_os("HOME")
+        .map(|home| Path::new(&home).join(".cache/cnn-bench/venv/bin/python"));
+    let candidates = std::env::var_os("CNN_PYTHON")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(venv)
+        .chain([PathBuf::from("python3")]);
+    candidates.into_iter().find(|python| {
+        Command::new(python)
+            .args(["-c", "import torch, safetensors"])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    })
+}
+
+/// Runs d2l's definition of `name` (`alexnet`, ..., `densenet`) in PyTorch and returns its
+/// files; `None`, after saying why, when PyTorch is not installed.
+pub fn export(name: &str) -> Option<Twin> {
+    let Some(python) = python() else {
+        eprintln!(
+            "skipped: loading d2l's PyTorch weights for `{name}` needs Python with torch and \
+             safetensors (set CNN_PYTHON, or run ../shared/bench/compare.sh once to make \
+             ~/.cache/cnn-bench/venv)"
+        );
+        return None;
+    };
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/d2l_ch8.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg("--export")
+        .arg(dir.path())
+        .arg(name)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let io = std::fs::read(dir.path().join(format!("{name}.io.safetensors"))).expect("io file");
+    let io = safetensors::SafeTensors::deserialize(&io).expect("a safetensors file");
+    let floats = |key: &str| -> Vec<f32> {
+        io.tensor(key)
+            .expect("written by the script")
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .collect()
+    };
+    Some(Twin {
+        weights: dir.path().join(format!("{name}.safetensors")),
+        input: floats("input"),
+        logits: floats("logits"),
+        _dir: dir,
+    })
+}
+
+/// `ours` within `rel` of PyTorch's `theirs`, relative to the largest of PyTorch's magnitudes.
+#[track_caller]
+pub fn assert_logits_close(ours: &[f32], theirs: &[f32], rel: f32) {
+    assert_eq!(ours.len(), theirs.len());
+    let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = ours
+        .iter()
+        .zip(theirs)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    println!("logits: largest difference from PyTorch's {diff:e} (largest logit {scale:e})");
+    assert!(
+        diff <= rel * scale,
+        "logits differ from PyTorch's by {diff:e} (largest {scale:e})\n ours   {ours:?}\n theirs {theirs:?}"
+    );
+}
