@@ -202,14 +202,14 @@ mod tests {
         // The checkpoint of a run that diverged (as dfdx's own save would have written it).
         let mut bytes = std::fs::read(&ckpt).unwrap();
         let file = ::safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let w = file.tensor("conv2.weight").unwrap().data();
+        let w = file.tensor("3.weight").unwrap().data();
         let at = w.as_ptr() as usize - bytes.as_ptr() as usize + 4 * 7;
         bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
         std::fs::write(&ckpt, bytes).unwrap();
         assert_eq!(
             fails(&["--data", data, "--eval", ckpt_s]),
             format!(
-                "{ckpt_s} holds unusable weights: its tensor `conv2.weight` has 1 non-finite \
+                "{ckpt_s} holds unusable weights: its tensor `3.weight` has 1 non-finite \
                  value (the first is NaN, at index 7)"
             )
         );

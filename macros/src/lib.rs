@@ -179,7 +179,11 @@ use syn::parse_macro_input;
 /// `weight`, `bias`, `running_mean`, `running_var` and `num_batches_tracked`, as PyTorch's;
 /// convolution, transposed convolution and linear layers have PyTorch's `weight` and `bias`
 /// in PyTorch's layout. The examples `10-alexnet` to `16-densenet` are d2l's networks written
-/// so, and load the book's `state_dict`s.
+/// so, and load the book's `state_dict`s. One shape of PyTorch code has no twin: a module
+/// called in `forward` around a `torch.cat` in a loop over an `nn.Sequential` (d2l's
+/// `DenseBlock`, whose copies are `conv_block` `Sequential`s) is a copy *holding* a block call
+/// in `cnn!` (`net.0.0.0.weight`), so the twin writes the `conv_block` as the branch's group
+/// (`net.0.0.weight`, as in the table).
 ///
 /// Calls of one block with the same arguments on the same input share one generated struct
 /// (hidden from the docs, named `__Net_Block_N`).

@@ -1,14 +1,58 @@
 #!/usr/bin/env python3
-"""d2l 6.6 in PyTorch, for the README's comparison: LeNet (sigmoid, average pooling) on
-Fashion-MNIST, Xavier-uniform init, SGD lr 0.9, batch 256, 10 epochs, the data read from the same
-IDX files the Rust example uses. Prints one line per epoch and the final
-`loss L, train acc A, test acc T` line, like `cargo run --release --example lenet`.
+"""The main jobs in PyTorch, for the README's comparisons, on Fashion-MNIST read from the same
+IDX files the Rust examples use, Xavier-uniform init of every convolution and linear weight,
+SGD without momentum, batch 256, 10 epochs. Prints one line per epoch and the final
+`loss L, train acc A, test acc T` line, like the examples.
 
-Usage: python3 bench/torch_lenet_train.py [--data /usr/share/datasets/fashion-mnist] [--threads 2]
+- `--net lenet` (default): d2l 6.6's LeNet (sigmoid, average pooling), lr 0.9, as
+  `cargo run --release --example lenet`;
+- `--net resnet`: the `resnet` network of ../shared/bench/README.md (d2l 8.6's `Residual`
+  blocks at 28x28), lr 0.1, as `cargo run --release --example resnet`.
+
+Usage: python3 bench/torch_train.py [--net lenet|resnet] [--data /usr/share/datasets/fashion-mnist]
+       [--threads 2] [--epochs 10]
 """
 import argparse, gzip, os, struct, time
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+
+class Residual(nn.Module):
+    """d2l 8.6's `Residual`, its lazy layers given their input channels."""
+
+    def __init__(self, in_channels, num_channels, use_1x1conv=False, strides=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, num_channels, 3, padding=1, stride=strides)
+        self.conv2 = nn.Conv2d(num_channels, num_channels, 3, padding=1)
+        self.conv3 = nn.Conv2d(in_channels, num_channels, 1, stride=strides) if use_1x1conv else None
+        self.bn1 = nn.BatchNorm2d(num_channels)
+        self.bn2 = nn.BatchNorm2d(num_channels)
+
+    def forward(self, X):
+        Y = F.relu(self.bn1(self.conv1(X)))
+        Y = self.bn2(self.conv2(Y))
+        if self.conv3:
+            X = self.conv3(X)
+        return F.relu(Y + X)
+
+
+def lenet():
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.Sigmoid(), nn.AvgPool2d(2, 2),
+        nn.Conv2d(6, 16, 5), nn.Sigmoid(), nn.AvgPool2d(2, 2), nn.Flatten(),
+        nn.Linear(400, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(), nn.Linear(84, 10))
+
+
+def resnet():
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        Residual(32, 32), Residual(32, 32),
+        Residual(32, 64, use_1x1conv=True, strides=2), Residual(64, 64),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+
+NETS = {"lenet": (lenet, 0.9), "resnet": (resnet, 0.1)}
 
 
 def read_idx(path):
@@ -30,6 +74,7 @@ def load(data, split):
 
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("--net", choices=NETS, default="lenet")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--epochs", type=int, default=10)
@@ -37,14 +82,12 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     (xtr, ytr), (xte, yte) = load(a.data, "train"), load(a.data, "test")
-    net = nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.Sigmoid(), nn.AvgPool2d(2, 2),
-        nn.Conv2d(6, 16, 5), nn.Sigmoid(), nn.AvgPool2d(2, 2), nn.Flatten(),
-        nn.Linear(400, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(), nn.Linear(84, 10))
-    for m in net:
+    make, lr = NETS[a.net]
+    net = make()
+    for m in net.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             nn.init.xavier_uniform_(m.weight)
-    opt = torch.optim.SGD(net.parameters(), lr=0.9)
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     total = 0.0
     for epoch in range(a.epochs):
