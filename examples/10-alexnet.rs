@@ -111,15 +111,5 @@ mod pytorch;
 /// key alone, and both give the same logits in inference mode.
 #[test]
 fn loads_the_books_pytorch_weights() {
-    let Some(twin) = pytorch::export("alexnet") else {
-        return;
-    };
-    let dev = Cpu::default();
-    let mut net = dev.build_module::<AlexNet, f32>();
-    cnn::checkpoint::load_pytorch(&mut net, &twin.weights).unwrap();
-    let x = dev.tensor_from_vec(
-        twin.input.clone(),
-        (Const::<2>, Const::<1>, Const::<224>, Const::<224>),
-    );
-    pytorch::assert_logits_close(&net.forward(x).as_vec(), &twin.logits, 1e-4);
+    pytorch::check::<AlexNet, 224>("alexnet");
 }

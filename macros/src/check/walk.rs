@@ -698,7 +698,7 @@ impl Walker<'_, '_> {
         let header = self.open_row(&name, scope, depth, format!("repeat({n})"));
         let mut copies =
             ScopeNames::new(scope.path_to(&name).0, format!("{}.", scope.key_of(&name)));
-        // One call or named group: each copy is that scope itself (`net.0.conv1`).
+        // A body of one unnamed block call: each copy is that call's scope (`net.0.conv1`).
         let single = match body.entries.iter().collect::<Vec<_>>()[..] {
             [only] if only.expect.is_none() => match &only.item {
                 Item::Op(op)
@@ -712,43 +712,34 @@ impl Walker<'_, '_> {
         };
         let mut steps = Vec::new();
         for i in 0..n {
-            let input = flow.shape.clone();
-            let outer = std::mem::take(&mut self.errors);
-            match single {
+            let ok = self.repetition(at, i, n, flow, |this, flow| match single {
                 Some(only) => {
                     let mut items = Vec::new();
-                    self.entry(only, &mut copies, env, flow, depth + 1, top, &mut items);
+                    this.entry(only, &mut copies, env, flow, depth + 1, top, &mut items);
                     steps.extend(fuse(items));
                 }
                 None => {
-                    let copy = copies.name(None, true, at);
-                    let copy = match copy {
+                    let copy = match copies.name(None, true, at) {
                         Ok(copy) => copy.expect("a copy always has a field"),
-                        Err(e) => {
-                            self.errors.push(e);
-                            continue;
-                        }
+                        Err(e) => return this.errors.push(e),
                     };
-                    let row = self.open_row_named(
+                    let row = this.open_row_named(
                         copy.key.clone(),
                         depth + 1,
                         format!("copy {} of {n}", i + 1),
                     );
-                    self.rows[row].path = copies.key_of(&copy);
+                    this.rows[row].path = copies.key_of(&copy);
                     let mut child = ScopeNames::new(
                         copies.path_to(&copy).0,
                         format!("{}.", copies.key_of(&copy)),
                     );
-                    steps.extend(self.stack(body, &mut child, env, flow, depth + 2, top));
-                    self.close_row(row, flow);
+                    steps.extend(this.stack(body, &mut child, env, flow, depth + 2, top));
+                    this.close_row(row, flow);
                     let what = format!("copy {} of `{}`", i + 1, scope.key_of(&name));
-                    self.child_scope(&mut copies, &copy, child, row, what);
+                    this.child_scope(&mut copies, &copy, child, row, what);
                 }
-            }
-            if let Some(inner) = std::mem::replace(&mut self.errors, outer).0 {
-                self.errors
-                    .push(blocks::in_repetition(inner, at, i, n, &input));
-                flow.shape = None;
+            });
+            if !ok {
                 return Vec::new();
             }
         }
@@ -775,21 +766,42 @@ impl Walker<'_, '_> {
         let header = self.open_row_named(String::new(), depth, format!("repeat({n})"));
         let mut steps = Vec::new();
         for i in 0..n {
-            let input = flow.shape.clone();
-            let outer = std::mem::take(&mut self.errors);
-            let row =
-                self.open_row_named(String::new(), depth + 1, format!("copy {} of {n}", i + 1));
-            steps.extend(self.stack(body, scope, env, flow, depth + 2, top));
-            self.close_row(row, flow);
-            if let Some(inner) = std::mem::replace(&mut self.errors, outer).0 {
-                self.errors
-                    .push(blocks::in_repetition(inner, at, i, n, &input));
-                flow.shape = None;
+            let ok = self.repetition(at, i, n, flow, |this, flow| {
+                let row =
+                    this.open_row_named(String::new(), depth + 1, format!("copy {} of {n}", i + 1));
+                steps.extend(this.stack(body, scope, env, flow, depth + 2, top));
+                this.close_row(row, flow);
+            });
+            if !ok {
                 return Vec::new();
             }
         }
         self.close_row(header, flow);
         steps
+    }
+
+    /// Repetition `i` of `n` (from 0), walked by `walk`; its errors are reported as that
+    /// repetition's, with its input. `false` when it had any.
+    fn repetition(
+        &mut self,
+        at: proc_macro2::Span,
+        i: usize,
+        n: usize,
+        flow: &mut Flow,
+        walk: impl FnOnce(&mut Self, &mut Flow),
+    ) -> bool {
+        let input = flow.shape.clone();
+        let outer = std::mem::take(&mut self.errors);
+        walk(self, flow);
+        match std::mem::replace(&mut self.errors, outer).0 {
+            Some(inner) => {
+                self.errors
+                    .push(blocks::in_repetition(inner, at, i, n, &input));
+                flow.shape = None;
+                false
+            }
+            None => true,
+        }
     }
 
     /// Makes `child` a struct and a field `name` of `scope`.
