@@ -73,7 +73,7 @@ fn locate<E: CudaFloat>(t: &Tensor<(usize,), E, Cuda>) -> (CUdeviceptr, usize) {
 }
 
 /// A tensor's data as one contiguous device buffer that kernels read, with the tensor (its
-/// buffer's `Arc`) kept alive for as long as this lives. Made by [`hold`]; `'static`, so an op
+/// buffer's `Arc`) kept alive for as long as this lives. Made by `hold`; `'static`, so an op
 /// keeps its operands for backward this way instead of copying them.
 pub struct Held<E: CudaFloat> {
     _tensor: Tensor<(usize,), E, Cuda>,

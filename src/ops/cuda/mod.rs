@@ -3,10 +3,11 @@
 //! device buffers (`bridge.rs`).
 //!
 //! Every op reads its operands where dfdx keeps them and writes its output into the tensor it
-//! returns ([`hold`], [`new_tensor`]); what it keeps for backward is either its own device memory
-//! or a held tensor (no copy), and every gradient is dfdx's own gradient buffer. So a training
-//! step copies nothing between host and device but what the caller moves (the batch in, the
-//! loss out) and dfdx's own small launch parameters; `tests/cuda_copies.rs` counts them.
+//! returns (`hold`, `new_tensor`: see `bridge.rs`); what it keeps for backward is either its own
+//! device memory or a held tensor (no copy), and every gradient is dfdx's own gradient buffer.
+//! So a training step copies nothing between host and device but what the caller moves (the
+//! batch in, the loss out) and dfdx's own (the 1 that seeds backward, and its kernels' dims and
+//! strides); `tests/cuda_copies.rs` counts them at the driver.
 
 mod bridge;
 pub(crate) mod debug_prefix;
