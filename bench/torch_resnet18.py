@@ -19,7 +19,6 @@ Usage: python3 bench/torch_resnet18.py --data DIR [--device cuda] [--epochs 1] [
 training images, for a quick check on a CPU.)
 """
 import argparse, gzip, json, pathlib, time
-import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -32,7 +31,7 @@ def read_idx(path):
     raw = gzip.open(p).read() if p.suffix == ".gz" else p.read_bytes()
     ndim = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 class Residual(nn.Module):
@@ -74,9 +73,9 @@ def load(data, split, device, side):
     prefix = "train" if split == "train" else "t10k"
     x = read_idx(f"{data}/{prefix}-images-idx3-ubyte")
     y = read_idx(f"{data}/{prefix}-labels-idx1-ubyte")
-    x = torch.tensor(x, dtype=torch.float32, device=device).unsqueeze(1) / 255
+    x = x.to(device=device, dtype=torch.float32).unsqueeze(1) / 255
     x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
-    return x, torch.tensor(y, dtype=torch.long, device=device)
+    return x, y.to(device=device, dtype=torch.long)
 
 
 def main():
