@@ -16,7 +16,14 @@
 #   `cargo build --release --features cuda --examples`, into $CARGO_TARGET_DIR
 #   (default: <repo>/target/cuda).
 # - pack: strips the executables into .gpu/ (a tar.xz when over $PACK_LIMIT_MB uncompressed),
-#   with the Fashion-MNIST files (.gpu/data) and .gpu/run.sh.
+#   with the Fashion-MNIST files (.gpu/data), the PyTorch benches of ../shared/bench (.gpu/bench;
+#   bench/torch_resnet18.py is tracked and travels with the tree) and .gpu/run.sh. The device
+#   tool carries .gpu (`carry: [".gpu"]`, 64 MiB at most): pack fails if it is larger.
+#
+# On the GPU machine, in one call of under 8 minutes (run.sh keeps to a deadline):
+#   bash .gpu/run.sh        # tests, lenet smoke, ResNet-18 epoch vs PyTorch, bench vs PyTorch, lenet
+# With the device tool: run(command="bash .gpu/run.sh", carry=[".gpu"], timeout_s=540); the logs
+# come back under files_at (summary.txt first).
 #
 # Idempotent: each step skips what is already there. Caches live in $CNN_CUDA_CACHE
 # (default ~/.cache/cnn-cuda, about 1 GB of downloads and 1 GB unpacked).
@@ -27,6 +34,8 @@ CACHE=${CNN_CUDA_CACHE:-$HOME/.cache/cnn-cuda}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target/cuda}
 GPU=$REPO/.gpu
 PACK_LIMIT_MB=${PACK_LIMIT_MB:-50}
+# What the device tool carries at most (all of .gpu).
+CARRY_LIMIT_MB=${CARRY_LIMIT_MB:-64}
 # Versions of PyPI's CUDA 13 wheels to link against: the oldest 13.x, since a binary linked
 # against 13.0 runs with any later 13.x (the symbols are versioned by soname only).
 CUBLAS_VERSION=${CUBLAS_VERSION:-13.0.0.19}
@@ -174,17 +183,25 @@ step_pack() {
     else
       file=examples/$name
     fi
-    strip --strip-debug -o "$stage/$file" "$exe"
+    strip --strip-all -o "$stage/$file" "$exe"
     printf '%s\t%s\t%s\t%s\n' "$file" "$rel" "$name" "$kind" >>"$stage/manifest.tsv"
   done <"$list"
   # Where dfdx looks for CUDA headers when it compiles kernels with NVRTC at run time.
   echo "$ROOT/include" >"$stage/cuda-include-dir"
+  # Where the tests look for their files: env!("CARGO_MANIFEST_DIR") is this checkout's path,
+  # baked in at build time; run.sh links it to the repo on the GPU machine.
+  echo "$REPO" >"$stage/build-root"
   grep -qaF "$ROOT/include" "$stage/examples/lenet" ||
     echo "pack: warning: $ROOT/include is not baked into lenet (did CUDA_ROOT change?)" >&2
   # What the binaries ask the dynamic linker for.
   for exe in "$stage"/tests/* "$stage"/examples/*; do
     readelf -d "$exe" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'
   done | sort | uniq -c >"$stage/needed.txt"
+  # The proc-macro crate's unit tests link Rust's libstd dynamically: carry it.
+  if grep -q ' libstd-' "$stage/needed.txt"; then
+    mkdir -p "$stage/lib"
+    cp "$(rustc --print target-libdir)"/libstd-*.so "$stage/lib/"
+  fi
   log "pack: libraries the binaries need (count, name)"
   cat "$stage/needed.txt"
   if grep -q '\.so\.11\|\.so\.10' "$stage/needed.txt"; then
@@ -195,7 +212,10 @@ step_pack() {
   size_mb=$(du -sm "$stage" | cut -f1)
   log "pack: executables $(find "$stage/tests" "$stage/examples" -type f | wc -l), $size_mb MiB stripped"
   if [ "$size_mb" -gt "$PACK_LIMIT_MB" ]; then
-    timed "tar.xz" sh -c 'tar -C "$1" -cf - . | xz -T0 -6 >"$2"' sh "$stage" "$GPU/bin.tar.xz"
+    # One stream with a dictionary larger than the whole tar: the binaries share most of their
+    # bytes (the crate, dfdx, its PTX), so each after the first costs little.
+    timed "tar.xz" sh -c 'tar -C "$1" -cf - . | xz -T1 --lzma2=preset=6,dict=256MiB >"$2"' \
+      sh "$stage" "$GPU/bin.tar.xz"
   else
     cp -a "$stage" "$GPU/bin"
   fi
@@ -208,26 +228,46 @@ step_pack() {
     "$REPO/scripts/install-data.sh"
     data=/usr/share/datasets/fashion-mnist
   fi
-  mkdir -p "$GPU/data"
+  mkdir -p "$GPU/data" "$GPU/bench"
   cp "$data"/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz "$GPU/data/"
+  # PyTorch's side of the bench lives in ../shared, which does not travel.
+  cp "$REPO/../shared/bench/torch_lenet.py" "$REPO/../shared/bench/torch_modern.py" "$GPU/bench/"
   write_run_sh >"$GPU/run.sh"
   chmod +x "$GPU/run.sh"
   log "pack: $GPU"
   du -ab "$GPU" | sort -k2 | awk '{printf "%10.1f MiB  %s\n", $1 / 1048576, $2}'
+  local total
+  total=$(du -sm "$GPU" | cut -f1)
+  if [ "$total" -gt "$CARRY_LIMIT_MB" ]; then
+    echo "pack: .gpu is $total MiB, over the $CARRY_LIMIT_MB MiB the device tool carries" >&2
+    exit 1
+  fi
 }
 
 write_run_sh() {
   cat <<'EOF'
 #!/usr/bin/env bash
-# Runs the `--features cuda` test binaries and examples that scripts/cuda-build.sh packed, on
-# the GPU machine (no cargo, no network), from the repo root:
+# Runs the `--features cuda` test binaries and examples that scripts/cuda-build.sh packed, and
+# PyTorch's side of each comparison, on the GPU machine (no cargo, no network), from the repo
+# root, in one call:
 #
-#   bash .gpu/run.sh [tests] [smoke] [lenet] [bench]      (no argument: all four)
+#   bash .gpu/run.sh [tests] [smoke] [resnet18] [bench] [lenet]     (no argument: all five)
 #
-# Logs go to $OUT (or .gpu/out): summary.txt, tests.log, lenet-smoke.log, lenet.log,
-# lenet-d2l.png, bench.log. Exits non-zero if anything failed. TEST_ARGS are passed to every test
-# binary (e.g. TEST_ARGS='--test-threads 1'); TEST_TIMEOUT (s) bounds each (default 300).
+# Phases run in that order (the order of what matters most) against one deadline, DEADLINE
+# seconds after the start (default 450: the call must end within 8 minutes); each step's time
+# limit is cut to what is left, and a step with under 20 s left is skipped, saying so.
+# - tests: every test binary (but the two that run cargo), each in turn.
+# - smoke: `lenet --smoke` (two epochs on 12,000 images; fails unless the loss falls).
+# - resnet18: one epoch of d2l's ResNet-18 at 96x96, ours (`resnet --resnet18 --epochs 1`) then
+#   PyTorch's (bench/torch_resnet18.py --device cuda), same data, same GPU.
+# - bench: `bench --json`, then ../shared/bench's torch_lenet.py and torch_modern.py with
+#   --device cuda: the same cases, in images per second.
+# - lenet: the full 10-epoch d2l LeNet run (its accuracy, to set beside the CPU's).
+# Everything printed goes to $OUT (or .gpu/out): summary.txt, then one log per step. Exits
+# non-zero if anything failed.
 set -uo pipefail
+START=$SECONDS
+DEADLINE=${DEADLINE:-450}
 REPO=$(pwd)
 G=$REPO/.gpu
 [ -e "$G/run.sh" ] || { echo "run.sh: run me from the repo root (no $G/run.sh)" >&2; exit 2; }
@@ -237,6 +277,9 @@ SUMMARY=$OUT/summary.txt
 : >"$SUMMARY"
 note() { echo "$*" | tee -a "$SUMMARY"; }
 status=0
+left() { echo $((DEADLINE - (SECONDS - START))); }
+# limit CAP: a step's time limit, CAP or what is left before the deadline
+limit() { local l; l=$(left); if [ "$1" -lt "$l" ]; then echo "$1"; else echo "$l"; fi; }
 
 # The binaries: unpacked into /tmp once.
 B=$G/bin
@@ -250,18 +293,21 @@ if [ -e "$G/bin.tar.xz" ]; then
   fi
 fi
 chmod +x "$B"/tests/* "$B"/examples/* 2>/dev/null
+note "unpacked in $((SECONDS - START)) s"
 
 # CUDA 13's libcublas/libcublasLt/libnvrtc: the nvidia-* wheels in PyTorch's venv.
+PY=python3
+[ -x /opt/torch/.venv/bin/python ] && PY=/opt/torch/.venv/bin/python
 libdirs=$(ls -d /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib 2>/dev/null | tr '\n' ':')
 if [ -z "$libdirs" ]; then
-  libdirs=$(python3 - <<'PY' 2>/dev/null
+  libdirs=$($PY - <<'PY' 2>/dev/null
 import glob, os, site
 dirs = site.getsitepackages() + [site.getusersitepackages()]
 print(":".join(sorted({d for p in dirs for d in glob.glob(os.path.join(p, "nvidia", "*", "lib"))})))
 PY
 )
 fi
-export LD_LIBRARY_PATH=${libdirs%:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export LD_LIBRARY_PATH=$B/lib:${libdirs%:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 note "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 
 # dfdx compiles a few kernels with NVRTC at run time (to_dtype, concat, stack, reshape of a
@@ -276,48 +322,72 @@ if [ ! -e "$inc/cuda_fp16.h" ]; then
     fi
   done
 fi
-[ -e "$inc/cuda_fp16.h" ] && note "CUDA headers for NVRTC: $inc -> $(readlink -f "$inc")" ||
-  note "warning: no CUDA headers at $inc (NVRTC kernels that include them will fail)"
+if [ -e "$inc/cuda_fp16.h" ]; then note "CUDA headers for NVRTC: $inc -> $(readlink -f "$inc")"
+else note "warning: no CUDA headers at $inc (NVRTC kernels that include them will fail)"; fi
+# The tests find their files under the build machine's checkout path (CARGO_MANIFEST_DIR).
+root=$(cat "$B/build-root")
+if [ "$root" != "$REPO" ] && [ ! -e "$root" ]; then
+  mkdir -p "$(dirname "$root")" && ln -s "$REPO" "$root" && note "linked $root -> $REPO"
+fi
 
-nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader 2>&1 | tee -a "$SUMMARY"
+nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv,noheader 2>&1 | tee -a "$SUMMARY"
 ldd "$B/examples/lenet" | grep -E 'cublas|nvrtc|cuda' | tee -a "$SUMMARY"
+$PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())' 2>&1 | tee -a "$SUMMARY"
 
 export RUST_BACKTRACE=1 CNN_DATA=$G/data
 phases=" $* "
 on() { [ "$phases" = "  " ] || [[ "$phases" == *" $1 "* ]]; }
 
+# step LOG CAP CMD...: runs CMD in the repo root into $OUT/LOG within its time limit, and
+# notes the result with the last line it printed.
+step() {
+  local log=$1 cap=$2 t0=$SECONDS lim rc
+  shift 2
+  lim=$(limit "$cap")
+  if [ "$lim" -lt 20 ]; then note "SKIP $log: $(left) s left before the deadline"; status=1; return; fi
+  (cd "$REPO" && timeout "$lim" "$@") >"$OUT/$log" 2>&1
+  rc=$?
+  if [ $rc -eq 0 ]; then note "ok   $log ($((SECONDS - t0)) s): $(tail -1 "$OUT/$log")"; else
+    note "FAIL $log (exit $rc$([ $rc -eq 124 ] && echo ", timed out at $lim s"), $((SECONDS - t0)) s): $(tail -1 "$OUT/$log")"
+    status=1
+  fi
+}
+
 if on tests; then
-  : >"$OUT/tests.log"
+  t_all=$SECONDS
   while IFS=$'\t' read -r file dir name kind; do
     case $name in
       # They run cargo (trybuild, and `cargo build` of small crates): no cargo here.
       macro_ui | layer_shape_errors) note "SKIP $file (needs cargo)"; continue ;;
     esac
-    t0=$SECONDS
-    echo "===== $file (cwd $dir)" >>"$OUT/tests.log"
-    (cd "$REPO/$dir" && timeout "${TEST_TIMEOUT:-300}" "$B/$file" ${TEST_ARGS:-}) >>"$OUT/tests.log" 2>&1
-    rc=$?
-    line=$(grep -a '^test result:' "$OUT/tests.log" | tail -1)
-    if [ $rc -eq 0 ]; then note "ok   $file ($((SECONDS - t0)) s) $line"; else
-      note "FAIL $file (exit $rc, $((SECONDS - t0)) s) $line"; status=1; fi
+    # The training examples and the bench run in their own phases below.
+    case $file in examples/lenet | examples/resnet | examples/bench) continue ;; esac
+    step "test-${file##*/}.log" "${TEST_TIMEOUT:-150}" "$B/$file" ${TEST_ARGS:-}
+    grep -a '^test result:' "$OUT/test-${file##*/}.log" | tail -1 | sed 's/^/     /' | tee -a "$SUMMARY"
   done <"$B/manifest.tsv"
+  note "tests: $((SECONDS - t_all)) s"
+  # What one training step copies between host and device (tests/cuda_copies.rs).
+  grep -ah 'one training step' "$OUT"/test-*cuda_copies*.log 2>/dev/null | tee -a "$SUMMARY"
 fi
-
-run_example() { # run_example LOG ARGS...
-  local log=$1 t0=$SECONDS
-  shift
-  (cd "$REPO" && timeout "${EXAMPLE_TIMEOUT:-540}" "$B/examples/$1" "${@:2}") >"$OUT/$log" 2>&1
-  local rc=$?
-  if [ $rc -eq 0 ]; then note "ok   $* ($((SECONDS - t0)) s): $(tail -1 "$OUT/$log")"; else
-    note "FAIL $* (exit $rc, $((SECONDS - t0)) s): $(tail -1 "$OUT/$log")"; status=1; fi
-}
-if on smoke; then run_example lenet-smoke.log lenet --smoke --data "$G/data" --out /tmp/cnn-runs/smoke; fi
+if on smoke; then
+  step lenet-smoke.log 90 "$B/examples/lenet" --smoke --data "$G/data" --out /tmp/cnn-runs/smoke
+fi
+if on resnet18; then
+  step resnet18.log 180 "$B/examples/resnet" --resnet18 --epochs 1 --data "$G/data" --out /tmp/cnn-runs/resnet18
+  grep -a 'resized\|epochs in\|test acc' "$OUT/resnet18.log" | tail -3 | tee -a "$SUMMARY"
+  step torch-resnet18.log 120 "$PY" bench/torch_resnet18.py --device cuda --data "$G/data"
+fi
+if on bench; then
+  step bench.log 150 "$B/examples/bench" --json
+  step torch-lenet.log 60 "$PY" "$G/bench/torch_lenet.py" --device cuda
+  step torch-modern.log 60 "$PY" "$G/bench/torch_modern.py" --device cuda
+  cat "$OUT/bench.log" "$OUT/torch-lenet.log" "$OUT/torch-modern.log" 2>/dev/null | grep -a '"case"' | tee -a "$SUMMARY"
+fi
 if on lenet; then
-  run_example lenet.log lenet --data "$G/data" --out /tmp/cnn-runs/full
+  step lenet.log 120 "$B/examples/lenet" --data "$G/data" --out /tmp/cnn-runs/full
   cp /tmp/cnn-runs/full/*.png "$OUT/" 2>/dev/null
 fi
-if on bench; then run_example bench.log bench; fi
-note "status $status"
+note "status $status, $((SECONDS - START)) s"
 exit $status
 EOF
 }

@@ -229,3 +229,67 @@ fn folding_into_a_conv_matches_the_layers() {
     let folded = conv.fused((), ()).folding(&bn).forward(x);
     assert!(max_diff(&folded.as_vec(), &layers.as_vec()) < 1e-12);
 }
+
+/// A batch large enough that the CUDA kernels split each channel's sums over several blocks
+/// (N = B * P = 25,600 values per channel: 7 shares of 4,096), with values far from zero (a
+/// mean of 1000 against a spread of 1, where a one-pass variance without a shift would lose
+/// digits), against the definition, and its gradients against the CPU kernel's.
+#[test]
+fn large_batches_match_the_definition_and_the_cpu() {
+    /// x, gamma, beta, the running mean and variance, and the output's weights in the loss.
+    type Inputs<'a> = [&'a [f64]; 6];
+    fn run<D: cnn::ConvDevice<f64>>(
+        dev: &D,
+        g: BatchNormGeometry,
+        [x, gamma, beta, rm, rv, r]: Inputs<'_>,
+    ) -> [Vec<f64>; 6] {
+        let c = g.channels;
+        let tx = dev.tensor_from_vec(x.to_vec(), (g.len(),));
+        let tg = dev.tensor_from_vec(gamma.to_vec(), (c,));
+        let tb = dev.tensor_from_vec(beta.to_vec(), (c,));
+        let mut trm = dev.tensor_from_vec(rm.to_vec(), (c,));
+        let mut trv = dev.tensor_from_vec(rv.to_vec(), (c,));
+        let y = try_batch_norm_train(tx.leaky_trace(), g, &tg, &tb, &mut trm, &mut trv).unwrap();
+        let out = y.as_vec();
+        let grads = (y * dev.tensor_from_vec(r.to_vec(), (g.len(),)))
+            .sum()
+            .backward();
+        [
+            out,
+            trm.as_vec(),
+            trv.as_vec(),
+            grads.get(&tx).as_vec(),
+            grads.get(&tg).as_vec(),
+            grads.get(&tb).as_vec(),
+        ]
+    }
+    let mut rng = Rng::new(5);
+    for relu in [false, true] {
+        let g = BatchNormGeometry {
+            relu,
+            ..geometry(16, 3, 40 * 40)
+        };
+        let x: Vec<f64> = rng.vec(g.len()).iter().map(|v| v + 1000.0).collect();
+        let gamma: Vec<f64> = rng.vec(3).iter().map(|v| v + 1.5).collect();
+        let (beta, rm, r) = (rng.vec(3), rng.vec(3), rng.vec(g.len()));
+        let rv: Vec<f64> = rng.vec(3).iter().map(|v| v + 1.5).collect();
+        let (want, want_rm, want_rv) = reference(&g, &x, &gamma, &beta, (&rm, &rv));
+        let args = [&x[..], &gamma[..], &beta[..], &rm[..], &rv[..], &r[..]];
+        let got = run(&TestDevice::default(), g, args);
+        assert!(max_diff(&got[0], &want) < 1e-9, "output, relu {relu}");
+        assert!(
+            max_diff(&got[1], &want_rm) < 1e-9,
+            "running mean, relu {relu}"
+        );
+        assert!(
+            max_diff(&got[2], &want_rv) < 1e-9,
+            "running var, relu {relu}"
+        );
+        let cpu = run(&Cpu::default(), g, args);
+        for (what, i) in [("dx", 3), ("dgamma", 4), ("dbeta", 5)] {
+            let scale = cpu[i].iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            let diff = max_diff(&got[i], &cpu[i]);
+            assert!(diff < 1e-9 * scale, "{what} differs by {diff}, relu {relu}");
+        }
+    }
+}

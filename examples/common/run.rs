@@ -21,7 +21,9 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// The device: CUDA under `--features cuda`, else the CPU.
 pub type Dev = AutoDevice;
 /// A batch of Fashion-MNIST images.
-pub type Images = (usize, Const<1>, Const<28>, Const<28>);
+pub type Images = SizedImages<28>;
+/// A batch of Fashion-MNIST images resized to `SIDE x SIDE` ([`run_sized`]).
+pub type SizedImages<const SIDE: usize> = (usize, Const<1>, Const<SIDE>, Const<SIDE>);
 
 /// The options every training example takes (each adds its own with `#[command(flatten)]`).
 #[derive(clap::Args, Debug)]
@@ -118,7 +120,7 @@ struct Unwritable {
     source: std::io::Error,
 }
 
-pub fn to_batches(set: Dataset) -> Result<InMemory<Images>, Error> {
+pub fn to_batches<const SIDE: usize>(set: Dataset) -> Result<InMemory<SizedImages<SIDE>>, Error> {
     let labels = set.labels.iter().map(|&l| usize::from(l)).collect();
     Ok(InMemory::new(set.images, labels)?)
 }
@@ -130,6 +132,19 @@ pub fn run<M>(args: &RunArgs, name: &str, sgd_lr: f64) -> Result<(), Error>
 where
     M: BuildOnDevice<Dev, f32>,
     M::Built: Classifier<Images, f32, Dev, 10>
+        + SaveToSafetensors<f32, Dev>
+        + LoadFromSafetensors<f32, Dev>
+        + Network,
+{
+    run_sized::<M, 28>(args, name, sgd_lr)
+}
+
+/// [`run`] on the images resized to `SIDE x SIDE` first (bilinear, as d2l's
+/// `load_data_fashion_mnist(resize=SIDE)` does with torchvision: `Dataset::resized`).
+pub fn run_sized<M, const SIDE: usize>(args: &RunArgs, name: &str, sgd_lr: f64) -> Result<(), Error>
+where
+    M: BuildOnDevice<Dev, f32>,
+    M::Built: Classifier<SizedImages<SIDE>, f32, Dev, 10>
         + SaveToSafetensors<f32, Dev>
         + LoadFromSafetensors<f32, Dev>
         + Network,
@@ -173,7 +188,16 @@ where
         data.train = data.train.subset(12_000);
         data.test = data.test.subset(2_000);
     }
-    let test = to_batches(data.test)?;
+    if SIDE != data.test.rows {
+        let start = std::time::Instant::now();
+        data.train = data.train.resized(SIDE, SIDE);
+        data.test = data.test.resized(SIDE, SIDE);
+        println!(
+            "data: resized to {SIDE}x{SIDE} in {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
+    }
+    let test = to_batches::<SIDE>(data.test)?;
 
     if let Some(path) = &args.eval {
         let acc = cnn::train::evaluate(&dev, &model, &test, args.batch)?;
@@ -181,7 +205,7 @@ where
         return Ok(());
     }
 
-    let train = to_batches(data.train)?.shuffled(args.seed);
+    let train = to_batches::<SIDE>(data.train)?.shuffled(args.seed);
     let epochs = if args.smoke { 2 } else { args.epochs };
     let config = Config {
         epochs,

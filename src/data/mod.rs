@@ -1,4 +1,5 @@
-//! Data sets and mini-batches: an IDX reader and Fashion-MNIST.
+//! Data sets and mini-batches: an IDX reader, Fashion-MNIST, and d2l's resizing of it
+//! (`Dataset::resized`, torchvision's bilinear `Resize`).
 //!
 //! ```no_run
 //! use cnn::data::FashionMnist;
@@ -20,6 +21,7 @@ mod download;
 mod error;
 mod fashion_mnist;
 mod idx;
+mod resize;
 
 pub use dataset::{Batch, Batches, Dataset};
 pub use error::DataError;
@@ -27,3 +29,4 @@ pub use fashion_mnist::{
     CLASS_NAMES, DEFAULT_URL, FASHION_MNIST_MD5, FILES, FashionMnist, Locator, SIDE, SYSTEM_DIR,
 };
 pub use idx::{Idx, read_idx};
+pub use resize::resize_bilinear_u8;

@@ -16,6 +16,10 @@ pub mod conv2d;
 pub mod conv_transpose2d;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+// The CUDA bridge's parsing needs no device: its tests run on the CPU build too.
+#[cfg(all(test, not(feature = "cuda")))]
+#[path = "cuda/debug_prefix.rs"]
+mod cuda_debug_prefix;
 pub mod pool2d;
 
 pub use conv_transpose2d::{ConvTranspose2DGeometry, ConvTranspose2DKernel, try_conv_transpose2d};

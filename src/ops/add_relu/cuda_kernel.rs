@@ -1,16 +1,14 @@
-//! `max(a + b, 0)` on `Cuda`: `add_relu`/`relu_grad_add` of `src/ops/cuda/kernels.cu`.
+//! `max(a + b, 0)` on `Cuda`: `add_relu`/`relu_grad_add` of `src/ops/cuda/kernels.cu`, reading
+//! `a` and `b` where dfdx keeps them and writing the output tensor in place.
 
 use super::AddReluKernel;
-use crate::ops::cuda::{
-    CudaFloat, add_relu, alloc, device_of, into_tensor, relu_grad_add, to_device,
-};
-use cudarc::driver::{CudaSlice, DeviceSlice};
+use crate::ops::cuda::{CudaFloat, Held, add_relu, device_of, hold, new_tensor, relu_grad_add};
 use dfdx::shapes::Shape;
 use dfdx::tensor::{Cuda, Tensor};
 
 impl<E: CudaFloat> AddReluKernel<E> for Cuda {
-    /// The output, kept on the device for its sign.
-    type AddReluSaved = Option<CudaSlice<E>>;
+    /// The output tensor, held (not copied) for its sign.
+    type AddReluSaved = Option<Held<E>>;
 
     fn add_relu_forward<S: Shape>(
         &self,
@@ -20,18 +18,13 @@ impl<E: CudaFloat> AddReluKernel<E> for Cuda {
         save: bool,
     ) -> Result<(Tensor<S, E, Self>, Self::AddReluSaved), Self::Err> {
         let dev = device_of::<E>(self)?;
-        let (a, b) = (to_device(&dev, a)?, to_device(&dev, b)?);
-        let mut y = alloc::<E>(&dev, shape.num_elements())?;
-        add_relu(&dev, &a, &b, &mut y)?;
+        let (a, b) = (hold(a)?, hold(b)?);
+        let y = new_tensor(self, shape, |y| add_relu(&dev, &a, &b, y))?;
         let saved = match save {
-            true => {
-                let mut keep = alloc::<E>(&dev, y.len())?;
-                dev.dtod_copy(&y, &mut keep)?;
-                Some(keep)
-            }
+            true => Some(hold(&y)?),
             false => None,
         };
-        Ok((into_tensor(self, y, shape)?, saved))
+        Ok((y, saved))
     }
 
     fn add_relu_backward(

@@ -1,70 +1,30 @@
-//! Batch norm on `Cuda`: `channel_dot`, `channel_affine` and `bn_input_grad` of
-//! `src/ops/cuda/kernels.cu`. The per-channel numbers (C of them: means, variances, the running
-//! statistics, the affine coefficients) are worked out on the host from the device's sums, as
-//! the CPU kernel does in `f64`; the `(B, C, P)` data stays on the device.
+//! Batch norm on `Cuda`, all on the device: the `bn_*` kernels of `src/ops/cuda/kernels.cu`.
+//! The per-channel statistics are summed in `f64` there (as the CPU kernel sums them), the
+//! running statistics are moved there into new tensors, and the input, `γ`, `β` and the
+//! running statistics are read where dfdx keeps them. Nothing crosses to the host.
+//!
+//! Buffers (`N = B * P`): `stats` (C, 2) `f64` = mean, `1/σ`; the input and the output (when a
+//! ReLU follows: its mask) are held for backward rather than a copy of `x̂`, which backward
+//! recomputes as `(x - mean) / σ`.
 
-use super::{BatchNormGeometry, BatchNormKernel, update_running};
+use super::{BatchNormGeometry, BatchNormKernel};
 use crate::ops::cuda::{
-    CudaFloat, alloc, bn_input_grad, bn_relu_grad, channel_affine, channel_dot, device_of,
-    into_tensor, to_device,
+    CudaFloat, Held, alloc, bn_apply, bn_backward, bn_infer, bn_stats, device_of, hold, new_tensor,
 };
-use crate::ops::to_host;
-use cudarc::driver::{CudaDevice, CudaSlice};
-use dfdx::shapes::Shape;
-use dfdx::tensor::{Cuda, CudaError, Tensor};
-use std::sync::Arc;
+use cudarc::driver::{CudaSlice, DevicePtr};
+use dfdx::shapes::{HasShape, Shape};
+use dfdx::tensor::{Cuda, Tensor};
 
-/// What backward needs: `x̂` (B, C, P) and `γ / σ` (C), and `γ`, `β` when a ReLU follows
-/// (its mask is `x̂ γ + β > 0`).
-pub struct CudaBatchNormSaved<E> {
-    xhat: Option<CudaSlice<E>>,
-    gamma_over_std: Vec<E>,
-    gamma_beta: Option<(Vec<E>, Vec<E>)>,
-}
-
-fn to_f64s<E: CudaFloat>(v: &[E]) -> Vec<f64> {
-    v.iter().map(|v| v.to_f64().unwrap()).collect()
-}
-
-fn from_f64s<E: CudaFloat>(v: impl IntoIterator<Item = f64>) -> Vec<E> {
-    v.into_iter().map(|v| E::from_f64(v).unwrap()).collect()
-}
-
-/// Per channel, the sum over B and P of `a * b` (of `a` alone without `b`), on the host.
-fn sums<E: CudaFloat>(
-    dev: &Arc<CudaDevice>,
-    a: &CudaSlice<E>,
-    b: Option<&CudaSlice<E>>,
-    g: &BatchNormGeometry,
-) -> Result<Vec<f64>, CudaError> {
-    let mut out = dev.alloc_zeros::<E>(g.channels)?;
-    channel_dot(dev, a, b, &mut out, (g.batch, g.channels, g.plane))?;
-    Ok(to_f64s(&dev.dtoh_sync_copy(&out)?))
-}
-
-/// `y = x * a[c] + s[c]` (then `max(0, y)` with `relu`) into a new device buffer.
-fn affine<E: CudaFloat>(
-    dev: &Arc<CudaDevice>,
-    x: &CudaSlice<E>,
-    (a, s): (&[E], &[E]),
-    relu: bool,
-    g: &BatchNormGeometry,
-) -> Result<CudaSlice<E>, CudaError> {
-    let (a, s) = (dev.htod_sync_copy(a)?, dev.htod_sync_copy(s)?);
-    let mut y = alloc::<E>(dev, g.len())?;
-    channel_affine(
-        dev,
-        x,
-        (&a, &s),
-        relu,
-        &mut y,
-        (g.batch, g.channels, g.plane),
-    )?;
-    Ok(y)
+/// What backward needs: the input, `γ`, the statistics, and the output when a ReLU follows.
+pub struct CudaBatchNormSaved<E: CudaFloat> {
+    x: Held<E>,
+    gamma: Held<E>,
+    stats: CudaSlice<f64>,
+    y: Option<Held<E>>,
 }
 
 impl<E: CudaFloat> BatchNormKernel<E> for Cuda {
-    type BatchNormSaved = CudaBatchNormSaved<E>;
+    type BatchNormSaved = Option<CudaBatchNormSaved<E>>;
 
     fn batch_norm_train<Sx: Shape, Sc: Shape, So: Shape>(
         &self,
@@ -78,42 +38,43 @@ impl<E: CudaFloat> BatchNormKernel<E> for Cuda {
         save: bool,
     ) -> Result<(Tensor<So, E, Self>, Self::BatchNormSaved), Self::Err> {
         let dev = device_of::<E>(self)?;
-        let n = g.per_channel();
-        let empty = CudaBatchNormSaved {
-            xhat: None,
-            gamma_over_std: Vec::new(),
-            gamma_beta: None,
-        };
-        let x = to_device(&dev, x)?;
-        let (gamma, beta) = (to_f64s(&to_host(gamma)), to_f64s(&to_host(beta)));
-        let mean: Vec<f64> = sums(&dev, &x, None, g)?
-            .into_iter()
-            .map(|s| s / n as f64)
-            .collect();
-        // Two passes (the deviations, then their squares): no cancellation in the variance.
-        let ones = from_f64s::<E>(vec![1.0; g.channels]);
-        let shift = from_f64s::<E>(mean.iter().map(|m| -m));
-        let centred = affine(&dev, &x, (&ones, &shift), false, g)?;
-        let var: Vec<f64> = sums(&dev, &centred, Some(&centred), g)?
-            .into_iter()
-            .map(|s| s / n as f64)
-            .collect();
-        let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + g.epsilon).sqrt()).collect();
-        let zeros = from_f64s::<E>(vec![0.0; g.channels]);
-        let scale = from_f64s::<E>(inv_std.iter().copied());
-        let xhat = affine(&dev, &centred, (&scale, &zeros), false, g)?;
-        let (gamma_e, beta_e) = (from_f64s::<E>(gamma.iter().copied()), from_f64s::<E>(beta));
-        let out = affine(&dev, &xhat, (&gamma_e, &beta_e), g.relu, g)?;
+        let bcp = (g.batch, g.channels, g.plane);
+        let (x, gamma, beta) = (hold(x)?, hold(gamma)?, hold(beta)?);
+        let mut stats = alloc::<f64>(&dev, 2 * g.channels)?;
+        // The running statistics move into new tensors (as dfdx's copy-on-write would copy a
+        // shared one): one kernel reads the old and writes the new.
+        let (rm, rv) = (hold(running_mean)?, hold(running_var)?);
+        let sc = *running_mean.shape();
+        let mut new_rv = None;
+        let new_rm = new_tensor(self, sc, |new_rm| {
+            new_rv = Some(new_tensor(self, sc, |new_rv| {
+                bn_stats(
+                    &dev,
+                    &x,
+                    (&rm, &rv),
+                    &mut stats,
+                    (new_rm, new_rv),
+                    bcp,
+                    (g.epsilon, g.momentum),
+                )
+            })?);
+            Ok(())
+        })?;
+        *running_mean = new_rm;
+        *running_var = new_rv.expect("filled above");
+        let out = new_tensor(self, out_shape, |y| {
+            bn_apply(&dev, &x, &stats, (&gamma, &beta), y, bcp, g.relu)
+        })?;
         let saved = match save {
-            true => CudaBatchNormSaved {
-                xhat: Some(xhat),
-                gamma_over_std: from_f64s((0..g.channels).map(|c| gamma[c] * inv_std[c])),
-                gamma_beta: g.relu.then_some((gamma_e, beta_e)),
-            },
-            false => empty,
+            true => Some(CudaBatchNormSaved {
+                y: g.relu.then(|| hold(&out)).transpose()?,
+                x,
+                gamma,
+                stats,
+            }),
+            false => None,
         };
-        update_running(g, (&mean, &var), running_mean, running_var);
-        Ok((into_tensor(self, out, out_shape)?, saved))
+        Ok((out, saved))
     }
 
     fn batch_norm_backward(
@@ -125,38 +86,19 @@ impl<E: CudaFloat> BatchNormKernel<E> for Cuda {
         dgamma: &mut Self::Vec,
         dbeta: &mut Self::Vec,
     ) -> Result<(), Self::Err> {
-        let n = g.per_channel();
-        let Some(xhat) = saved.xhat else {
+        let Some(CudaBatchNormSaved { x, gamma, stats, y }) = saved else {
             return Ok(());
         };
-        let dev = gout.device();
-        let bcp = (g.batch, g.channels, g.plane);
-        // Through the ReLU first: dz = dy where x̂ γ + β > 0, else 0.
-        let masked = match &saved.gamma_beta {
-            Some((gamma, beta)) => {
-                let (gamma, beta) = (dev.htod_sync_copy(gamma)?, dev.htod_sync_copy(beta)?);
-                let mut dz = alloc::<E>(&dev, g.len())?;
-                bn_relu_grad(&dev, gout, &xhat, (&gamma, &beta), &mut dz, bcp)?;
-                Some(dz)
-            }
-            None => None,
-        };
-        let gout = masked.as_ref().unwrap_or(gout);
-        let sum_dy = sums(&dev, gout, None, g)?;
-        let sum_dy_xhat = sums(&dev, gout, Some(&xhat), g)?;
-        // dβ += Σ dy, dγ += Σ dy x̂ (C values each, through the host).
-        let add = |buf: &mut CudaSlice<E>, plus: &[f64]| -> Result<(), CudaError> {
-            let now = to_f64s(&dev.dtoh_sync_copy(buf)?);
-            let sum = from_f64s::<E>(now.iter().zip(plus).map(|(a, b)| a + b));
-            dev.htod_sync_copy_into(&sum, buf)?;
-            Ok(())
-        };
-        add(dbeta, &sum_dy)?;
-        add(dgamma, &sum_dy_xhat)?;
-        let k = dev.htod_sync_copy(&saved.gamma_over_std)?;
-        let mdy = dev.htod_sync_copy(&from_f64s::<E>(sum_dy.iter().map(|s| s / n as f64)))?;
-        let mdyx = dev.htod_sync_copy(&from_f64s::<E>(sum_dy_xhat.iter().map(|s| s / n as f64)))?;
-        bn_input_grad(&dev, gout, &xhat, &k, &mdy, &mdyx, dx, bcp)
+        let y = y.as_ref().map(|y| y as &dyn DevicePtr<E>);
+        bn_backward(
+            &gout.device(),
+            (&x, y, &stats),
+            &gamma,
+            gout,
+            dx,
+            (dgamma, dbeta),
+            (g.batch, g.channels, g.plane),
+        )
     }
 
     fn batch_norm_infer<Sx: Shape, Sc: Shape, So: Shape>(
@@ -170,17 +112,19 @@ impl<E: CudaFloat> BatchNormKernel<E> for Cuda {
         out_shape: So,
     ) -> Result<Tensor<So, E, Self>, Self::Err> {
         let dev = device_of::<E>(self)?;
-        let x = to_device(&dev, x)?;
-        let (gamma, beta) = (to_f64s(&to_host(gamma)), to_f64s(&to_host(beta)));
-        let (rm, rv) = (
-            to_f64s(&to_host(running_mean)),
-            to_f64s(&to_host(running_var)),
-        );
-        let a: Vec<f64> = (0..g.channels)
-            .map(|c| gamma[c] / (rv[c] + g.epsilon).sqrt())
-            .collect();
-        let s = from_f64s::<E>((0..g.channels).map(|c| beta[c] - rm[c] * a[c]));
-        let out = affine(&dev, &x, (&from_f64s(a.iter().copied()), &s), g.relu, g)?;
-        into_tensor(self, out, out_shape)
+        let (x, gamma, beta) = (hold(x)?, hold(gamma)?, hold(beta)?);
+        let (rm, rv) = (hold(running_mean)?, hold(running_var)?);
+        new_tensor(self, out_shape, |y| {
+            bn_infer(
+                &dev,
+                &x,
+                (&gamma, &beta),
+                (&rm, &rv),
+                y,
+                (g.batch, g.channels, g.plane),
+                g.epsilon,
+                g.relu,
+            )
+        })
     }
 }

@@ -107,8 +107,9 @@ pub trait BatchNormKernel<E: Float>: Storage<E> {
 
 /// Moves the running statistics towards the batch's per-channel `mean` and biased `var`, as
 /// PyTorch does: `running = (1 - momentum) * running + momentum * stat`, with the unbiased
-/// variance (`N / (N - 1)`) for the running one. Both devices' kernels call this with the
-/// statistics they worked out (C values, through the host).
+/// variance (`N / (N - 1)`) for the running one. The CPU kernel calls this with the
+/// statistics it worked out; the CUDA kernel does the same on the device (`bn_stat_finish` in
+/// `src/ops/cuda/kernels.cu`).
 pub(crate) fn update_running<Sc: Shape, E: Float, D: CopySlice<E>>(
     g: &BatchNormGeometry,
     (mean, var): (&[f64], &[f64]),

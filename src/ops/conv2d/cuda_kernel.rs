@@ -1,5 +1,7 @@
 //! The fused convolution on `Cuda`: im2col over the whole batch, one cuBLAS gemm per group,
-//! then bias and activation (and the pooling kernel) from `src/ops/cuda/kernels.cu`.
+//! then bias and activation (and the pooling kernel) from `src/ops/cuda/kernels.cu`. The input,
+//! weight and bias are read where dfdx keeps them and the last kernel writes the output tensor
+//! in place (`ops::cuda::{hold, new_tensor}`).
 //!
 //! Buffers (row-major; `P = OH * OW`, `N = B * P`, `K = C/G * KH * KW`, `Og = O/G`):
 //! - `cols`: (G * K, N), the lowered input, kept for the weight gradient
@@ -10,19 +12,21 @@
 use super::{Activation, Conv2DKernel, Conv2DOp};
 use crate::ops::PoolKind;
 use crate::ops::cuda::{
-    CudaFloat, PoolGeom, act_grad, alloc, bias_act, blas, channel_sum, col2im, device_of, gemm,
-    im2col, into_tensor, pool_bwd, pool_fwd, to_device,
+    Buf, CudaFloat, Held, PoolGeom, act_grad, alloc, bias_act, blas, channel_sum, col2im,
+    device_of, gemm, hold, im2col, new_tensor, pool_bwd, pool_fwd,
 };
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, DevicePtr};
 use dfdx::shapes::Shape;
 use dfdx::tensor::{Cuda, Tensor};
 
 /// What backward needs, on the device.
-pub struct CudaConv2DSaved<E> {
+pub struct CudaConv2DSaved<E: CudaFloat> {
     cols: CudaSlice<E>,
-    w: CudaSlice<E>,
-    /// The activation's output (B, O, P), unless the activation is the identity.
-    y: Option<CudaSlice<E>>,
+    /// The weight tensor, held (not copied).
+    w: Held<E>,
+    /// The activation's output (B, O, P), unless the activation is the identity: the output
+    /// tensor itself when no pooling follows.
+    y: Option<Buf<E>>,
     /// With max pooling, the maxima's positions.
     arg: Option<CudaSlice<u32>>,
 }
@@ -52,12 +56,14 @@ impl<E: CudaFloat> Conv2DKernel<E> for Cuda {
         let (groups, o) = (g.groups, g.out_channels);
         let dev = device_of::<E>(self)?;
         let blas = blas(&dev)?;
-        let x = to_device(&dev, x)?;
-        let w = to_device(&dev, w)?;
-        let b = b.map(|b| to_device(&dev, b)).transpose()?;
+        let x = hold(x)?;
+        let w = hold(w)?;
+        let b = b.map(hold).transpose()?;
+        let b = b.as_ref().map(|b| b as &dyn DevicePtr<E>);
 
         let mut cols = alloc::<E>(&dev, groups * k * n)?;
         im2col(&dev, g, &x, &mut cols)?;
+        drop(x);
         let mut z = alloc::<E>(&dev, o * n)?;
         let strides = (og * k, k * n, og * n);
         gemm(
@@ -72,26 +78,34 @@ impl<E: CudaFloat> Conv2DKernel<E> for Cuda {
             groups,
             strides,
         )?;
-        let mut y = alloc::<E>(&dev, o * n)?;
-        bias_act(&dev, &z, b.as_ref(), &mut y, (g.batch, o, p), op.act, false)?;
-        drop(z);
-
+        let bcp = (g.batch, o, p);
         let keep_y = save && op.act != Activation::Identity;
         let (out, arg, y) = match &op.pool {
             Some(pool) => {
+                let mut y = alloc::<E>(&dev, o * n)?;
+                bias_act(&dev, &z, b, &mut y, bcp, op.act, false)?;
+                drop(z);
                 let pg = PoolGeom::new(pool, g.batch * o);
-                let mut out = alloc::<E>(&dev, pg.out_len())?;
                 let mut arg = match save && pool.kind == PoolKind::Max {
                     true => Some(alloc::<u32>(&dev, pg.out_len())?),
                     false => None,
                 };
-                pool_fwd(&dev, &pg, &y, &mut out, arg.as_mut())?;
-                (out, arg, keep_y.then_some(y))
+                let out = new_tensor(self, out_shape, |out| {
+                    pool_fwd(&dev, &pg, &y, out, arg.as_mut())
+                })?;
+                (out, arg, keep_y.then_some(Buf::Own(y)))
             }
-            None if keep_y => (y.try_clone()?, None, Some(y)),
-            None => (y, None, None),
+            None => {
+                let out = new_tensor(self, out_shape, |y| {
+                    bias_act(&dev, &z, b, y, bcp, op.act, false)
+                })?;
+                let y = match keep_y {
+                    true => Some(Buf::Tensor(hold(&out)?)),
+                    false => None,
+                };
+                (out, None, y)
+            }
         };
-        let out = into_tensor(self, out, out_shape)?;
         let saved = save.then_some(CudaConv2DSaved { cols, w, y, arg });
         Ok((out, saved))
     }
@@ -127,7 +141,8 @@ impl<E: CudaFloat> Conv2DKernel<E> for Cuda {
         };
         // gz: (O, N), the gradient at z
         let mut gz = alloc::<E>(&dev, o * n)?;
-        act_grad(&dev, gy, y.as_ref(), &mut gz, (g.batch, o, p), op.act)?;
+        let y = y.as_ref().map(|y| y as &dyn DevicePtr<E>);
+        act_grad(&dev, gy, y, &mut gz, (g.batch, o, p), op.act)?;
         if let Some(db) = db {
             // gz seen as (1, O, N)
             channel_sum(&dev, &gz, db, (1, o, n))?;

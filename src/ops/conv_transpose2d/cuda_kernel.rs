@@ -1,6 +1,7 @@
 //! The transposed convolution on `Cuda`: the device kernels of the conv
 //! (`src/ops/cuda/kernels.cu`) run on the adjoint geometry `A`, the conv from this op's output
-//! back to its input, whose weight is this op's weight.
+//! back to its input, whose weight is this op's weight. The input, weight and bias are read
+//! where dfdx keeps them, and col2im accumulates straight into the (zeroed) output tensor.
 //!
 //! Buffers (row-major; `Pin` the input plane, `N = B * Pin`, `K = OUT/G * KH * KW`,
 //! `Ig = IN/G`):
@@ -11,17 +12,17 @@
 use super::{ConvTranspose2DGeometry, ConvTranspose2DKernel};
 use crate::ops::Activation::Identity;
 use crate::ops::cuda::{
-    Bcp, CudaFloat, act_grad, add_bias, alloc, bias_act, blas, channel_sum, col2im, device_of,
-    gemm, im2col, into_tensor, to_device,
+    Bcp, CudaFloat, Held, act_grad, add_bias, alloc, bias_act, blas, channel_sum, col2im,
+    device_of, gemm, hold, im2col, new_tensor,
 };
 use cudarc::driver::CudaSlice;
 use dfdx::shapes::Shape;
 use dfdx::tensor::{Cuda, Tensor};
 
-/// The input (channels first) and the weight, on the device.
-pub struct CudaConvTranspose2DSaved<E> {
+/// The input (channels first) and the weight tensor (held, not copied).
+pub struct CudaConvTranspose2DSaved<E: CudaFloat> {
     xt: CudaSlice<E>,
-    w: CudaSlice<E>,
+    w: Held<E>,
 }
 
 /// The output's `(B, OUT, OH * OW)`.
@@ -53,8 +54,9 @@ impl<E: CudaFloat> ConvTranspose2DKernel<E> for Cuda {
         let groups = geom.groups;
         let dev = device_of::<E>(self)?;
         let blas = blas(&dev)?;
-        let x = to_device(&dev, x)?;
-        let w = to_device(&dev, w)?;
+        let x = hold(x)?;
+        let w = hold(w)?;
+        let b = b.map(hold).transpose()?;
 
         // xt: (IN, N), the input with channels first (the identity's act_grad is a transpose)
         let mut xt = alloc::<E>(&dev, geom.in_channels * n)?;
@@ -80,13 +82,14 @@ impl<E: CudaFloat> ConvTranspose2DKernel<E> for Cuda {
             groups,
             strides,
         )?;
-        let mut out = dev.alloc_zeros::<E>(out_shape.num_elements())?;
-        col2im(&dev, &geom.adjoint(), &dcols, &mut out)?;
-        if let Some(b) = b {
-            let b = to_device(&dev, b)?;
-            add_bias(&dev, &mut out, &b, out_bcp(geom))?;
-        }
-        let out = into_tensor(self, out, out_shape)?;
+        // The new tensor starts zeroed: col2im adds into it.
+        let out = new_tensor(self, out_shape, |out| {
+            col2im(&dev, &geom.adjoint(), &dcols, out)?;
+            match &b {
+                Some(b) => add_bias(&dev, out, b, out_bcp(geom)),
+                None => Ok(()),
+            }
+        })?;
         Ok((out, CudaConvTranspose2DSaved { xt, w }))
     }
 

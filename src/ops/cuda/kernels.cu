@@ -1,13 +1,20 @@
 // Device kernels of the conv, pooling and batch-norm ops (src/ops/*/cuda_kernel.rs), compiled once per
 // device at run time with NVRTC, so they include no headers. Every kernel is a grid-stride loop
-// over the elements it writes and gathers what it needs: no atomics, so results are
-// deterministic. Buffer layouts are row-major and stated above each kernel; `P = OH * OW`,
-// `N = B * P`.
+// over the elements it writes and gathers what it needs (batch norm's sums go in two steps):
+// no atomics, so results are deterministic. Buffer layouts are row-major and stated above each
+// kernel; `P = OH * OW`, `N = B * P`.
 
 struct ConvGeom {
     int batch, channels;      // B, C (the input's channels)
     int h, w, oh, ow;         // input and output planes
     int kh, kw, sh, sw, ph, pw, dh, dw;
+};
+
+// Batch norm's sizes and settings for the kernels that finish its statistics.
+struct BnStep {
+    int batch, channels, plane;
+    int shares;               // S: the blocks each channel's sums are split over
+    double eps, momentum;
 };
 
 struct PoolGeom {
@@ -132,55 +139,163 @@ __device__ void channel_sum(const T *g, T *db, int batch, int channels, int plan
     if (threadIdx.x == 0) db[o] += part[0];
 }
 
-// out: (C) += sum over B and P of a * b, a and b: (B, C, P); b null means 1 (a plain sum).
-// One block of 256 threads per channel. (Batch norm's statistics and gradient sums.)
-template <typename T>
-__device__ void channel_dot(const T *a, const T *b, T *out, int batch, int channels, int plane) {
-    __shared__ T part[256];
-    const int c = blockIdx.x;
-    T s = T(0);
-    for (size_t i = threadIdx.x; i < (size_t)batch * plane; i += blockDim.x) {
-        const size_t at = ((i / plane) * channels + c) * plane + i % plane;
-        s += b ? a[at] * b[at] : a[at];
-    }
-    part[threadIdx.x] = s;
-    __syncthreads();
-    for (int k = blockDim.x / 2; k > 0; k /= 2) {
-        if (threadIdx.x < k) part[threadIdx.x] += part[threadIdx.x + k];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) out[c] += part[0];
+// Batch norm over (B, C, P) data: channel c's statistics are over its N = B * P values. Sums
+// run in double (as the CPU kernel's do) and in two steps, so that no atomics are needed and
+// results are deterministic: grid (C, S), block (c, s) sums its share of channel c into
+// part: (C, S, 2); then one thread per channel adds its S shares.
+
+// Index of the i-th of channel c's N values.
+__device__ size_t chan_at(size_t i, int c, int channels, int plane) {
+    return ((i / plane) * channels + c) * plane + i % plane;
 }
 
-// y: (B, C, P) = x * a[c] + s[c], then max(0, y) when relu is 1.
+// The block's sums of a and b (one each per thread, 256 threads) into out[0], out[1].
+__device__ void block_sum2(double a, double b, double *out) {
+    __shared__ double sa[256], sb[256];
+    sa[threadIdx.x] = a;
+    sb[threadIdx.x] = b;
+    __syncthreads();
+    for (int k = blockDim.x / 2; k > 0; k /= 2) {
+        if (threadIdx.x < k) {
+            sa[threadIdx.x] += sa[threadIdx.x + k];
+            sb[threadIdx.x] += sb[threadIdx.x + k];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        out[0] = sa[0];
+        out[1] = sb[0];
+    }
+}
+
+// This block's share of the thread (s, j) strided values of channel c: i = (s * 256 + j) + k * S * 256.
+#define SHARE_LOOP(i, n)                                                                   \
+    for (size_t i = (size_t)blockIdx.y * blockDim.x + threadIdx.x; i < (n);               \
+         i += (size_t)gridDim.y * blockDim.x)
+
+// part: (C, S, 2) = per share, the sums of (x - k) and (x - k)^2 with k = x[0, c, 0]: the shift
+// keeps the one-pass variance free of cancellation when the mean is large against the spread.
 template <typename T>
-__device__ void channel_affine(const T *x, const T *a, const T *s, T *y, int batch, int channels,
-                               int plane, int relu) {
+__device__ void bn_stat_parts(const T *x, double *part, int batch, int channels, int plane) {
+    const int c = blockIdx.x;
+    const size_t n = (size_t)batch * plane;
+    const double k = (double)x[(size_t)c * plane];
+    double s1 = 0, s2 = 0;
+    SHARE_LOOP(i, n) {
+        const double d = (double)x[chan_at(i, c, channels, plane)] - k;
+        s1 += d;
+        s2 += d * d;
+    }
+    block_sum2(s1, s2, part + ((size_t)c * gridDim.y + blockIdx.y) * 2);
+}
+
+// One thread per channel: stats: (C, 2) = mean, 1 / sqrt(var + eps) (the biased variance), and
+// the running statistics moved towards the batch's as PyTorch does, into new_rm, new_rv:
+// (1 - momentum) * running + momentum * stat, with the unbiased variance (N / (N - 1)).
+template <typename T>
+__device__ void bn_stat_finish(const BnStep g, const double *part, const T *x, const T *rm,
+                               const T *rv, double *stats, T *new_rm, T *new_rv) {
+    GRID_STRIDE(c, g.channels) {
+        double s1 = 0, s2 = 0;
+        for (int s = 0; s < g.shares; s++) {
+            s1 += part[(c * g.shares + s) * 2];
+            s2 += part[(c * g.shares + s) * 2 + 1];
+        }
+        const double n = (double)g.batch * g.plane;
+        const double mean = (double)x[c * g.plane] + s1 / n;
+        double var = (s2 - s1 * s1 / n) / n;
+        if (var < 0) var = 0;
+        stats[2 * c] = mean;
+        stats[2 * c + 1] = 1.0 / sqrt(var + g.eps);
+        const double unbias = n > 1 ? n / (n - 1) : 1.0;
+        const double m = g.momentum;
+        new_rm[c] = (T)((1 - m) * (double)rm[c] + m * mean);
+        new_rv[c] = (T)((1 - m) * (double)rv[c] + m * var * unbias);
+    }
+}
+
+// Training: y: (B, C, P) = x * a + s with a = istd * gamma, s = beta - mean * a (as the CPU
+// kernel rounds them), then max(0, y) when relu is 1.
+template <typename T>
+__device__ void bn_apply(const T *x, const double *stats, const T *gamma, const T *beta, T *y,
+                         int batch, int channels, int plane, int relu) {
     GRID_STRIDE(i, (size_t)batch * channels * plane) {
         const int c = (i / plane) % channels;
-        const T v = x[i] * a[c] + s[c];
+        const T a = (T)stats[2 * c + 1] * gamma[c];
+        const T s = beta[c] - (T)stats[2 * c] * a;
+        const T v = x[i] * a + s;
         y[i] = relu && !(v > T(0)) ? T(0) : v;
     }
 }
 
-// Through batch norm's fused ReLU: dz: (B, C, P) = dy where xhat * gamma[c] + beta[c] > 0, else 0.
+// Inference: y = x * a + s with a = gamma / sqrt(rv + eps), s = beta - rm * a (worked out in
+// double, as on the CPU), then max(0, y) when relu is 1.
 template <typename T>
-__device__ void bn_relu_grad(const T *dy, const T *xhat, const T *gamma, const T *beta, T *dz,
-                             int batch, int channels, int plane) {
+__device__ void bn_infer(const T *x, const T *gamma, const T *beta, const T *rm, const T *rv,
+                         T *y, int batch, int channels, int plane, double eps, int relu) {
     GRID_STRIDE(i, (size_t)batch * channels * plane) {
         const int c = (i / plane) % channels;
-        dz[i] = xhat[i] * gamma[c] + beta[c] > T(0) ? dy[i] : T(0);
+        const double ad = (double)gamma[c] / sqrt((double)rv[c] + eps);
+        const T a = (T)ad, s = (T)((double)beta[c] - (double)rm[c] * ad);
+        const T v = x[i] * a + s;
+        y[i] = relu && !(v > T(0)) ? T(0) : v;
     }
 }
 
-// Batch norm's input gradient: dx: (B, C, P) += k[c] * (dy - mdy[c] - xhat * mdyx[c]), with
-// k = gamma / sigma, mdy and mdyx the per-channel means of dy and dy * xhat.
+// The gradient at the normalised value: dz = dy, or 0 where the fused ReLU's output y is 0
+// (y null: no ReLU).
+template <typename T> __device__ double bn_dz(const T *dy, const T *y, size_t at) {
+    return y && !(y[at] > T(0)) ? 0.0 : (double)dy[at];
+}
+
+// part: (C, S, 2) = per share, the sums of dz and dz * xhat, xhat = (x - mean) * istd.
 template <typename T>
-__device__ void bn_input_grad(const T *dy, const T *xhat, const T *k, const T *mdy,
-                              const T *mdyx, T *dx, int batch, int channels, int plane) {
+__device__ void bn_grad_parts(const T *dy, const T *x, const T *y, const double *stats,
+                              double *part, int batch, int channels, int plane) {
+    const int c = blockIdx.x;
+    const size_t n = (size_t)batch * plane;
+    const double mean = stats[2 * c], istd = stats[2 * c + 1];
+    double s1 = 0, s2 = 0;
+    SHARE_LOOP(i, n) {
+        const size_t at = chan_at(i, c, channels, plane);
+        const double dz = bn_dz(dy, y, at);
+        s1 += dz;
+        s2 += dz * ((double)x[at] - mean) * istd;
+    }
+    block_sum2(s1, s2, part + ((size_t)c * gridDim.y + blockIdx.y) * 2);
+}
+
+// One thread per channel: sums: (C, 2) = the totals of the shares; dbeta[c] += sum dz,
+// dgamma[c] += sum dz * xhat.
+template <typename T>
+__device__ void bn_grad_finish(const double *part, int shares, double *sums, T *dgamma,
+                               T *dbeta, int channels) {
+    GRID_STRIDE(c, channels) {
+        double s1 = 0, s2 = 0;
+        for (int s = 0; s < shares; s++) {
+            s1 += part[(c * shares + s) * 2];
+            s2 += part[(c * shares + s) * 2 + 1];
+        }
+        sums[2 * c] = s1;
+        sums[2 * c + 1] = s2;
+        dbeta[c] += (T)s1;
+        dgamma[c] += (T)s2;
+    }
+}
+
+// dx: (B, C, P) += gamma * istd * (dz - mean(dz) - xhat * mean(dz * xhat)).
+template <typename T>
+__device__ void bn_grad_input(const T *dy, const T *x, const T *y, const double *stats,
+                              const T *gamma, const double *sums, T *dx, int batch,
+                              int channels, int plane) {
+    const double n = (double)batch * plane;
     GRID_STRIDE(i, (size_t)batch * channels * plane) {
         const int c = (i / plane) % channels;
-        dx[i] += k[c] * (dy[i] - mdy[c] - xhat[i] * mdyx[c]);
+        const double mean = stats[2 * c], istd = stats[2 * c + 1];
+        const double xhat = ((double)x[i] - mean) * istd;
+        const double g = (double)gamma[c] * istd *
+                         (bn_dz(dy, y, i) - sums[2 * c] / n - xhat * sums[2 * c + 1] / n);
+        dx[i] += (T)g;
     }
 }
 
@@ -280,22 +395,39 @@ __device__ void pool_bwd(const PoolGeom g, const T *gout, const unsigned *arg, T
     extern "C" __global__ void channel_sum_##S(const T *g, T *db, int b, int c, int p) {      \
         channel_sum(g, db, b, c, p);                                                          \
     }                                                                                         \
-    extern "C" __global__ void channel_dot_##S(const T *a, const T *b2, T *out, int b, int c,  \
-                                               int p) {                                       \
-        channel_dot(a, b2, out, b, c, p);                                                     \
+    extern "C" __global__ void bn_stat_parts_##S(const T *x, double *part, int b, int c,      \
+                                                 int p) {                                     \
+        bn_stat_parts(x, part, b, c, p);                                                      \
     }                                                                                         \
-    extern "C" __global__ void channel_affine_##S(const T *x, const T *a, const T *s, T *y,   \
-                                                  int b, int c, int p, int relu) {            \
-        channel_affine(x, a, s, y, b, c, p, relu);                                            \
+    extern "C" __global__ void bn_stat_finish_##S(const BnStep g, const double *part,         \
+                                                  const T *x, const T *rm, const T *rv,       \
+                                                  double *stats, T *new_rm, T *new_rv) {      \
+        bn_stat_finish(g, part, x, rm, rv, stats, new_rm, new_rv);                            \
     }                                                                                         \
-    extern "C" __global__ void bn_relu_grad_##S(const T *dy, const T *xhat, const T *gamma,   \
-                                                const T *beta, T *dz, int b, int c, int p) {  \
-        bn_relu_grad(dy, xhat, gamma, beta, dz, b, c, p);                                     \
+    extern "C" __global__ void bn_apply_##S(const T *x, const double *stats, const T *gamma,  \
+                                            const T *beta, T *y, int b, int c, int p,         \
+                                            int relu) {                                       \
+        bn_apply(x, stats, gamma, beta, y, b, c, p, relu);                                    \
     }                                                                                         \
-    extern "C" __global__ void bn_input_grad_##S(const T *dy, const T *xhat, const T *k,      \
-                                                 const T *mdy, const T *mdyx, T *dx, int b,   \
+    extern "C" __global__ void bn_infer_##S(const T *x, const T *gamma, const T *beta,        \
+                                            const T *rm, const T *rv, T *y, int b, int c,     \
+                                            int p, double eps, int relu) {                    \
+        bn_infer(x, gamma, beta, rm, rv, y, b, c, p, eps, relu);                              \
+    }                                                                                         \
+    extern "C" __global__ void bn_grad_parts_##S(const T *dy, const T *x, const T *y,         \
+                                                 const double *stats, double *part, int b,    \
                                                  int c, int p) {                              \
-        bn_input_grad(dy, xhat, k, mdy, mdyx, dx, b, c, p);                                   \
+        bn_grad_parts(dy, x, y, stats, part, b, c, p);                                        \
+    }                                                                                         \
+    extern "C" __global__ void bn_grad_finish_##S(const double *part, int shares,             \
+                                                  double *sums, T *dgamma, T *dbeta, int c) { \
+        bn_grad_finish(part, shares, sums, dgamma, dbeta, c);                                 \
+    }                                                                                         \
+    extern "C" __global__ void bn_grad_input_##S(const T *dy, const T *x, const T *y,         \
+                                                 const double *stats, const T *gamma,         \
+                                                 const double *sums, T *dx, int b, int c,     \
+                                                 int p) {                                     \
+        bn_grad_input(dy, x, y, stats, gamma, sums, dx, b, c, p);                             \
     }                                                                                         \
     extern "C" __global__ void add_relu_##S(const T *a, const T *b, T *y, size_t n) {         \
         add_relu(a, b, y, n);                                                                 \

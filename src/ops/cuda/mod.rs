@@ -1,24 +1,30 @@
 //! What the ops' `cuda_kernel.rs` files share: the device kernels of `kernels.cu` (compiled once
 //! per device with NVRTC), row-major gemms on cuBLAS, and the bridge between dfdx tensors and
-//! device buffers.
+//! device buffers (`bridge.rs`).
 //!
-//! dfdx 0.13 keeps a tensor's device memory crate-private. Its public API reads a tensor only
-//! into host memory (`copy_into`) and builds one from device memory only as a clone of a
-//! gradient buffer (`Gradients::get`); gradient buffers themselves are public. So an op's
-//! *inputs* make one round trip through the host (`to_device`), its *outputs* are moved into
-//! dfdx with one device-to-device copy (`into_tensor`), and everything else (the kernels, the
-//! state kept for backward, every gradient) stays on the device.
+//! Every op reads its operands where dfdx keeps them and writes its output into the tensor it
+//! returns (`hold`, `new_tensor`: see `bridge.rs`); what it keeps for backward is either its own
+//! device memory or a held tensor (no copy), and every gradient is dfdx's own gradient buffer.
+//! So a training step copies nothing between host and device but what the caller moves (the
+//! batch in, the loss out) and dfdx's own (the 1 that seeds backward, and its kernels' dims and
+//! strides); `tests/cuda_copies.rs` counts them at the driver.
+
+mod bridge;
+pub(crate) mod debug_prefix;
+
+pub use bridge::Held;
+pub(crate) use bridge::{Buf, hold, new_tensor};
 
 use crate::Float;
-use crate::ops::to_host;
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
 use cudarc::driver::{
     CudaDevice, CudaFunction, CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, DeviceSlice,
     DriverError, LaunchAsync, LaunchConfig, ValidAsZeroBits,
 };
-use dfdx::shapes::Shape;
-use dfdx::tensor::{Cuda, CudaError, Gradients, Storage, Tensor, ZerosTensor};
+use dfdx::shapes::{HasShape, Shape};
+use dfdx::tensor::{Cuda, CudaError, NoneTape, Storage, Tensor};
+use dfdx::tensor_ops::ReshapeTo;
 use std::sync::{Arc, Mutex};
 
 const MODULE: &str = "cnn_ops";
@@ -30,10 +36,13 @@ const KERNELS: &[&str] = &[
     "act_grad_f32",
     "add_bias_f32",
     "channel_sum_f32",
-    "channel_dot_f32",
-    "channel_affine_f32",
-    "bn_input_grad_f32",
-    "bn_relu_grad_f32",
+    "bn_stat_parts_f32",
+    "bn_stat_finish_f32",
+    "bn_apply_f32",
+    "bn_infer_f32",
+    "bn_grad_parts_f32",
+    "bn_grad_finish_f32",
+    "bn_grad_input_f32",
     "add_relu_f32",
     "relu_grad_add_f32",
     "pool_fwd_f32",
@@ -44,10 +53,13 @@ const KERNELS: &[&str] = &[
     "act_grad_f64",
     "add_bias_f64",
     "channel_sum_f64",
-    "channel_dot_f64",
-    "channel_affine_f64",
-    "bn_input_grad_f64",
-    "bn_relu_grad_f64",
+    "bn_stat_parts_f64",
+    "bn_stat_finish_f64",
+    "bn_apply_f64",
+    "bn_infer_f64",
+    "bn_grad_parts_f64",
+    "bn_grad_finish_f64",
+    "bn_grad_input_f64",
     "add_relu_f64",
     "relu_grad_add_f64",
     "pool_fwd_f64",
@@ -71,6 +83,21 @@ pub trait CudaFloat: Float + DeviceRepr + ValidAsZeroBits + Unpin {
         b: &impl DevicePtr<Self>,
         c: &mut impl DevicePtrMut<Self>,
     ) -> Result<(), CudaError>;
+
+    /// `t` as one flat contiguous tensor (the same buffer when `t` is contiguous). A method of
+    /// this trait, written once per type, because dfdx implements reshaping on `Cuda` per
+    /// element type.
+    #[doc(hidden)]
+    fn flat<S: Shape, T>(
+        t: &Tensor<S, Self, Cuda, T>,
+    ) -> Result<Tensor<(usize,), Self, Cuda>, CudaError>;
+
+    /// A flat tensor given back its shape (no copy: it is contiguous).
+    #[doc(hidden)]
+    fn unflat<S: Shape>(
+        t: Tensor<(usize,), Self, Cuda>,
+        shape: S,
+    ) -> Result<Tensor<S, Self, Cuda>, CudaError>;
 }
 
 macro_rules! cuda_float {
@@ -89,6 +116,20 @@ macro_rules! cuda_float {
                 unsafe { blas.gemm_strided_batched(cfg, a, b, c) }?;
                 Ok(())
             }
+
+            fn flat<S: Shape, T>(
+                t: &Tensor<S, Self, Cuda, T>,
+            ) -> Result<Tensor<(usize,), Self, Cuda>, CudaError> {
+                let n = t.shape().num_elements();
+                t.retaped::<NoneTape>().try_reshape_like(&(n,))
+            }
+
+            fn unflat<S: Shape>(
+                t: Tensor<(usize,), Self, Cuda>,
+                shape: S,
+            ) -> Result<Tensor<S, Self, Cuda>, CudaError> {
+                t.try_reshape_like(&shape)
+            }
         }
     };
 }
@@ -96,8 +137,15 @@ cuda_float!(f32, "f32");
 cuda_float!(f64, "f64");
 
 /// The cudarc device behind a dfdx `Cuda` (the one whose stream dfdx's own kernels run on, so
-/// ours are ordered with them). dfdx does not expose it; every buffer it allocates knows it.
+/// ours are ordered with them), after the bridge's one-time check. dfdx does not expose it;
+/// every buffer it allocates knows it.
 pub(crate) fn device_of<E: CudaFloat>(cuda: &Cuda) -> Result<Arc<CudaDevice>, CudaError> {
+    bridge::self_check(cuda);
+    cuda_device::<E>(cuda)
+}
+
+/// [`device_of`] without the check (which itself needs the device).
+fn cuda_device<E: CudaFloat>(cuda: &Cuda) -> Result<Arc<CudaDevice>, CudaError> {
     let probe = Storage::<E>::try_alloc_len(cuda, 1)?;
     Ok(probe.device())
 }
@@ -133,7 +181,7 @@ fn int(n: usize) -> i32 {
 }
 
 /// A device pointer to pass where a kernel accepts null (`0`) for "absent".
-fn ptr_or_null<T>(buf: Option<&impl DevicePtr<T>>) -> u64 {
+fn ptr_or_null<T>(buf: Option<&dyn DevicePtr<T>>) -> u64 {
     buf.map_or(0, |b| *b.device_ptr())
 }
 
@@ -201,30 +249,6 @@ pub(crate) fn gemm<E: CudaFloat>(
     unsafe { E::gemm_batched(blas, cfg, b, a, c) }
 }
 
-/// A device copy of a tensor's (contiguous) data, through host memory: see the module's docs.
-pub(crate) fn to_device<S: Shape, E: CudaFloat, T>(
-    dev: &Arc<CudaDevice>,
-    t: &Tensor<S, E, Cuda, T>,
-) -> Result<CudaSlice<E>, CudaError> {
-    Ok(dev.htod_sync_copy(&to_host(t))?)
-}
-
-/// A tensor of shape `shape` holding `data`. dfdx builds tensors from device memory only out
-/// of a gradient store, so `data` goes into a private one under the id of a zero tensor of the
-/// same shape, and comes out as a copy.
-pub(crate) fn into_tensor<S: Shape, E: CudaFloat>(
-    cuda: &Cuda,
-    data: CudaSlice<E>,
-    shape: S,
-) -> Result<Tensor<S, E, Cuda>, CudaError> {
-    assert_eq!(data.len(), shape.num_elements(), "buffer and shape differ");
-    let donor: Tensor<S, E, Cuda> = cuda.try_zeros_like(&shape)?;
-    let mut store = Gradients::<E, Cuda>::leaky();
-    let slot = store.get_or_alloc_mut(&donor)?;
-    **slot = data;
-    Ok(store.get(&donor))
-}
-
 /// Uninitialised device memory for `n` elements that a kernel overwrites entirely.
 pub(crate) fn alloc<E: DeviceRepr>(
     dev: &Arc<CudaDevice>,
@@ -277,6 +301,22 @@ impl From<&crate::ops::Conv2DGeometry> for ConvGeom {
         }
     }
 }
+
+/// `BnStep` of `kernels.cu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct BnStep {
+    batch: i32,
+    channels: i32,
+    plane: i32,
+    shares: i32,
+    eps: f64,
+    momentum: f64,
+}
+
+// SAFETY: a `repr(C)` struct laid out as `BnStep` in kernels.cu (four `int`s, then two
+// `double`s at offset 16); passed by value.
+unsafe impl DeviceRepr for BnStep {}
 
 /// `PoolGeom` of `kernels.cu`.
 #[repr(C)]
@@ -390,7 +430,7 @@ pub(crate) fn col2im<E: CudaFloat>(
 pub(crate) fn bias_act<E: CudaFloat>(
     dev: &Arc<CudaDevice>,
     z: &impl DevicePtr<E>,
-    bias: Option<&CudaSlice<E>>,
+    bias: Option<&dyn DevicePtr<E>>,
     y: &mut impl DevicePtrMut<E>,
     bcp: Bcp,
     act: crate::ops::Activation,
@@ -411,7 +451,7 @@ pub(crate) fn bias_act<E: CudaFloat>(
 pub(crate) fn act_grad<E: CudaFloat>(
     dev: &Arc<CudaDevice>,
     gy: &impl DevicePtr<E>,
-    y: Option<&CudaSlice<E>>,
+    y: Option<&dyn DevicePtr<E>>,
     gz: &mut impl DevicePtrMut<E>,
     bcp: Bcp,
     act: crate::ops::Activation,
@@ -434,7 +474,7 @@ pub(crate) fn act_grad<E: CudaFloat>(
 pub(crate) fn add_bias<E: CudaFloat>(
     dev: &Arc<CudaDevice>,
     y: &mut impl DevicePtrMut<E>,
-    bias: &CudaSlice<E>,
+    bias: &impl DevicePtr<E>,
     bcp: Bcp,
 ) -> Result<(), CudaError> {
     let len = bcp.0 * bcp.1 * bcp.2;
@@ -467,125 +507,210 @@ pub(crate) fn channel_sum<E: CudaFloat>(
     Ok(())
 }
 
-/// One block of 256 threads per channel (the kernels' shared arrays have 256 entries).
-fn per_channel(channels: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (int(channels) as u32, 1, 1),
+/// Batch norm's geometry as the kernels take it: `(B, C, P)`, and `S`, the shares each
+/// channel's sums are split into (blocks per channel: enough blocks to fill the device, each
+/// with a few thousand values).
+fn bn_grid(bcp: Bcp) -> (LaunchConfig, i32) {
+    let n = bcp.0 * bcp.2;
+    let shares = n.div_ceil(4096).clamp(1, 256);
+    let cfg = LaunchConfig {
+        grid_dim: (int(bcp.1) as u32, shares as u32, 1),
+        // 256: the kernels' shared arrays
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
-    }
+    };
+    (cfg, int(shares))
 }
 
-/// out: (C) += the sum over B and P of `a * b` (of `a` when `b` is `None`), a, b: (B, C, P).
-pub(crate) fn channel_dot<E: CudaFloat>(
+/// Scratch for batch norm's per-share sums: `(C, S, 2)` doubles.
+fn bn_parts(
     dev: &Arc<CudaDevice>,
-    a: &impl DevicePtr<E>,
-    b: Option<&CudaSlice<E>>,
-    out: &mut CudaSlice<E>,
     bcp: Bcp,
-) -> Result<(), CudaError> {
-    let len = bcp.0 * bcp.1 * bcp.2;
-    assert!(a.len() >= len && b.is_none_or(|b| b.len() >= len) && out.len() >= bcp.1);
-    let (bb, c, p) = ints(bcp);
-    let args = (
-        *a.device_ptr(),
-        ptr_or_null(b),
-        *out.device_ptr_mut(),
-        bb,
-        c,
-        p,
-    );
-    // SAFETY: the lengths are checked above.
-    unsafe { kernel::<E>(dev, "channel_dot")?.launch(per_channel(bcp.1), args) }?;
-    Ok(())
+) -> Result<(CudaSlice<f64>, LaunchConfig, i32), CudaError> {
+    let (cfg, shares) = bn_grid(bcp);
+    let part = alloc::<f64>(dev, bcp.1 * shares as usize * 2)?;
+    Ok((part, cfg, shares))
 }
 
-/// y: (B, C, P) = x * a[c] + s[c], then `max(0, y)` with `relu`.
-pub(crate) fn channel_affine<E: CudaFloat>(
+/// Batch norm's training statistics of x: (B, C, P): `stats` (C, 2) = mean, 1/sqrt(var + eps),
+/// and the running statistics `rm`, `rv` (C) moved towards the batch's into `new_rm`, `new_rv`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bn_stats<E: CudaFloat>(
     dev: &Arc<CudaDevice>,
     x: &impl DevicePtr<E>,
-    (a, s): (&CudaSlice<E>, &CudaSlice<E>),
-    relu: bool,
-    y: &mut CudaSlice<E>,
+    (rm, rv): (&impl DevicePtr<E>, &impl DevicePtr<E>),
+    stats: &mut CudaSlice<f64>,
+    (new_rm, new_rv): (&mut impl DevicePtrMut<E>, &mut impl DevicePtrMut<E>),
     bcp: Bcp,
+    (eps, momentum): (f64, f64),
 ) -> Result<(), CudaError> {
-    let len = bcp.0 * bcp.1 * bcp.2;
-    assert!(x.len() >= len && y.len() >= len && a.len() >= bcp.1 && s.len() >= bcp.1);
-    let (b, c, p) = ints(bcp);
-    let (x, a, s) = (*x.device_ptr(), *a.device_ptr(), *s.device_ptr());
-    let args = (x, a, s, *y.device_ptr_mut(), b, c, p, i32::from(relu));
-    // SAFETY: the lengths are checked above.
-    unsafe { kernel::<E>(dev, "channel_affine")?.launch(launch_cfg(len), args) }?;
+    let c = bcp.1;
+    assert!(x.len() >= bcp.0 * c * bcp.2 && stats.len() >= 2 * c);
+    assert!(rm.len() >= c && rv.len() >= c && new_rm.len() >= c && new_rv.len() >= c);
+    let (mut part, cfg, shares) = bn_parts(dev, bcp)?;
+    let (b, ci, p) = ints(bcp);
+    let args = (*x.device_ptr(), *part.device_ptr_mut(), b, ci, p);
+    // SAFETY: the lengths are checked above; `part` has (C, S, 2) entries for this grid.
+    unsafe { kernel::<E>(dev, "bn_stat_parts")?.launch(cfg, args) }?;
+    let step = BnStep {
+        batch: b,
+        channels: ci,
+        plane: p,
+        shares,
+        eps,
+        momentum,
+    };
+    let args = (
+        step,
+        *part.device_ptr(),
+        *x.device_ptr(),
+        *rm.device_ptr(),
+        *rv.device_ptr(),
+        *stats.device_ptr_mut(),
+        *new_rm.device_ptr_mut(),
+        *new_rv.device_ptr_mut(),
+    );
+    // SAFETY: as above.
+    unsafe { kernel::<E>(dev, "bn_stat_finish")?.launch(launch_cfg(c), args) }?;
     Ok(())
 }
 
-/// Through batch norm's fused ReLU: dz = dy where xhat * gamma[c] + beta[c] > 0, else 0.
-pub(crate) fn bn_relu_grad<E: CudaFloat>(
+/// Training batch norm's output: y: (B, C, P) = (x - mean) * istd * gamma + beta (then the ReLU).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bn_apply<E: CudaFloat>(
     dev: &Arc<CudaDevice>,
-    dy: &impl DevicePtr<E>,
-    xhat: &CudaSlice<E>,
-    (gamma, beta): (&CudaSlice<E>, &CudaSlice<E>),
-    dz: &mut CudaSlice<E>,
+    x: &impl DevicePtr<E>,
+    stats: &CudaSlice<f64>,
+    (gamma, beta): (&impl DevicePtr<E>, &impl DevicePtr<E>),
+    y: &mut impl DevicePtrMut<E>,
     bcp: Bcp,
+    relu: bool,
 ) -> Result<(), CudaError> {
     let len = bcp.0 * bcp.1 * bcp.2;
-    assert!(dy.len() >= len && xhat.len() >= len && dz.len() >= len);
+    assert!(x.len() >= len && y.len() >= len && stats.len() >= 2 * bcp.1);
     assert!(gamma.len() >= bcp.1 && beta.len() >= bcp.1);
     let (b, c, p) = ints(bcp);
     let args = (
-        *dy.device_ptr(),
-        *xhat.device_ptr(),
+        *x.device_ptr(),
+        *stats.device_ptr(),
         *gamma.device_ptr(),
         *beta.device_ptr(),
-        *dz.device_ptr_mut(),
+        *y.device_ptr_mut(),
         b,
         c,
         p,
+        i32::from(relu),
     );
     // SAFETY: the lengths are checked above.
-    unsafe { kernel::<E>(dev, "bn_relu_grad")?.launch(launch_cfg(len), args) }?;
+    unsafe { kernel::<E>(dev, "bn_apply")?.launch(launch_cfg(len), args) }?;
     Ok(())
 }
 
-/// Batch norm's input gradient: dx += k[c] * (dy - mdy[c] - xhat * mdyx[c]), all (B, C, P)
-/// but the per-channel k, mdy, mdyx.
+/// Inference batch norm: y: (B, C, P) = (x - rm) / sqrt(rv + eps) * gamma + beta (then the ReLU).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn bn_input_grad<E: CudaFloat>(
+pub(crate) fn bn_infer<E: CudaFloat>(
     dev: &Arc<CudaDevice>,
-    dy: &impl DevicePtr<E>,
-    xhat: &CudaSlice<E>,
-    k: &CudaSlice<E>,
-    mdy: &CudaSlice<E>,
-    mdyx: &CudaSlice<E>,
-    dx: &mut impl DevicePtrMut<E>,
+    x: &impl DevicePtr<E>,
+    (gamma, beta): (&impl DevicePtr<E>, &impl DevicePtr<E>),
+    (rm, rv): (&impl DevicePtr<E>, &impl DevicePtr<E>),
+    y: &mut impl DevicePtrMut<E>,
     bcp: Bcp,
+    eps: f64,
+    relu: bool,
 ) -> Result<(), CudaError> {
-    let len = bcp.0 * bcp.1 * bcp.2;
-    assert!(dy.len() >= len && xhat.len() >= len && dx.len() >= len);
-    assert!(k.len() >= bcp.1 && mdy.len() >= bcp.1 && mdyx.len() >= bcp.1);
-    let (b, c, p) = ints(bcp);
+    let (len, c) = (bcp.0 * bcp.1 * bcp.2, bcp.1);
+    assert!(x.len() >= len && y.len() >= len);
+    assert!(gamma.len() >= c && beta.len() >= c && rm.len() >= c && rv.len() >= c);
+    let (b, ci, p) = ints(bcp);
     let args = (
-        *dy.device_ptr(),
-        *xhat.device_ptr(),
-        *k.device_ptr(),
-        *mdy.device_ptr(),
-        *mdyx.device_ptr(),
-        *dx.device_ptr_mut(),
+        *x.device_ptr(),
+        *gamma.device_ptr(),
+        *beta.device_ptr(),
+        *rm.device_ptr(),
+        *rv.device_ptr(),
+        *y.device_ptr_mut(),
         b,
-        c,
+        ci,
         p,
+        eps,
+        i32::from(relu),
     );
     // SAFETY: the lengths are checked above.
-    unsafe { kernel::<E>(dev, "bn_input_grad")?.launch(launch_cfg(len), args) }?;
+    unsafe { kernel::<E>(dev, "bn_infer")?.launch(launch_cfg(len), args) }?;
+    Ok(())
+}
+
+/// Batch norm's backward: `dgamma += Σ dz x̂`, `dbeta += Σ dz`, `dx += γ σ⁻¹ (dz - mean(dz) -
+/// x̂ mean(dz x̂))`, with `dz` = `dy` through the fused ReLU (whose output `y` is given when
+/// there is one). x, y, dy, dx: (B, C, P); gamma, dgamma, dbeta: (C); stats as [`bn_stats`]
+/// left them.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bn_backward<E: CudaFloat>(
+    dev: &Arc<CudaDevice>,
+    (x, y, stats): (
+        &impl DevicePtr<E>,
+        Option<&dyn DevicePtr<E>>,
+        &CudaSlice<f64>,
+    ),
+    gamma: &impl DevicePtr<E>,
+    dy: &impl DevicePtr<E>,
+    dx: &mut impl DevicePtrMut<E>,
+    (dgamma, dbeta): (&mut impl DevicePtrMut<E>, &mut impl DevicePtrMut<E>),
+    bcp: Bcp,
+) -> Result<(), CudaError> {
+    let (len, c) = (bcp.0 * bcp.1 * bcp.2, bcp.1);
+    assert!(x.len() >= len && dy.len() >= len && dx.len() >= len && stats.len() >= 2 * c);
+    assert!(y.is_none_or(|y| y.len() >= len));
+    assert!(gamma.len() >= c && dgamma.len() >= c && dbeta.len() >= c);
+    let y = y.map_or(0, |y| *y.device_ptr());
+    let (mut part, cfg, shares) = bn_parts(dev, bcp)?;
+    let mut sums = alloc::<f64>(dev, 2 * c)?;
+    let (b, ci, p) = ints(bcp);
+    let args = (
+        *dy.device_ptr(),
+        *x.device_ptr(),
+        y,
+        *stats.device_ptr(),
+        *part.device_ptr_mut(),
+        b,
+        ci,
+        p,
+    );
+    // SAFETY: the lengths are checked above; `part` has (C, S, 2) entries for this grid.
+    unsafe { kernel::<E>(dev, "bn_grad_parts")?.launch(cfg, args) }?;
+    let args = (
+        *part.device_ptr(),
+        shares,
+        *sums.device_ptr_mut(),
+        *dgamma.device_ptr_mut(),
+        *dbeta.device_ptr_mut(),
+        ci,
+    );
+    // SAFETY: as above.
+    unsafe { kernel::<E>(dev, "bn_grad_finish")?.launch(launch_cfg(c), args) }?;
+    let args = (
+        *dy.device_ptr(),
+        *x.device_ptr(),
+        y,
+        *stats.device_ptr(),
+        *gamma.device_ptr(),
+        *sums.device_ptr(),
+        *dx.device_ptr_mut(),
+        b,
+        ci,
+        p,
+    );
+    // SAFETY: as above.
+    unsafe { kernel::<E>(dev, "bn_grad_input")?.launch(launch_cfg(len), args) }?;
     Ok(())
 }
 
 /// y = max(a + b, 0), elementwise.
 pub(crate) fn add_relu<E: CudaFloat>(
     dev: &Arc<CudaDevice>,
-    a: &CudaSlice<E>,
-    b: &CudaSlice<E>,
-    y: &mut CudaSlice<E>,
+    a: &impl DevicePtr<E>,
+    b: &impl DevicePtr<E>,
+    y: &mut impl DevicePtrMut<E>,
 ) -> Result<(), CudaError> {
     let n = y.len();
     assert!(a.len() >= n && b.len() >= n);
@@ -598,9 +723,9 @@ pub(crate) fn add_relu<E: CudaFloat>(
 /// d += g where y > 0, elementwise.
 pub(crate) fn relu_grad_add<E: CudaFloat>(
     dev: &Arc<CudaDevice>,
-    g: &CudaSlice<E>,
-    y: &CudaSlice<E>,
-    d: &mut CudaSlice<E>,
+    g: &impl DevicePtr<E>,
+    y: &impl DevicePtr<E>,
+    d: &mut impl DevicePtrMut<E>,
 ) -> Result<(), CudaError> {
     let n = d.len();
     assert!(g.len() >= n && y.len() >= n);
@@ -640,12 +765,8 @@ pub(crate) fn pool_bwd<E: CudaFloat>(
         Some(a) => a.len() >= g.out_len(),
         None => g.kind != 0,
     });
-    let args = (
-        *g,
-        *gout.device_ptr(),
-        ptr_or_null(arg),
-        *dx.device_ptr_mut(),
-    );
+    let arg = arg.map_or(0, |a| *a.device_ptr());
+    let args = (*g, *gout.device_ptr(), arg, *dx.device_ptr_mut());
     // SAFETY: the lengths are checked above.
     unsafe { kernel::<E>(dev, "pool_bwd")?.launch(launch_cfg(g.in_len()), args) }?;
     Ok(())

@@ -1,8 +1,9 @@
-//! Pooling on `Cuda`: `pool_fwd`/`pool_bwd` of `src/ops/cuda/kernels.cu`.
+//! Pooling on `Cuda`: `pool_fwd`/`pool_bwd` of `src/ops/cuda/kernels.cu`, reading the input
+//! where dfdx keeps it and writing the output tensor in place.
 
 use super::{Pool2DGeometry, Pool2DKernel, PoolKind};
 use crate::ops::cuda::{
-    CudaFloat, PoolGeom, alloc, device_of, into_tensor, pool_bwd, pool_fwd, to_device,
+    CudaFloat, PoolGeom, alloc, device_of, hold, new_tensor, pool_bwd, pool_fwd,
 };
 use cudarc::driver::{CudaSlice, DeviceSlice};
 use dfdx::shapes::Shape;
@@ -24,14 +25,15 @@ impl<E: CudaFloat> Pool2DKernel<E> for Cuda {
         let dev = device_of::<E>(self)?;
         let planes = out_shape.num_elements() / (geom.output.0 * geom.output.1);
         let g = PoolGeom::new(geom, planes);
-        let x = to_device(&dev, x)?;
-        let mut out = alloc::<E>(&dev, g.out_len())?;
+        let x = hold(x)?;
         let mut arg = match save && geom.kind == PoolKind::Max {
             true => Some(alloc::<u32>(&dev, g.out_len())?),
             false => None,
         };
-        pool_fwd(&dev, &g, &x, &mut out, arg.as_mut())?;
-        Ok((into_tensor(self, out, out_shape)?, CudaPool2DSaved(arg)))
+        let out = new_tensor(self, out_shape, |out| {
+            pool_fwd(&dev, &g, &x, out, arg.as_mut())
+        })?;
+        Ok((out, CudaPool2DSaved(arg)))
     }
 
     fn pool2d_backward(
