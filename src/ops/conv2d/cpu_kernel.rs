@@ -201,10 +201,12 @@ fn scatter<E: Float>(d: &mut [E], arg: &[u32], g: &[E], y: &[E], f: impl Fn(E) -
     }
 }
 
-/// Scratch buffers of one rayon task.
-struct Scratch<E> {
-    cols: Vec<E>,
-    y: Vec<E>,
+/// Scratch buffers of one rayon task, from the buffer pool: fresh `vec![0; n]`s here were
+/// calloc'd zero pages each step, read and then written (a copy-on-write fault and a TLB
+/// shootdown per 4 KiB page), and freed again.
+struct Scratch<E: Float> {
+    cols: Buffer<E>,
+    y: Buffer<E>,
 }
 
 impl<E: Float> Scratch<E> {
@@ -212,8 +214,9 @@ impl<E: Float> Scratch<E> {
         let ohw = g.output.0 * g.output.1;
         let cgkk = g.in_channels / g.groups * g.kernel.0 * g.kernel.1;
         Scratch {
-            cols: vec![E::zero(); cgkk * ohw],
-            y: vec![E::zero(); g.out_channels * ohw],
+            // both written in full before they are read
+            cols: Buffer::for_overwrite(cgkk * ohw),
+            y: Buffer::for_overwrite(g.out_channels * ohw),
         }
     }
 }
@@ -355,13 +358,13 @@ pub(crate) fn forward<E: Float>(
         );
 }
 
-/// Per-task gradient accumulators.
-struct Grads<E> {
-    dw: Vec<E>,
-    db: Vec<E>,
-    dy: Vec<E>,
-    cols: Vec<E>,
-    dcols: Vec<E>,
+/// Per-task gradient accumulators and scratch, from the buffer pool (see [`Scratch`]).
+struct Grads<E: Float> {
+    dw: Buffer<E>,
+    db: Buffer<E>,
+    dy: Buffer<E>,
+    cols: Buffer<E>,
+    dcols: Buffer<E>,
 }
 
 /// Backward pass over a batch.
@@ -403,11 +406,12 @@ pub(crate) fn backward<E: Float>(
 
     let (dw_len, db_len) = (dw.len(), db.len());
     let new = || Grads {
-        dw: vec![E::zero(); dw_len],
-        db: vec![E::zero(); db_len],
-        dy: vec![E::zero(); per_y],
-        cols: vec![E::zero(); cgkk * ohw],
-        dcols: vec![E::zero(); cgkk * ohw],
+        dw: Buffer::zeroed(dw_len),
+        db: Buffer::zeroed(db_len),
+        // written in full before they are read
+        dy: Buffer::for_overwrite(per_y),
+        cols: Buffer::for_overwrite(cgkk * ohw),
+        dcols: Buffer::for_overwrite(cgkk * ohw),
     };
     let image = |a: &mut Grads<E>, n: usize, dx: Option<&mut [E]>| {
         let go = &gout[n * per_out..][..per_out];
@@ -511,8 +515,8 @@ pub(crate) fn backward<E: Float>(
         }
     };
     let sum = |mut a: Grads<E>, b: Grads<E>| {
-        a.dw.iter_mut().zip(&b.dw).for_each(|(a, b)| *a += *b);
-        a.db.iter_mut().zip(&b.db).for_each(|(a, b)| *a += *b);
+        add_into(&mut a.dw, &b.dw);
+        add_into(&mut a.db, &b.db);
         a
     };
     let total = if dx.is_empty() {
@@ -537,8 +541,8 @@ pub(crate) fn backward<E: Float>(
             .reduce_with(sum)
     };
     if let Some(t) = total {
-        dw.iter_mut().zip(&t.dw).for_each(|(a, b)| *a += *b);
-        db.iter_mut().zip(&t.db).for_each(|(a, b)| *a += *b);
+        add_into(dw, &t.dw);
+        add_into(db, &t.db);
     }
 }
 
@@ -626,9 +630,17 @@ impl<E: Float> Conv2DKernel<E> for Cpu {
         } else {
             0
         });
-        let dx: &mut [E] = match dx {
-            Some(dx) => dx,
-            None => &mut [],
+        // dx usually arrives fresh from dfdx's gradient store: calloc'd pages never touched.
+        // Accumulating into it in place faults every page twice (the read maps the zero page,
+        // the write copies it and shoots down the other threads' TLBs), a quarter of a ResNet
+        // training step. Accumulate into a pooled copy instead and hand that over.
+        let mut dx_new = match &dx {
+            Some(dx) => {
+                let mut b = Buffer::for_overwrite(dx.len());
+                b.copy_from_slice(dx);
+                b
+            }
+            None => Buffer::for_overwrite(0),
         };
         backward(
             &op.geom,
@@ -639,10 +651,14 @@ impl<E: Float> Conv2DKernel<E> for Cpu {
             &y,
             &arg,
             gout,
-            dx,
+            &mut dx_new,
             &mut dw_new,
             &mut db_new,
         );
+        if let Some(dx) = dx {
+            // CachableVec derefs to the Vec it holds
+            **dx = dx_new.into_vec();
+        }
         add_into(dw, &dw_new);
         if let Some(db) = db {
             add_into(db, &db_new);
