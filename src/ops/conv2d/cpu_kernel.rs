@@ -8,6 +8,7 @@
 //! - `y`: (O, OH * OW), the activation's output before pooling
 //! - `out`: (O, POH * POW) after pooling, or `y` itself without pooling
 
+use super::direct::{self, Plan};
 use super::{Activation, Conv2DGeometry, Conv2DKernel, Conv2DOp};
 use crate::Float;
 use crate::ops::buffer::Buffer;
@@ -19,7 +20,7 @@ use rayon::prelude::*;
 
 /// Range of `ox` for which `ox * stride + offset` lands in `0..n` (half-open, clipped to `out`).
 #[inline]
-fn valid_range(offset: isize, stride: usize, n: usize, out: usize) -> (usize, usize) {
+pub(super) fn valid_range(offset: isize, stride: usize, n: usize, out: usize) -> (usize, usize) {
     let lo = if offset >= 0 {
         0
     } else {
@@ -207,19 +208,27 @@ fn scatter<E: Float>(d: &mut [E], arg: &[u32], g: &[E], y: &[E], f: impl Fn(E) -
 struct Scratch<E: Float> {
     cols: Buffer<E>,
     y: Buffer<E>,
+    /// The direct kernel's phase planes and flat output (see [`direct`]), when it runs.
+    buf: Buffer<E>,
+    yflat: Buffer<E>,
 }
 
 impl<E: Float> Scratch<E> {
-    fn new(g: &Conv2DGeometry) -> Self {
+    fn new(g: &Conv2DGeometry, plan: Option<&Plan>) -> Self {
         let ohw = g.output.0 * g.output.1;
         let cgkk = g.in_channels / g.groups * g.kernel.0 * g.kernel.1;
+        // all written in full before they are read
         Scratch {
-            // both written in full before they are read
-            cols: Buffer::for_overwrite(cgkk * ohw),
+            cols: Buffer::for_overwrite(if plan.is_some() { 0 } else { cgkk * ohw }),
             y: Buffer::for_overwrite(g.out_channels * ohw),
+            buf: Buffer::for_overwrite(plan.map_or(0, |p| p.len)),
+            yflat: Buffer::for_overwrite(plan.map_or(0, |p| p.flat_len())),
         }
     }
 }
+
+/// The direct kernel's plan for a forward pass, and the weight packed for it per group.
+type Direct<'a, E> = Option<(&'a Plan, &'a [E])>;
 
 /// Forward for one image: `x`: (C, H, W), `out`: (O, POH*POW) or (O, OH*OW); `y_save`, when
 /// given, receives (O, OH*OW) for the backward pass.
@@ -235,6 +244,7 @@ fn forward_image<E: Float>(
     y_save: Option<&mut [E]>,
     arg: Option<&mut [u32]>,
     s: &mut Scratch<E>,
+    direct: Direct<'_, E>,
 ) {
     let (h, wd) = g.input;
     let ohw = g.output.0 * g.output.1;
@@ -249,20 +259,50 @@ fn forward_image<E: Float>(
             (Some(_), Some(save)) => (save, Some(out), None),
             (Some(_), None) => (&mut s.y[..], Some(out), None),
         };
-    for grp in 0..g.groups {
-        im2col(g, &x[grp * cg * h * wd..][..cg * h * wd], &mut s.cols);
-        gemm(
-            (og, ohw, cgkk),
-            &mut y[grp * og * ohw..][..og * ohw],
-            ohw,
-            false,
-            &w[grp * og * cgkk..][..og * cgkk],
-            (cgkk, 1),
-            &s.cols,
-            (ohw, 1),
-        );
+    if let Some((plan, wpack)) = direct {
+        // The direct kernel, with the bias and the activation applied as the valid pixels
+        // are copied out of its flat output.
+        for grp in 0..g.groups {
+            plan.fill(g, &x[grp * cg * h * wd..][..cg * h * wd], &mut s.buf);
+            plan.conv(&s.buf, &wpack[grp * plan.wpack_len()..], &mut s.yflat);
+            let yg = &mut y[grp * og * ohw..][..og * ohw];
+            plan.unflatten(g.output, &s.yflat, yg, |o, row, src| {
+                let bias = b.map_or(E::zero(), |b| b[grp * og + o]);
+                let each = |f: fn(E) -> E, row: &mut [E]| {
+                    for (d, &v) in row.iter_mut().zip(src) {
+                        *d = f(v + bias);
+                    }
+                };
+                match act {
+                    Activation::Identity => each(|v| v, row),
+                    Activation::Relu => each(|v| v.max(E::zero()), row),
+                    Activation::Tanh => each(|v| v.tanh(), row),
+                    Activation::Sigmoid => {
+                        row.copy_from_slice(src);
+                        E::sigmoid_in_place(row, bias);
+                    }
+                }
+            });
+        }
+    } else {
+        for grp in 0..g.groups {
+            im2col(g, &x[grp * cg * h * wd..][..cg * h * wd], &mut s.cols);
+            gemm(
+                (og, ohw, cgkk),
+                &mut y[grp * og * ohw..][..og * ohw],
+                ohw,
+                false,
+                &w[grp * og * cgkk..][..og * cgkk],
+                (cgkk, 1),
+                &s.cols,
+                (ohw, 1),
+            );
+        }
     }
     for (o, plane) in y.chunks_exact_mut(ohw).enumerate() {
+        if direct.is_some() {
+            break;
+        }
         let bias = b.map_or(E::zero(), |b| b[o]);
         match act {
             Activation::Identity if b.is_some() => plane.iter_mut().for_each(|v| *v += bias),
@@ -328,12 +368,21 @@ pub(crate) fn forward<E: Float>(
     }
     let ys = parts(y_save, nb * per_y, chunks);
     let args = parts(arg, nb * per_out, chunks);
+    let plan = direct::worth_it(g).then(|| Plan::new::<E>(g));
+    let mut wpack = Buffer::for_overwrite(plan.as_ref().map_or(0, |p| g.groups * p.wpack_len()));
+    if let Some(p) = &plan {
+        let per_group = w.len() / g.groups;
+        for (grp, dst) in wpack.chunks_exact_mut(p.wpack_len()).enumerate() {
+            p.pack(&w[grp * per_group..][..per_group], dst);
+        }
+    }
+    let direct = plan.as_ref().map(|p| (p, &wpack[..]));
     out.par_chunks_mut(nb * per_out)
         .zip(ys)
         .zip(args)
         .enumerate()
         .for_each_init(
-            || Scratch::new(g),
+            || Scratch::new(g, plan.as_ref()),
             |s, (ci, ((out, mut ys), mut args))| {
                 for (i, o) in out.chunks_exact_mut(per_out).enumerate() {
                     let n = ci * nb + i;
@@ -352,6 +401,7 @@ pub(crate) fn forward<E: Float>(
                         y,
                         a,
                         s,
+                        direct,
                     );
                 }
             },
