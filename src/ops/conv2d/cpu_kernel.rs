@@ -415,6 +415,12 @@ struct Grads<E: Float> {
     dy: Buffer<E>,
     cols: Buffer<E>,
     dcols: Buffer<E>,
+    /// The direct kernels' buffers: x's phase planes and dy on the flat pixels for the weight
+    /// gradient; dy's phase planes and dx's flat pixels for the input gradient.
+    buf: Buffer<E>,
+    dyflat: Buffer<E>,
+    tbuf: Buffer<E>,
+    tflat: Buffer<E>,
 }
 
 /// Backward pass over a batch.
@@ -454,14 +460,39 @@ pub(crate) fn backward<E: Float>(
     let nb = images_per_task(g.batch);
     let chunks = g.batch.div_ceil(nb);
 
-    let (dw_len, db_len) = (dw.len(), db.len());
+    // The direct kernel (see [`direct`]) for the weight gradient, and for the input gradient
+    // as a convolution of dy with the flipped, transposed kernel (stride 1).
+    let plan = (direct::worth_it(g) && !dw.is_empty()).then(|| Plan::new::<E>(g));
+    let tplan = direct::transposed(g)
+        .filter(|gt| direct::worth_it(gt) && !dx.is_empty())
+        .map(|gt| (Plan::new::<E>(&gt), gt));
+    let mut wtpack =
+        Buffer::for_overwrite(tplan.as_ref().map_or(0, |(t, _)| g.groups * t.wpack_len()));
+    if let Some((t, _)) = &tplan {
+        for (grp, dst) in wtpack.chunks_exact_mut(t.wpack_len()).enumerate() {
+            t.pack_transposed(g, &w[grp * og * cgkk..][..og * cgkk], dst);
+        }
+    }
+    let (dw_len, db_len, want_dx) = (dw.len(), db.len(), !dx.is_empty());
     let new = || Grads {
         dw: Buffer::zeroed(dw_len),
         db: Buffer::zeroed(db_len),
         // written in full before they are read
         dy: Buffer::for_overwrite(per_y),
-        cols: Buffer::for_overwrite(cgkk * ohw),
-        dcols: Buffer::for_overwrite(cgkk * ohw),
+        cols: Buffer::for_overwrite(if plan.is_some() || dw_len == 0 {
+            0
+        } else {
+            cgkk * ohw
+        }),
+        dcols: Buffer::for_overwrite(if tplan.is_some() || !want_dx {
+            0
+        } else {
+            cgkk * ohw
+        }),
+        buf: Buffer::for_overwrite(plan.as_ref().map_or(0, |p| p.len)),
+        dyflat: Buffer::for_overwrite(plan.as_ref().map_or(0, |p| p.flat_len())),
+        tbuf: Buffer::for_overwrite(tplan.as_ref().map_or(0, |(t, _)| t.len)),
+        tflat: Buffer::for_overwrite(tplan.as_ref().map_or(0, |(t, _)| t.flat_len())),
     };
     let image = |a: &mut Grads<E>, n: usize, dx: Option<&mut [E]>| {
         let go = &gout[n * per_out..][..per_out];
@@ -534,7 +565,11 @@ pub(crate) fn backward<E: Float>(
         let mut dx = dx;
         for grp in 0..g.groups {
             let dy = &a.dy[grp * og * ohw..][..og * ohw];
-            if !a.dw.is_empty() {
+            if let Some(p) = &plan {
+                p.fill(g, &xn[grp * cg * h * wd..][..cg * h * wd], &mut a.buf);
+                p.flatten(g.output, dy, &mut a.dyflat);
+                p.weight_grad(&a.buf, &a.dyflat, &mut a.dw[grp * og * cgkk..][..og * cgkk]);
+            } else if !a.dw.is_empty() {
                 im2col(g, &xn[grp * cg * h * wd..][..cg * h * wd], &mut a.cols);
                 // dw_g (og, cgkk) += dy_g (og, ohw) * cols^T (ohw, cgkk)
                 gemm(
@@ -548,19 +583,30 @@ pub(crate) fn backward<E: Float>(
                     (1, ohw),
                 );
             }
-            if let Some(dx) = dx.as_deref_mut() {
-                // dcols (cgkk, ohw) = w_g^T (cgkk, og) * dy_g (og, ohw)
-                gemm(
-                    (cgkk, ohw, og),
-                    &mut a.dcols,
-                    ohw,
-                    false,
-                    &w[grp * og * cgkk..][..og * cgkk],
-                    (1, cgkk),
-                    dy,
-                    (ohw, 1),
-                );
-                col2im(g, &a.dcols, &mut dx[grp * cg * h * wd..][..cg * h * wd]);
+            match (dx.as_deref_mut(), &tplan) {
+                (None, _) => {}
+                (Some(dx), Some((t, gt))) => {
+                    t.fill(gt, dy, &mut a.tbuf);
+                    t.conv(&a.tbuf, &wtpack[grp * t.wpack_len()..], &mut a.tflat);
+                    let dxg = &mut dx[grp * cg * h * wd..][..cg * h * wd];
+                    t.unflatten(g.input, &a.tflat, dxg, |_, row, src| {
+                        row.iter_mut().zip(src).for_each(|(d, &s)| *d += s)
+                    });
+                }
+                (Some(dx), None) => {
+                    // dcols (cgkk, ohw) = w_g^T (cgkk, og) * dy_g (og, ohw)
+                    gemm(
+                        (cgkk, ohw, og),
+                        &mut a.dcols,
+                        ohw,
+                        false,
+                        &w[grp * og * cgkk..][..og * cgkk],
+                        (1, cgkk),
+                        dy,
+                        (ohw, 1),
+                    );
+                    col2im(g, &a.dcols, &mut dx[grp * cg * h * wd..][..cg * h * wd]);
+                }
             }
         }
     };

@@ -38,6 +38,8 @@ pub(super) const NT: usize = 16;
 const NV: usize = NT / 8;
 /// Output channels per microkernel tile.
 pub(super) const MR: usize = 4;
+/// Taps per weight-gradient tile (MR x KB accumulators: 4 x 3 spilled, as 4 x 24 did).
+const KB: usize = 2;
 
 /// Whether [`Plan`] should be used for one group's convolution `g`: it pays once a layer has
 /// enough output channels to fill the 4-channel tiles and enough taps to amortise the tile's
@@ -271,25 +273,25 @@ impl Plan {
         let np = self.np;
         for ob in 0..self.og_pad / MR {
             let dy = &dyflat[ob * MR * np..][..MR * np];
-            for k0 in (0..self.k).step_by(3) {
-                // The last block repeats the last tap; its sums are dropped.
-                let ks = [k0, (k0 + 1).min(self.k - 1), (k0 + 2).min(self.k - 1)];
+            for k0 in (0..self.k).step_by(KB) {
+                // The last block may repeat the last tap; its sums are dropped.
+                let ks: [usize; KB] = std::array::from_fn(|j| (k0 + j).min(self.k - 1));
                 let offs = ks.map(|k| self.off[k]);
-                let mut sums = [[E::zero(); 3]; MR];
+                let mut sums = [[E::zero(); KB]; MR];
                 #[cfg(target_arch = "x86_64")]
                 let done = self.simd && {
                     // SAFETY: f32 only (see `conv`); reads `dy`'s MR rows of `np` and
                     // `buf[offs[j]..offs[j] + np]`, inside `len`; `np` is a multiple of 8.
-                    unsafe {
-                        let s = dw_tile_avx2(
+                    let s = unsafe {
+                        dw_tile_avx2(
                             dy.as_ptr() as *const f32,
                             np,
                             offs.map(|o| (buf.as_ptr() as *const f32).add(o)),
-                        );
-                        for (d, s) in sums.iter_mut().zip(s) {
-                            for (d, s) in d.iter_mut().zip(s) {
-                                *d = <E as num_traits::NumCast>::from(s).expect("f32 is E");
-                            }
+                        )
+                    };
+                    for (d, s) in sums.iter_mut().zip(s) {
+                        for (d, s) in d.iter_mut().zip(s) {
+                            *d = <E as num_traits::NumCast>::from(s).expect("f32 is E");
                         }
                     }
                     true
@@ -310,7 +312,7 @@ impl Plan {
                         break;
                     }
                     for (j, &k) in ks.iter().enumerate() {
-                        if j == 0 || k != ks[j - 1] {
+                        if k0 + j < self.k {
                             dw[o * self.k + k] += s[j];
                         }
                     }
@@ -406,7 +408,7 @@ unsafe fn conv_tile_avx2(off: &[usize], x: *const f32, w: *const f32, y: *mut f3
     }
 }
 
-/// The weight gradient's microkernel: for MR rows of `dy` (stride `np`) and 3 taps, the sums
+/// The weight gradient's microkernel: for MR rows of `dy` (stride `np`) and KB taps, the sums
 /// over `np` pixels of `dy[i][p] * x[j][p]`.
 ///
 /// # Safety
@@ -414,17 +416,13 @@ unsafe fn conv_tile_avx2(off: &[usize], x: *const f32, w: *const f32, y: *mut f3
 /// `x[j] .. + np` are readable.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dw_tile_avx2(dy: *const f32, np: usize, x: [*const f32; 3]) -> [[f32; 3]; MR] {
+unsafe fn dw_tile_avx2(dy: *const f32, np: usize, x: [*const f32; KB]) -> [[f32; KB]; MR] {
     use std::arch::x86_64::*;
     // SAFETY: the caller's contract covers every pointer below.
     unsafe {
-        let mut acc = [[_mm256_setzero_ps(); 3]; MR];
+        let mut acc = [[_mm256_setzero_ps(); KB]; MR];
         for p in (0..np).step_by(8) {
-            let xv = [
-                _mm256_loadu_ps(x[0].add(p)),
-                _mm256_loadu_ps(x[1].add(p)),
-                _mm256_loadu_ps(x[2].add(p)),
-            ];
+            let xv: [__m256; KB] = std::array::from_fn(|j| _mm256_loadu_ps(x[j].add(p)));
             for (i, a) in acc.iter_mut().enumerate() {
                 let d = _mm256_loadu_ps(dy.add(i * np + p));
                 for (a, &xv) in a.iter_mut().zip(&xv) {
@@ -432,7 +430,7 @@ unsafe fn dw_tile_avx2(dy: *const f32, np: usize, x: [*const f32; 3]) -> [[f32; 
                 }
             }
         }
-        let mut out = [[0.0; 3]; MR];
+        let mut out = [[0.0; KB]; MR];
         for (o, a) in out.iter_mut().zip(&acc) {
             for (o, &a) in o.iter_mut().zip(a) {
                 let mut lanes = [0.0f32; 8];
