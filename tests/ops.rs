@@ -389,9 +389,9 @@ fn check_conv_f32(
     }
 }
 
-/// Layers with 16 or more output channels per group take the CPU's direct kernel (phase
-/// planes, `src/ops/conv2d/direct.rs`) instead of im2col + gemm, and with 16 or more input
-/// channels per group and stride 1 its input gradient does too: the oracles on the shapes it
+/// Layers with 16 or more output channels per group and a kernel larger than 1x1 take the
+/// CPU's direct kernel (phase planes, `src/ops/conv2d/direct.rs`) instead of im2col + gemm,
+/// and with 16 or more input channels per group and stride 1 their input gradient does too: the oracles on the shapes it
 /// must handle, in f64 (the portable microkernel) and f32 (AVX2 where the CPU has it).
 #[test]
 fn wide_conv_matches_reference() {
@@ -412,18 +412,25 @@ fn wide_conv_matches_reference() {
             true,
             None,
         ),
-        // 1x1, stride 2 (ResNet's shortcut)
+        // 1x1, stride 2 (ResNet's shortcut: the gemm path, checked in f32 here too)
         (
             geom(2, (3, 16, 1), (7, 7), (1, 1), (2, 2), (0, 0), (1, 1)),
             Identity,
             true,
             None,
         ),
-        // 1x1, stride 1, 16 input channels (the input gradient runs direct)
+        // 3x1, strides (1, 2), 16 input channels
         (
-            geom(2, (16, 16, 1), (3, 4), (1, 1), (1, 1), (0, 0), (1, 1)),
+            geom(2, (16, 16, 1), (5, 4), (3, 1), (1, 2), (1, 0), (1, 1)),
             Tanh,
             false,
+            None,
+        ),
+        // stride 2 without padding, 16 input channels: the input gradient by col2im
+        (
+            geom(1, (16, 16, 1), (6, 5), (3, 3), (2, 2), (0, 0), (1, 1)),
+            Identity,
+            true,
             None,
         ),
         // 3x3, stride 1, 16 input channels (the input gradient runs direct), odd size

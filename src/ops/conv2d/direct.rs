@@ -13,11 +13,11 @@
 //!   `((ki*DH) % SH, (kj*DW) % SW)` at row `oy + ki*DH / SH`, column `ox + kj*DW / SW`.
 //! - Numbering output pixels `p = oy * WQ + ox` (`WQ >= OW`: each row has a few junk pixels,
 //!   computed and thrown away), every tap `k = (c, ki, kj)` is one constant offset `off[k]`:
-//!   it reads `buf[off[k] + p]`. So 24 consecutive output pixels of one tap are 24
+//!   it reads `buf[off[k] + p]`. So 16 consecutive output pixels of one tap are 16
 //!   consecutive input values, a plain vector load, for any stride, dilation and padding.
-//! - The microkernel keeps a 4 output channels x 24 pixels tile in registers (12 AVX2
-//!   vectors) and runs over all `K = C/G * KH * KW` taps: per tap 3 loads, 4 broadcasts of the
-//!   weight, 12 FMAs.
+//! - The microkernel keeps a 4 output channels x 16 pixels tile in registers (8 AVX2
+//!   vectors) and runs over all `K = C/G * KH * KW` taps: per tap 2 loads, 4 broadcasts of the
+//!   weight, 8 FMAs.
 //!
 //! The same layout gives the weight gradient (`dw[o][k] = sum_p dy[o][p] * buf[off[k] + p]`,
 //! with `dy` laid out on the same `p` and zero at the junk pixels), and for stride 1 the input
@@ -41,13 +41,15 @@ pub(super) const MR: usize = 4;
 /// Taps per weight-gradient tile (MR x KB accumulators: 4 x 3 spilled, as 4 x 24 did).
 const KB: usize = 2;
 
-/// Whether [`Plan`] should be used for one group's convolution `g`: it pays once a layer has
-/// enough output channels to fill the 4-channel tiles and enough taps to amortise the tile's
-/// stores (measured on the benchmark networks and LeNet's second layer; see the commit log).
+/// Whether [`Plan`] should be used for one group's convolution `g`: once a layer has enough
+/// output channels to fill the 4-channel tiles, and more than one tap per input channel.
+/// Measured on 2 cores (min of 6-8 calls, batch 128): 3x3 stride 1 32 -> 32 channels on
+/// 28x28 forward 2x as fast as im2col + gemm, forward + backward 1.6x; 64 -> 64 on 14x14
+/// 1.5x / 1.4x; LeNet's 5x5 6 -> 16 faster too; but 1x1 convolutions (a copy for im2col, and
+/// only 32-64 taps to spread the tile's overhead over) even or slower, so they keep the gemm.
 pub(super) fn worth_it(g: &Conv2DGeometry) -> bool {
     let og = g.out_channels / g.groups;
-    let k = g.in_channels / g.groups * g.kernel.0 * g.kernel.1;
-    og >= 16 && k >= 9
+    og >= 16 && g.kernel.0 * g.kernel.1 > 1
 }
 
 /// The layout of one group's input in phase planes, and where each tap reads.
@@ -377,7 +379,11 @@ fn conv_tile<E: Float>(off: &[usize], x: &[E], w: &[E], y: &mut [E], ys: usize) 
     }
 }
 
-/// [`conv_tile`] for f32 with AVX2 and FMA, the tile in 12 registers.
+/// [`conv_tile`] for f32 with AVX2 and FMA, the tile in 8 registers. (A 4 x 24 tile in 12
+/// registers would do 12 FMAs per 7 loads instead of 8 per 6, but with intrinsics LLVM kept
+/// two broadcasts live and spilled an accumulator, a store-to-load chain through the loop
+/// that made it slower than im2col + gemm; the same loop in `asm!` measured no better than
+/// this one on the benchmark's layers.)
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA; `x + off[k] .. + NT` is readable for every `k`; `w` holds
