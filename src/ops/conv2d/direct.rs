@@ -370,7 +370,7 @@ fn conv_tile<E: Float>(off: &[usize], x: &[E], w: &[E], y: &mut [E], ys: usize) 
         let xs = &x[o..][..NT];
         for (a, &wv) in acc.iter_mut().zip(wk) {
             for (a, &xv) in a.iter_mut().zip(xs) {
-                *a = *a + wv * xv;
+                *a += wv * xv;
             }
         }
     }
