@@ -390,8 +390,9 @@ fn check_conv_f32(
 }
 
 /// Layers with 16 or more output channels per group and a kernel larger than 1x1 take the
-/// CPU's direct kernel (phase planes, `src/ops/conv2d/direct.rs`) instead of im2col + gemm,
-/// and with 16 or more input channels per group and stride 1 their input gradient does too: the oracles on the shapes it
+/// CPU's direct kernel (phase planes, `src/ops/conv2d/direct.rs`) instead of im2col + gemm
+/// (their weight gradient too when the image has 128 flat pixels or more), and with 16 or more
+/// input channels per group and stride 1 their input gradient does too: the oracles on the shapes it
 /// must handle, in f64 (the portable microkernel) and f32 (AVX2 where the CPU has it).
 #[test]
 fn wide_conv_matches_reference() {
@@ -474,6 +475,32 @@ fn wide_conv_matches_reference() {
             Relu,
             true,
             max_pool,
+        ),
+        // Images with 128 or more flat pixels, where the weight gradient runs direct too:
+        // stride 1; stride 2 with 18 channels; dilation; groups
+        (
+            geom(1, (2, 16, 1), (12, 10), (3, 3), (1, 1), (1, 1), (1, 1)),
+            Relu,
+            true,
+            None,
+        ),
+        (
+            geom(1, (2, 18, 1), (24, 22), (3, 3), (2, 2), (1, 1), (1, 1)),
+            Identity,
+            true,
+            None,
+        ),
+        (
+            geom(1, (2, 16, 1), (12, 11), (3, 3), (1, 1), (2, 2), (2, 2)),
+            Tanh,
+            false,
+            None,
+        ),
+        (
+            geom(1, (4, 32, 2), (12, 12), (3, 3), (1, 1), (1, 1), (1, 1)),
+            Sigmoid,
+            true,
+            None,
         ),
         // more images than one task takes, uneven split
         (

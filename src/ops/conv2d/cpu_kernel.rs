@@ -462,7 +462,9 @@ pub(crate) fn backward<E: Float>(
 
     // The direct kernel (see [`direct`]) for the weight gradient, and for the input gradient
     // as a convolution of dy with the flipped, transposed kernel (stride 1).
-    let plan = (direct::worth_it(g) && !dw.is_empty()).then(|| Plan::new::<E>(g));
+    let plan = (direct::worth_it(g) && !dw.is_empty())
+        .then(|| Plan::new::<E>(g))
+        .filter(direct::weight_grad_worth_it);
     let tplan = direct::transposed(g)
         .filter(|gt| direct::worth_it(gt) && !dx.is_empty())
         .map(|gt| (Plan::new::<E>(&gt), gt));

@@ -52,6 +52,13 @@ pub(super) fn worth_it(g: &Conv2DGeometry) -> bool {
     og >= 16 && g.kernel.0 * g.kernel.1 > 1
 }
 
+/// Whether the weight gradient should run on the direct kernel's planes too: its tiles sum
+/// over the flat pixels and then across the vector's lanes, so on small images (7x7: 64 flat
+/// pixels, 8 steps per tile) the horizontal sums dominate and im2col + gemm is faster.
+pub(super) fn weight_grad_worth_it(plan: &Plan) -> bool {
+    plan.np >= 128
+}
+
 /// The layout of one group's input in phase planes, and where each tap reads.
 pub(super) struct Plan {
     /// Phase-plane width `WQ` and height `HR`.
@@ -210,30 +217,39 @@ impl Plan {
         assert!(buf.len() >= self.len && wpack.len() >= self.wpack_len());
         assert!(yflat.len() >= self.flat_len());
         let np = self.np;
-        for p0 in (0..np).step_by(NT) {
-            for (ob, wb) in wpack[..self.wpack_len()]
-                .chunks_exact(self.k * MR)
-                .enumerate()
-            {
-                let y = &mut yflat[ob * MR * np + p0..];
-                #[cfg(target_arch = "x86_64")]
-                if self.simd {
-                    // SAFETY: `simd` is only set for f32 (so the casts are identities) on a CPU
-                    // with AVX2 and FMA. Reads: `off[k] + p0 + NT - 1 < len <= buf.len()` (see
-                    // `new`); `wb` holds K * MR weights; writes: MR rows of NT at stride `np`
-                    // from `ob * MR * np + p0`, inside `flat_len()`.
-                    unsafe {
-                        conv_tile_avx2(
-                            &self.off,
-                            (buf.as_ptr() as *const f32).add(p0),
-                            wb.as_ptr() as *const f32,
-                            y.as_mut_ptr() as *mut f32,
-                            np,
-                        );
-                    }
-                    continue;
+        let tile = |p0: usize, ob: usize, yflat: &mut [E]| {
+            let wb = &wpack[ob * self.k * MR..][..self.k * MR];
+            let y = &mut yflat[ob * MR * np + p0..];
+            #[cfg(target_arch = "x86_64")]
+            if self.simd {
+                // SAFETY: `simd` is only set for f32 (so the casts are identities) on a CPU
+                // with AVX2 and FMA. Reads: `off[k] + p0 + NT - 1 < len <= buf.len()` (see
+                // `new`); `wb` holds K * MR weights; writes: MR rows of NT at stride `np`
+                // from `ob * MR * np + p0`, inside `flat_len()`.
+                unsafe {
+                    conv_tile_avx2(
+                        &self.off,
+                        (buf.as_ptr() as *const f32).add(p0),
+                        wb.as_ptr() as *const f32,
+                        y.as_mut_ptr() as *mut f32,
+                        np,
+                    );
                 }
-                conv_tile(&self.off, &buf[p0..], wb, y, np);
+                return;
+            }
+            conv_tile(&self.off, &buf[p0..], wb, y, np);
+        };
+        let blocks = self.og_pad / MR;
+        // Whichever operand is larger stays put while the smaller one is swept over it: the
+        // pixels' taps outside (a tile's K x 16 inputs are reused by every channel block) unless
+        // the weight outgrows the input (512 channels on 7x7: 9 MB of weight per tile).
+        if self.wpack_len() <= self.len {
+            for p0 in (0..np).step_by(NT) {
+                (0..blocks).for_each(|ob| tile(p0, ob, yflat));
+            }
+        } else {
+            for ob in 0..blocks {
+                (0..np).step_by(NT).for_each(|p0| tile(p0, ob, yflat));
             }
         }
     }
