@@ -2,7 +2,10 @@
 //!
 //! Work is split over rayon tasks of a few images each (see `images_per_task`); inside a task
 //! every image is lowered with im2col into a column buffer that stays in cache and multiplied
-//! with one small gemm per group. Layouts (row-major, per image):
+//! with one small gemm per group, or, for layers with 16 or more output channels per group and
+//! a kernel larger than 1x1, convolved by the direct kernel of [`direct`] (forward, the weight
+//! gradient on images of 128 flat pixels or more, and the input gradient at stride 1).
+//! Layouts (row-major, per image):
 //! - `x`: (C, H, W); `w`: (O, C/G, KH, KW); `b`: (O)
 //! - `cols`: (C/G * KH * KW, OH * OW), one group at a time
 //! - `y`: (O, OH * OW), the activation's output before pooling
@@ -285,6 +288,7 @@ fn forward_image<E: Float>(
             });
         }
     } else {
+        // im2col + gemm; the bias and the activation follow
         for grp in 0..g.groups {
             im2col(g, &x[grp * cg * h * wd..][..cg * h * wd], &mut s.cols);
             gemm(
@@ -299,10 +303,9 @@ fn forward_image<E: Float>(
             );
         }
     }
-    for (o, plane) in y.chunks_exact_mut(ohw).enumerate() {
-        if direct.is_some() {
-            break;
-        }
+    // (the direct kernel has applied them already)
+    let planes = if direct.is_some() { 0 } else { g.out_channels };
+    for (o, plane) in y.chunks_exact_mut(ohw).take(planes).enumerate() {
         let bias = b.map_or(E::zero(), |b| b[o]);
         match act {
             Activation::Identity if b.is_some() => plane.iter_mut().for_each(|v| *v += bias),
