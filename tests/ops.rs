@@ -320,6 +320,229 @@ fn conv_skips_input_gradient_when_told() {
     assert!(grads.get(&x).as_vec().iter().all(|v| *v == 0.0));
 }
 
+/// The op in `f32` against the f64 oracles (forward: the nested loops; gradients: finite
+/// differences of them), within `tol` relative to the largest magnitude of each: f32 sums in a
+/// different order and has 6e-8 steps. The CPU's f32 path has its own (AVX2) microkernels.
+fn check_conv_f32(
+    g: Conv2DGeometry,
+    act: Activation,
+    pool: Option<Pool2DGeometry>,
+    bias: bool,
+    seed: u64,
+) {
+    let dev: TestDevice = Default::default();
+    let mut rng = Rng::new(seed);
+    let cg = g.in_channels / g.groups;
+    let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+    let f64s = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
+    // Values exact in f32, so the oracle sees the same operands.
+    let x = f64s(f32s(
+        &rng.vec(g.batch * g.in_channels * g.input.0 * g.input.1),
+    ));
+    let w = f64s(f32s(
+        &rng.vec(g.out_channels * cg * g.kernel.0 * g.kernel.1),
+    ));
+    let b = bias.then(|| f64s(f32s(&rng.vec(g.out_channels))));
+    let expect = reference_conv(&g, act, pool.as_ref(), &x, &w, b.as_deref());
+    let r = f64s(f32s(&rng.vec(expect.len())));
+    let xt = dev.tensor_from_vec(f32s(&x), (x.len(),));
+    let wt = dev.tensor_from_vec(f32s(&w), (w.len(),));
+    let bt = b
+        .as_ref()
+        .map(|b| dev.tensor_from_vec(f32s(b), (g.out_channels,)));
+    let rt = dev.tensor_from_vec(f32s(&r), (r.len(),));
+    let out = try_conv2d(
+        xt.leaky_trace(),
+        &wt,
+        bt.as_ref(),
+        g,
+        act,
+        pool,
+        (expect.len(),),
+        true,
+    )
+    .unwrap();
+    let close = |got: Vec<f32>, expect: &[f64], what: &str| {
+        let got = f64s(got);
+        let scale = expect.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        let d = max_diff(&got, expect) / scale;
+        assert!(
+            d < 1e-5,
+            "f32 {what} differs by {d:e}: {g:?} {act:?} {pool:?}"
+        );
+    };
+    close(out.as_vec(), &expect, "forward");
+    let grads = (out * rt).sum().backward();
+    let fx = finite_diff(&x, &r, |x| {
+        reference_conv(&g, act, pool.as_ref(), x, &w, b.as_deref())
+    });
+    let fw = finite_diff(&w, &r, |w| {
+        reference_conv(&g, act, pool.as_ref(), &x, w, b.as_deref())
+    });
+    close(grads.get(&xt).as_vec(), &fx, "input gradient");
+    close(grads.get(&wt).as_vec(), &fw, "weight gradient");
+    if let (Some(b), Some(bt)) = (&b, &bt) {
+        let fb = finite_diff(b, &r, |b| {
+            reference_conv(&g, act, pool.as_ref(), &x, &w, Some(b))
+        });
+        close(grads.get(bt).as_vec(), &fb, "bias gradient");
+    }
+}
+
+/// Layers with 16 or more output channels per group and a kernel larger than 1x1 take the
+/// CPU's direct kernel (phase planes, `src/ops/conv2d/direct.rs`) instead of im2col + gemm
+/// (their weight gradient too when the image has 128 flat pixels or more), and with 16 or more
+/// input channels per group and stride 1 their input gradient does too: the oracles on the shapes it
+/// must handle, in f64 (the portable microkernel) and f32 (AVX2 where the CPU has it).
+#[test]
+fn wide_conv_matches_reference() {
+    use Activation::*;
+    let max_pool = Some(pool_geom(PoolKind::Max, (6, 6), (2, 2), (2, 2), (0, 0)));
+    let cases = [
+        // 3x3, stride 1, padding 1, batch 1, odd sizes
+        (
+            geom(1, (3, 16, 1), (7, 5), (3, 3), (1, 1), (1, 1), (1, 1)),
+            Relu,
+            true,
+            None,
+        ),
+        // stride 2 with padding; output channels not a multiple of the tile's 4
+        (
+            geom(2, (2, 18, 1), (9, 8), (3, 3), (2, 2), (1, 1), (1, 1)),
+            Identity,
+            true,
+            None,
+        ),
+        // 1x1, stride 2 (ResNet's shortcut: the gemm path, checked in f32 here too)
+        (
+            geom(2, (3, 16, 1), (7, 7), (1, 1), (2, 2), (0, 0), (1, 1)),
+            Identity,
+            true,
+            None,
+        ),
+        // 3x1, strides (1, 2), 16 input channels
+        (
+            geom(2, (16, 16, 1), (5, 4), (3, 1), (1, 2), (1, 0), (1, 1)),
+            Tanh,
+            false,
+            None,
+        ),
+        // stride 2 without padding, 16 input channels: the input gradient by col2im
+        (
+            geom(1, (16, 16, 1), (6, 5), (3, 3), (2, 2), (0, 0), (1, 1)),
+            Identity,
+            true,
+            None,
+        ),
+        // 3x3, stride 1, 16 input channels (the input gradient runs direct), odd size
+        (
+            geom(1, (16, 17, 1), (5, 3), (3, 3), (1, 1), (1, 1), (1, 1)),
+            Sigmoid,
+            true,
+            None,
+        ),
+        // rectangular kernel, dilation, different strides and paddings per axis
+        (
+            geom(2, (2, 17, 1), (9, 8), (3, 2), (1, 2), (2, 1), (2, 3)),
+            Tanh,
+            false,
+            None,
+        ),
+        // dilation, stride 1, input gradient direct
+        (
+            geom(1, (16, 16, 1), (5, 4), (3, 3), (1, 1), (2, 1), (2, 2)),
+            Identity,
+            true,
+            None,
+        ),
+        // 5x5, padding 2, input gradient direct
+        (
+            geom(1, (16, 16, 1), (4, 5), (5, 5), (1, 1), (2, 2), (1, 1)),
+            Identity,
+            true,
+            None,
+        ),
+        // groups, 16 channels each
+        (
+            geom(1, (32, 32, 2), (3, 3), (3, 3), (1, 1), (1, 1), (1, 1)),
+            Relu,
+            true,
+            None,
+        ),
+        // with a fused max pool
+        (
+            geom(2, (3, 16, 1), (6, 6), (3, 3), (1, 1), (1, 1), (1, 1)),
+            Relu,
+            true,
+            max_pool,
+        ),
+        // Images with 128 or more flat pixels, where the weight gradient runs direct too:
+        // stride 1; stride 2 with 18 channels; dilation; groups
+        (
+            geom(1, (2, 16, 1), (12, 10), (3, 3), (1, 1), (1, 1), (1, 1)),
+            Relu,
+            true,
+            None,
+        ),
+        (
+            geom(1, (2, 18, 1), (24, 22), (3, 3), (2, 2), (1, 1), (1, 1)),
+            Identity,
+            true,
+            None,
+        ),
+        (
+            geom(1, (2, 16, 1), (12, 11), (3, 3), (1, 1), (2, 2), (2, 2)),
+            Tanh,
+            false,
+            None,
+        ),
+        (
+            geom(1, (4, 32, 2), (12, 12), (3, 3), (1, 1), (1, 1), (1, 1)),
+            Sigmoid,
+            true,
+            None,
+        ),
+        // more images than one task takes, uneven split
+        (
+            geom(19, (2, 16, 1), (4, 4), (3, 3), (1, 1), (1, 1), (1, 1)),
+            Identity,
+            true,
+            None,
+        ),
+    ];
+    for (i, (g, act, bias, pool)) in cases.into_iter().enumerate() {
+        check_conv(g, act, pool, bias, 200 + i as u64);
+        check_conv_f32(g, act, pool, bias, 300 + i as u64);
+    }
+}
+
+/// A batch of 0 through a layer wide enough for the direct kernel: empty output, and a zero
+/// weight gradient.
+#[test]
+fn wide_conv_of_an_empty_batch_is_empty() {
+    let dev: TestDevice = Default::default();
+    let g = geom(0, (16, 16, 1), (4, 4), (3, 3), (1, 1), (1, 1), (1, 1));
+    let x = dev.tensor_from_vec(Vec::<f32>::new(), (0,));
+    let w = dev.tensor_from_vec(vec![0.5f32; 16 * 16 * 9], (16 * 16 * 9,));
+    let no_bias: Option<&Tensor<(usize,), f32, TestDevice>> = None;
+    let out = try_conv2d(
+        x.leaky_trace(),
+        &w,
+        no_bias,
+        g,
+        Activation::Relu,
+        None,
+        (0,),
+        true,
+    )
+    .unwrap();
+    assert_eq!(out.shape().num_elements(), 0);
+    // dfdx cannot reduce an empty tensor: run the tape from a scalar that carries it.
+    let (_, tape) = out.split_tape();
+    let grads = dev.zeros::<Rank0>().put_tape(tape).backward();
+    assert!(grads.get(&w).as_vec().iter().all(|v| *v == 0.0));
+}
+
 fn check_pool(p: Pool2DGeometry, planes: usize, seed: u64) {
     let dev: TestDevice = Default::default();
     let mut rng = Rng::new(seed);

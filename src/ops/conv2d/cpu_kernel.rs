@@ -2,12 +2,16 @@
 //!
 //! Work is split over rayon tasks of a few images each (see `images_per_task`); inside a task
 //! every image is lowered with im2col into a column buffer that stays in cache and multiplied
-//! with one small gemm per group. Layouts (row-major, per image):
+//! with one small gemm per group, or, for layers with 16 or more output channels per group and
+//! a kernel larger than 1x1, convolved by the direct kernel of [`direct`] (forward, the weight
+//! gradient on images of 128 flat pixels or more, and the input gradient at stride 1).
+//! Layouts (row-major, per image):
 //! - `x`: (C, H, W); `w`: (O, C/G, KH, KW); `b`: (O)
 //! - `cols`: (C/G * KH * KW, OH * OW), one group at a time
 //! - `y`: (O, OH * OW), the activation's output before pooling
 //! - `out`: (O, POH * POW) after pooling, or `y` itself without pooling
 
+use super::direct::{self, Plan};
 use super::{Activation, Conv2DGeometry, Conv2DKernel, Conv2DOp};
 use crate::Float;
 use crate::ops::buffer::Buffer;
@@ -19,7 +23,7 @@ use rayon::prelude::*;
 
 /// Range of `ox` for which `ox * stride + offset` lands in `0..n` (half-open, clipped to `out`).
 #[inline]
-fn valid_range(offset: isize, stride: usize, n: usize, out: usize) -> (usize, usize) {
+pub(super) fn valid_range(offset: isize, stride: usize, n: usize, out: usize) -> (usize, usize) {
     let lo = if offset >= 0 {
         0
     } else {
@@ -201,22 +205,33 @@ fn scatter<E: Float>(d: &mut [E], arg: &[u32], g: &[E], y: &[E], f: impl Fn(E) -
     }
 }
 
-/// Scratch buffers of one rayon task.
-struct Scratch<E> {
-    cols: Vec<E>,
-    y: Vec<E>,
+/// Scratch buffers of one rayon task, from the buffer pool: fresh `vec![0; n]`s here were
+/// calloc'd zero pages each step, read and then written (a copy-on-write fault and a TLB
+/// shootdown per 4 KiB page), and freed again.
+struct Scratch<E: Float> {
+    cols: Buffer<E>,
+    y: Buffer<E>,
+    /// The direct kernel's phase planes and flat output (see [`direct`]), when it runs.
+    buf: Buffer<E>,
+    yflat: Buffer<E>,
 }
 
 impl<E: Float> Scratch<E> {
-    fn new(g: &Conv2DGeometry) -> Self {
+    fn new(g: &Conv2DGeometry, plan: Option<&Plan>) -> Self {
         let ohw = g.output.0 * g.output.1;
         let cgkk = g.in_channels / g.groups * g.kernel.0 * g.kernel.1;
+        // all written in full before they are read
         Scratch {
-            cols: vec![E::zero(); cgkk * ohw],
-            y: vec![E::zero(); g.out_channels * ohw],
+            cols: Buffer::for_overwrite(if plan.is_some() { 0 } else { cgkk * ohw }),
+            y: Buffer::for_overwrite(g.out_channels * ohw),
+            buf: Buffer::for_overwrite(plan.map_or(0, |p| p.len)),
+            yflat: Buffer::for_overwrite(plan.map_or(0, |p| p.flat_len())),
         }
     }
 }
+
+/// The direct kernel's plan for a forward pass, and the weight packed for it per group.
+type Direct<'a, E> = Option<(&'a Plan, &'a [E])>;
 
 /// Forward for one image: `x`: (C, H, W), `out`: (O, POH*POW) or (O, OH*OW); `y_save`, when
 /// given, receives (O, OH*OW) for the backward pass.
@@ -232,6 +247,7 @@ fn forward_image<E: Float>(
     y_save: Option<&mut [E]>,
     arg: Option<&mut [u32]>,
     s: &mut Scratch<E>,
+    direct: Direct<'_, E>,
 ) {
     let (h, wd) = g.input;
     let ohw = g.output.0 * g.output.1;
@@ -246,20 +262,50 @@ fn forward_image<E: Float>(
             (Some(_), Some(save)) => (save, Some(out), None),
             (Some(_), None) => (&mut s.y[..], Some(out), None),
         };
-    for grp in 0..g.groups {
-        im2col(g, &x[grp * cg * h * wd..][..cg * h * wd], &mut s.cols);
-        gemm(
-            (og, ohw, cgkk),
-            &mut y[grp * og * ohw..][..og * ohw],
-            ohw,
-            false,
-            &w[grp * og * cgkk..][..og * cgkk],
-            (cgkk, 1),
-            &s.cols,
-            (ohw, 1),
-        );
+    if let Some((plan, wpack)) = direct {
+        // The direct kernel, with the bias and the activation applied as the valid pixels
+        // are copied out of its flat output.
+        for grp in 0..g.groups {
+            plan.fill(g, &x[grp * cg * h * wd..][..cg * h * wd], &mut s.buf);
+            plan.conv(&s.buf, &wpack[grp * plan.wpack_len()..], &mut s.yflat);
+            let yg = &mut y[grp * og * ohw..][..og * ohw];
+            plan.unflatten(g.output, &s.yflat, yg, |o, row, src| {
+                let bias = b.map_or(E::zero(), |b| b[grp * og + o]);
+                let each = |f: fn(E) -> E, row: &mut [E]| {
+                    for (d, &v) in row.iter_mut().zip(src) {
+                        *d = f(v + bias);
+                    }
+                };
+                match act {
+                    Activation::Identity => each(|v| v, row),
+                    Activation::Relu => each(|v| v.max(E::zero()), row),
+                    Activation::Tanh => each(|v| v.tanh(), row),
+                    Activation::Sigmoid => {
+                        row.copy_from_slice(src);
+                        E::sigmoid_in_place(row, bias);
+                    }
+                }
+            });
+        }
+    } else {
+        // im2col + gemm; the bias and the activation follow
+        for grp in 0..g.groups {
+            im2col(g, &x[grp * cg * h * wd..][..cg * h * wd], &mut s.cols);
+            gemm(
+                (og, ohw, cgkk),
+                &mut y[grp * og * ohw..][..og * ohw],
+                ohw,
+                false,
+                &w[grp * og * cgkk..][..og * cgkk],
+                (cgkk, 1),
+                &s.cols,
+                (ohw, 1),
+            );
+        }
     }
-    for (o, plane) in y.chunks_exact_mut(ohw).enumerate() {
+    // (the direct kernel has applied them already)
+    let planes = if direct.is_some() { 0 } else { g.out_channels };
+    for (o, plane) in y.chunks_exact_mut(ohw).take(planes).enumerate() {
         let bias = b.map_or(E::zero(), |b| b[o]);
         match act {
             Activation::Identity if b.is_some() => plane.iter_mut().for_each(|v| *v += bias),
@@ -325,12 +371,21 @@ pub(crate) fn forward<E: Float>(
     }
     let ys = parts(y_save, nb * per_y, chunks);
     let args = parts(arg, nb * per_out, chunks);
+    let plan = direct::worth_it(g).then(|| Plan::new::<E>(g));
+    let mut wpack = Buffer::for_overwrite(plan.as_ref().map_or(0, |p| g.groups * p.wpack_len()));
+    if let Some(p) = &plan {
+        let per_group = w.len() / g.groups;
+        for (grp, dst) in wpack.chunks_exact_mut(p.wpack_len()).enumerate() {
+            p.pack(&w[grp * per_group..][..per_group], dst);
+        }
+    }
+    let direct = plan.as_ref().map(|p| (p, &wpack[..]));
     out.par_chunks_mut(nb * per_out)
         .zip(ys)
         .zip(args)
         .enumerate()
         .for_each_init(
-            || Scratch::new(g),
+            || Scratch::new(g, plan.as_ref()),
             |s, (ci, ((out, mut ys), mut args))| {
                 for (i, o) in out.chunks_exact_mut(per_out).enumerate() {
                     let n = ci * nb + i;
@@ -349,19 +404,26 @@ pub(crate) fn forward<E: Float>(
                         y,
                         a,
                         s,
+                        direct,
                     );
                 }
             },
         );
 }
 
-/// Per-task gradient accumulators.
-struct Grads<E> {
-    dw: Vec<E>,
-    db: Vec<E>,
-    dy: Vec<E>,
-    cols: Vec<E>,
-    dcols: Vec<E>,
+/// Per-task gradient accumulators and scratch, from the buffer pool (see [`Scratch`]).
+struct Grads<E: Float> {
+    dw: Buffer<E>,
+    db: Buffer<E>,
+    dy: Buffer<E>,
+    cols: Buffer<E>,
+    dcols: Buffer<E>,
+    /// The direct kernels' buffers: x's phase planes and dy on the flat pixels for the weight
+    /// gradient; dy's phase planes and dx's flat pixels for the input gradient.
+    buf: Buffer<E>,
+    dyflat: Buffer<E>,
+    tbuf: Buffer<E>,
+    tflat: Buffer<E>,
 }
 
 /// Backward pass over a batch.
@@ -401,13 +463,41 @@ pub(crate) fn backward<E: Float>(
     let nb = images_per_task(g.batch);
     let chunks = g.batch.div_ceil(nb);
 
-    let (dw_len, db_len) = (dw.len(), db.len());
+    // The direct kernel (see [`direct`]) for the weight gradient, and for the input gradient
+    // as a convolution of dy with the flipped, transposed kernel (stride 1).
+    let plan = (direct::worth_it(g) && !dw.is_empty())
+        .then(|| Plan::new::<E>(g))
+        .filter(direct::weight_grad_worth_it);
+    let tplan = direct::transposed(g)
+        .filter(|gt| direct::worth_it(gt) && !dx.is_empty())
+        .map(|gt| (Plan::new::<E>(&gt), gt));
+    let mut wtpack =
+        Buffer::for_overwrite(tplan.as_ref().map_or(0, |(t, _)| g.groups * t.wpack_len()));
+    if let Some((t, _)) = &tplan {
+        for (grp, dst) in wtpack.chunks_exact_mut(t.wpack_len()).enumerate() {
+            t.pack_transposed(g, &w[grp * og * cgkk..][..og * cgkk], dst);
+        }
+    }
+    let (dw_len, db_len, want_dx) = (dw.len(), db.len(), !dx.is_empty());
     let new = || Grads {
-        dw: vec![E::zero(); dw_len],
-        db: vec![E::zero(); db_len],
-        dy: vec![E::zero(); per_y],
-        cols: vec![E::zero(); cgkk * ohw],
-        dcols: vec![E::zero(); cgkk * ohw],
+        dw: Buffer::zeroed(dw_len),
+        db: Buffer::zeroed(db_len),
+        // written in full before they are read
+        dy: Buffer::for_overwrite(per_y),
+        cols: Buffer::for_overwrite(if plan.is_some() || dw_len == 0 {
+            0
+        } else {
+            cgkk * ohw
+        }),
+        dcols: Buffer::for_overwrite(if tplan.is_some() || !want_dx {
+            0
+        } else {
+            cgkk * ohw
+        }),
+        buf: Buffer::for_overwrite(plan.as_ref().map_or(0, |p| p.len)),
+        dyflat: Buffer::for_overwrite(plan.as_ref().map_or(0, |p| p.flat_len())),
+        tbuf: Buffer::for_overwrite(tplan.as_ref().map_or(0, |(t, _)| t.len)),
+        tflat: Buffer::for_overwrite(tplan.as_ref().map_or(0, |(t, _)| t.flat_len())),
     };
     let image = |a: &mut Grads<E>, n: usize, dx: Option<&mut [E]>| {
         let go = &gout[n * per_out..][..per_out];
@@ -480,7 +570,11 @@ pub(crate) fn backward<E: Float>(
         let mut dx = dx;
         for grp in 0..g.groups {
             let dy = &a.dy[grp * og * ohw..][..og * ohw];
-            if !a.dw.is_empty() {
+            if let Some(p) = &plan {
+                p.fill(g, &xn[grp * cg * h * wd..][..cg * h * wd], &mut a.buf);
+                p.flatten(g.output, dy, &mut a.dyflat);
+                p.weight_grad(&a.buf, &a.dyflat, &mut a.dw[grp * og * cgkk..][..og * cgkk]);
+            } else if !a.dw.is_empty() {
                 im2col(g, &xn[grp * cg * h * wd..][..cg * h * wd], &mut a.cols);
                 // dw_g (og, cgkk) += dy_g (og, ohw) * cols^T (ohw, cgkk)
                 gemm(
@@ -494,25 +588,36 @@ pub(crate) fn backward<E: Float>(
                     (1, ohw),
                 );
             }
-            if let Some(dx) = dx.as_deref_mut() {
-                // dcols (cgkk, ohw) = w_g^T (cgkk, og) * dy_g (og, ohw)
-                gemm(
-                    (cgkk, ohw, og),
-                    &mut a.dcols,
-                    ohw,
-                    false,
-                    &w[grp * og * cgkk..][..og * cgkk],
-                    (1, cgkk),
-                    dy,
-                    (ohw, 1),
-                );
-                col2im(g, &a.dcols, &mut dx[grp * cg * h * wd..][..cg * h * wd]);
+            match (dx.as_deref_mut(), &tplan) {
+                (None, _) => {}
+                (Some(dx), Some((t, gt))) => {
+                    t.fill(gt, dy, &mut a.tbuf);
+                    t.conv(&a.tbuf, &wtpack[grp * t.wpack_len()..], &mut a.tflat);
+                    let dxg = &mut dx[grp * cg * h * wd..][..cg * h * wd];
+                    t.unflatten(g.input, &a.tflat, dxg, |_, row, src| {
+                        row.iter_mut().zip(src).for_each(|(d, &s)| *d += s)
+                    });
+                }
+                (Some(dx), None) => {
+                    // dcols (cgkk, ohw) = w_g^T (cgkk, og) * dy_g (og, ohw)
+                    gemm(
+                        (cgkk, ohw, og),
+                        &mut a.dcols,
+                        ohw,
+                        false,
+                        &w[grp * og * cgkk..][..og * cgkk],
+                        (1, cgkk),
+                        dy,
+                        (ohw, 1),
+                    );
+                    col2im(g, &a.dcols, &mut dx[grp * cg * h * wd..][..cg * h * wd]);
+                }
             }
         }
     };
     let sum = |mut a: Grads<E>, b: Grads<E>| {
-        a.dw.iter_mut().zip(&b.dw).for_each(|(a, b)| *a += *b);
-        a.db.iter_mut().zip(&b.db).for_each(|(a, b)| *a += *b);
+        add_into(&mut a.dw, &b.dw);
+        add_into(&mut a.db, &b.db);
         a
     };
     let total = if dx.is_empty() {
@@ -537,8 +642,8 @@ pub(crate) fn backward<E: Float>(
             .reduce_with(sum)
     };
     if let Some(t) = total {
-        dw.iter_mut().zip(&t.dw).for_each(|(a, b)| *a += *b);
-        db.iter_mut().zip(&t.db).for_each(|(a, b)| *a += *b);
+        add_into(dw, &t.dw);
+        add_into(db, &t.db);
     }
 }
 
@@ -626,9 +731,17 @@ impl<E: Float> Conv2DKernel<E> for Cpu {
         } else {
             0
         });
-        let dx: &mut [E] = match dx {
-            Some(dx) => dx,
-            None => &mut [],
+        // dx usually arrives fresh from dfdx's gradient store: calloc'd pages never touched.
+        // Accumulating into it in place faults every page twice (the read maps the zero page,
+        // the write copies it and shoots down the other threads' TLBs), a quarter of a ResNet
+        // training step. Accumulate into a pooled copy instead and hand that over.
+        let mut dx_new = match &dx {
+            Some(dx) => {
+                let mut b = Buffer::for_overwrite(dx.len());
+                b.copy_from_slice(dx);
+                b
+            }
+            None => Buffer::for_overwrite(0),
         };
         backward(
             &op.geom,
@@ -639,10 +752,14 @@ impl<E: Float> Conv2DKernel<E> for Cpu {
             &y,
             &arg,
             gout,
-            dx,
+            &mut dx_new,
             &mut dw_new,
             &mut db_new,
         );
+        if let Some(dx) = dx {
+            // CachableVec derefs to the Vec it holds
+            **dx = dx_new.into_vec();
+        }
         add_into(dw, &dw_new);
         if let Some(db) = db {
             add_into(db, &db_new);
