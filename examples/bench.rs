@@ -13,7 +13,9 @@
 //! case, `{"case": "train_sigmoid_b256", "images_per_s": 12345.6}`. `--rounds N` (default 3)
 //! and `--steps N` (default 30) as in the PyTorch script; `--case NAME` runs the cases whose
 //! name contains NAME (for profiling); each figure is the median of the
-//! rounds, taken round-robin so drift in machine speed hits every case alike.
+//! rounds, taken round-robin so drift in machine speed hits every case alike. `--memory`
+//! prints the peak memory of a `resnet` training step instead (beside
+//! `bench/torch_peak_memory.py`).
 
 use cnn::prelude::*;
 use std::time::Instant;
@@ -84,8 +86,8 @@ cnn! {
 type Dev = AutoDevice;
 type Batch = (usize, Const<1>, Const<28>, Const<28>);
 
-/// Images per second of `steps` training steps (after 3 warm-up steps).
-fn train<M>(batch: usize, steps: usize) -> f64
+/// One training step of `M` on a fixed batch: forward, backward, SGD update.
+fn train_step<M>(batch: usize) -> impl FnMut()
 where
     M: BuildOnDevice<Dev, f32>,
     M::Built: ModuleMut<
@@ -103,18 +105,34 @@ where
             weight_decay: None,
         },
     );
-    let mut grads = model.alloc_grads();
+    // The gradients move round: the tape takes them and `backward` gives them back (a
+    // `grads.clone()` per step would copy every one).
+    let mut grads = Some(model.alloc_grads());
     let x: Tensor<Batch, f32, Dev> = dev.sample_normal_like(&(batch, Const, Const, Const));
     let labels: Vec<usize> = (0..batch).map(|i| (i * 7) % 10).collect();
     let y = dev.one_hot_encode(Const::<10>, labels);
-    let mut step = || {
-        let logits = model.forward_mut(x.trace(grads.clone()));
+    move || {
+        let taken = grads.take().expect("the last step gave the gradients back");
+        let logits = model.forward_mut(x.clone().traced(taken));
         let loss = cross_entropy_with_logits_loss(logits, y.clone());
-        grads = loss.backward();
-        opt.update(&mut model, &grads)
+        let mut back = loss.backward();
+        opt.update(&mut model, &back)
             .expect("every parameter has a gradient");
-        model.zero_grads(&mut grads);
-    };
+        model.zero_grads(&mut back);
+        grads = Some(back);
+    }
+}
+
+/// Images per second of `steps` training steps (after 3 warm-up steps).
+fn train<M>(batch: usize, steps: usize) -> f64
+where
+    M: BuildOnDevice<Dev, f32>,
+    M::Built: ModuleMut<
+            Tensor<Batch, f32, Dev, OwnedTape<f32, Dev>>,
+            Output = Tensor<(usize, Const<10>), f32, Dev, OwnedTape<f32, Dev>>,
+        >,
+{
+    let mut step = train_step::<M>(batch);
     for _ in 0..3 {
         step();
     }
@@ -123,6 +141,34 @@ where
         step();
     }
     (batch * steps) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// `--memory`: the memory one training step of `resnet` takes on the CPU, as the process's
+/// resident set sees it (Linux): the peak during the first step (`VmHWM`, reset just before
+/// it through `/proc/self/clear_refs`) above the resident set before it (model, batch and
+/// gradients built), and the same for the third step (buffers then come from the pool).
+/// `bench/torch_peak_memory.py` measures PyTorch the same way.
+fn peak_memory() {
+    fn status(field: &str) -> u64 {
+        let text = std::fs::read_to_string("/proc/self/status").expect("Linux's /proc");
+        text.lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a size in kB")
+    }
+    let reset = || std::fs::write("/proc/self/clear_refs", "5").expect("VmHWM reset");
+    let mut step = train_step::<ResNet>(128);
+    for n in 1..=3 {
+        let before = status("VmRSS:");
+        reset();
+        step();
+        let peak = status("VmHWM:");
+        println!(
+            "train_resnet_b128 step {n}: peak {:.1} MB above the {:.1} MB resident before it",
+            (peak.saturating_sub(before)) as f64 / 1024.0,
+            before as f64 / 1024.0
+        );
+    }
 }
 
 /// Images per second of `steps` forward passes without a tape.
@@ -165,6 +211,9 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--memory") {
+        return peak_memory();
+    }
     let json = args.iter().any(|a| a == "--json");
     let rounds = arg(&args, "--rounds", 3).max(1);
     let steps = arg(&args, "--steps", 30).max(1);
