@@ -10,7 +10,7 @@ SGD without momentum, batch 256, 10 epochs. Prints one line per epoch and the fi
   blocks at 28x28), lr 0.1, as `cargo run --release --example resnet`.
 
 Usage: python3 bench/torch_train.py [--net lenet|resnet] [--data /usr/share/datasets/fashion-mnist]
-       [--threads 2] [--epochs 10]
+       [--threads 2] [--epochs 10] [--momentum 0]
 """
 import argparse, gzip, os, struct, time
 import torch
@@ -78,6 +78,7 @@ def main():
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--momentum", type=float, default=0.0, help="SGD's, as the examples' --momentum")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -87,7 +88,7 @@ def main():
     for m in net.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             nn.init.xavier_uniform_(m.weight)
-    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=a.momentum)
     loss_fn = nn.CrossEntropyLoss()
     total = 0.0
     for epoch in range(a.epochs):

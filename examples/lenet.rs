@@ -7,8 +7,8 @@
 //!
 //! - `--modern`: ReLU and max pooling (add `--adam`, or keep SGD with `--lr 0.1`: at lr 0.9 it
 //!   diverges, in PyTorch too).
-//! - `--epochs N`, `--batch N`, `--lr X`, `--seed N`, `--threads N`, `--data DIR`, `--out DIR`;
-//!   values that cannot work (0 epochs, a NaN learning rate, 10000 threads) are refused before
+//! - `--epochs N`, `--batch N`, `--lr X`, `--momentum M` (SGD's), `--seed N`, `--threads N`,
+//!   `--data DIR`, `--out DIR`; values that cannot work (0 epochs, a NaN learning rate, 10000 threads) are refused before
 //!   anything starts.
 //! - `--eval FILE`: load a checkpoint and report its test accuracy (another network's
 //!   checkpoint is refused, naming the tensor and both shapes, or the first layer that differs;
@@ -130,6 +130,21 @@ mod tests {
             ("--lr", "inf", "must be a finite number above 0"),
             ("--lr", "-1", "must be a finite number above 0"),
             ("--lr", "0", "must be a finite number above 0"),
+            (
+                "--momentum",
+                "1",
+                "must be a number from 0 up to (not including) 1",
+            ),
+            (
+                "--momentum",
+                "-0.1",
+                "must be a number from 0 up to (not including) 1",
+            ),
+            (
+                "--momentum",
+                "nan",
+                "must be a number from 0 up to (not including) 1",
+            ),
         ] {
             let err = Args::try_parse_from(["lenet", flag, value]).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::ValueValidation, "{flag} {value}");
@@ -140,6 +155,10 @@ mod tests {
             );
         }
         assert_eq!(args(&["--lr", "0.5", "--threads", "1"]).run.lr, Some(0.5));
+        assert_eq!(args(&["--momentum", "0.9"]).run.momentum, Some(0.9));
+        // Momentum is SGD's: with Adam it would be ignored, so it is refused.
+        let err = Args::try_parse_from(["lenet", "--adam", "--momentum", "0.9"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! It prints the network's summary, one line per epoch, and ends with `loss L, train acc A,
 //! test acc T`; it saves the weights (`runs/resnet.safetensors`) and a plot of the curves
 //! (`runs/resnet.png`). The options are `lenet`'s (`--epochs N`, `--batch N`, `--lr X`,
-//! `--adam`, `--seed N`, `--threads N`, `--data DIR`, `--out DIR`, `--eval FILE`, `--smoke`),
+//! `--momentum M`, `--adam`, `--seed N`, `--threads N`, `--data DIR`, `--out DIR`, `--eval FILE`, `--smoke`),
 //! with the same checks.
 //!
 //! On the CPU an epoch takes minutes where LeNet's takes seconds: the network does about 130

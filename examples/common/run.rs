@@ -12,6 +12,7 @@ use cnn::data::{Dataset, FashionMnist, Locator};
 use cnn::prelude::*;
 use cnn::train::{Classifier, Config, EpochStats, InMemory, Init, Progress, Trainer, plot_history};
 use dfdx::nn::{LoadFromSafetensors, SaveToSafetensors};
+use dfdx::optim::Momentum;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -40,6 +41,9 @@ pub struct RunArgs {
     /// Learning rate (default: the example's rate for SGD, 0.001 for Adam).
     #[arg(long, value_parser = learning_rate, allow_negative_numbers = true)]
     pub lr: Option<f64>,
+    /// SGD's momentum, PyTorch's `momentum` (from 0 up to, not including, 1; default none).
+    #[arg(long, value_parser = momentum, conflicts_with = "adam", allow_negative_numbers = true)]
+    pub momentum: Option<f64>,
     /// Seed of the initial weights and of the shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -103,6 +107,15 @@ fn learning_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(lr) if lr.is_finite() && lr > 0.0 => Ok(lr),
         _ => Err("must be a finite number above 0".to_string()),
+    }
+}
+
+/// `--momentum`: a number from 0 up to (not including) 1; at 1 or above the velocity never
+/// decays.
+fn momentum(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(m) if (0.0..1.0).contains(&m) => Ok(m),
+        _ => Err("must be a number from 0 up to (not including) 1".to_string()),
     }
 }
 
@@ -233,7 +246,7 @@ where
             let lr = lr.unwrap_or(sgd_lr);
             let cfg = SgdConfig {
                 lr,
-                momentum: None,
+                momentum: args.momentum.filter(|&m| m > 0.0).map(Momentum::Classic),
                 weight_decay: None,
             };
             let mut opt = Sgd::new(&model, cfg);
