@@ -64,12 +64,7 @@ fn main() {
     println!("{summary}");
 
     // The macro's shapes, layer by layer (the entries of `net`), are the book's.
-    let shapes: Vec<&[usize]> = summary
-        .rows
-        .iter()
-        .filter(|row| row.depth == 1)
-        .map(|row| row.output)
-        .collect();
+    let shapes: Vec<&[usize]> = summary.inside("net").map(|row| row.output).collect();
     assert_eq!(shapes, D2L);
     // `sum(p.numel() for p in net.parameters())` for d2l's AlexNet with one input channel,
     // from `bench/d2l_ch8.py` (PyTorch 2.15.0).

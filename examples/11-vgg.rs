@@ -63,12 +63,7 @@ fn main() {
     println!("{summary}");
 
     // The network's own entries (depth 0), as d2l's loop over `net` sees them.
-    let shapes: Vec<&[usize]> = summary
-        .rows
-        .iter()
-        .filter(|row| row.depth == 1) // the parts of `net`
-        .map(|row| row.output)
-        .collect();
+    let shapes: Vec<&[usize]> = summary.inside("net").map(|row| row.output).collect();
     assert_eq!(shapes, D2L);
     // `sum(p.numel() for p in net.parameters())` for d2l's VGG-11 with one input channel, from
     // `bench/d2l_ch8.py` (PyTorch 2.15.0). Most of it is the first linear layer,

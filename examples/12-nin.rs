@@ -61,12 +61,7 @@ fn main() {
     let summary = NiN::summary();
     println!("{summary}");
 
-    let shapes: Vec<&[usize]> = summary
-        .rows
-        .iter()
-        .filter(|row| row.depth == 1) // the parts of `net`
-        .map(|row| row.output)
-        .collect();
+    let shapes: Vec<&[usize]> = summary.inside("net").map(|row| row.output).collect();
     assert_eq!(shapes, D2L);
     // `sum(p.numel() for p in net.parameters())` for d2l's NiN with one input channel, from
     // `bench/d2l_ch8.py` (PyTorch 2.15.0): AlexNet's 46.8 million less its linear layers.

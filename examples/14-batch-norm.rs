@@ -58,12 +58,7 @@ fn main() {
     let summary = BNLeNet::summary();
     println!("{summary}");
 
-    let shapes: Vec<&[usize]> = summary
-        .rows
-        .iter()
-        .filter(|row| row.depth == 1) // the layers of `net`
-        .map(|row| row.output)
-        .collect();
+    let shapes: Vec<&[usize]> = summary.inside("net").map(|row| row.output).collect();
     assert_eq!(shapes, PYTORCH);
     // From `bench/d2l_ch8.py` (PyTorch 2.15.0) for d2l's BNLeNet: `sum(p.numel() for p in
     // net.parameters())`, which counts each batch norm's scale and shift (2 per channel or

@@ -76,12 +76,7 @@ fn main() {
     let summary = DenseNet::summary();
     println!("{summary}");
 
-    let shapes: Vec<&[usize]> = summary
-        .rows
-        .iter()
-        .filter(|row| row.depth == 1) // the parts of `net`
-        .map(|row| row.output)
-        .collect();
+    let shapes: Vec<&[usize]> = summary.inside("net").map(|row| row.output).collect();
     assert_eq!(shapes, PYTORCH);
     // From `bench/d2l_ch8.py` (PyTorch 2.15.0) for d2l's DenseNet with one input channel:
     // `sum(p.numel() for p in net.parameters())`, and the batch norms' running means and

@@ -129,6 +129,21 @@ impl Summary {
         self.rows.iter().filter(|row| row.depth == 0)
     }
 
+    /// The entries directly inside the construct whose row has the dotted `path` (a group, a
+    /// block call, a repeat: `"net"`, `"net.b3"`), without what they hold in turn: what a loop
+    /// over that PyTorch module's children would see. Empty when no row has that path.
+    pub fn inside(&self, path: &str) -> impl Iterator<Item = &'static LayerRow> {
+        let rows: &'static [LayerRow] = self.rows;
+        let (start, depth) = rows
+            .iter()
+            .position(|row| row.path == path && !path.is_empty())
+            .map_or((rows.len(), 0), |i| (i + 1, rows[i].depth));
+        rows[start..]
+            .iter()
+            .take_while(move |row| row.depth > depth)
+            .filter(move |row| row.depth == depth + 1)
+    }
+
     /// The shape of the network's output for one image: the last top-level row's, or the
     /// input's for a network without layers.
     pub const fn output(&self) -> &'static [usize] {
