@@ -18,42 +18,21 @@ Usage: python3 bench/torch_resnet18.py --data DIR [--device cuda] [--epochs 1] [
 (DIR holds the four Fashion-MNIST IDX files, gzipped or not; --limit N uses the first N
 training images, for a quick check on a CPU.)
 """
-import argparse, gzip, json, pathlib, time
+import argparse, json, time
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-
-def read_idx(path):
-    p = pathlib.Path(path)
-    if not p.exists():
-        p = p.with_name(p.name + ".gz")
-    raw = gzip.open(p).read() if p.suffix == ".gz" else p.read_bytes()
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-class Residual(nn.Module):
-    """d2l 8.6's `Residual`."""
-    def __init__(self, cin, c, use_1x1conv=False, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, c, 3, padding=1, stride=stride)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
-        self.conv3 = nn.Conv2d(cin, c, 1, stride=stride) if use_1x1conv else None
-        self.bn1, self.bn2 = nn.BatchNorm2d(c), nn.BatchNorm2d(c)
-
-    def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        return F.relu(y + (self.conv3(x) if self.conv3 is not None else x))
+# The IDX reader and d2l's `Residual`, shared with the CPU training script beside this one.
+import torch_train
+from torch_train import Residual
 
 
 def stage(cin, c, n, first_block=False):
     blocks = []
     for i in range(n):
         if i == 0 and not first_block:
-            blocks.append(Residual(cin, c, use_1x1conv=True, stride=2))
+            blocks.append(Residual(cin, c, use_1x1conv=True, strides=2))
         else:
             blocks.append(Residual(c, c))
     return nn.Sequential(*blocks)
@@ -70,12 +49,9 @@ def resnet18():
 
 
 def load(data, split, device, side):
-    prefix = "train" if split == "train" else "t10k"
-    x = read_idx(f"{data}/{prefix}-images-idx3-ubyte")
-    y = read_idx(f"{data}/{prefix}-labels-idx1-ubyte")
-    x = x.to(device=device, dtype=torch.float32).unsqueeze(1) / 255
-    x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
-    return x, y.to(device=device, dtype=torch.long)
+    x, y = torch_train.load(data, split)  # [N, 1, 28, 28] in [0, 1], labels as int64
+    x = F.interpolate(x.to(device), size=(side, side), mode="bilinear", align_corners=False)
+    return x, y.to(device)
 
 
 def main():

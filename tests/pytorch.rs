@@ -6,6 +6,8 @@
 //! is installed).
 
 mod common;
+#[path = "../examples/common/python.rs"]
+mod python;
 
 use cnn::checkpoint::{
     CheckpointError, ShapeMismatch, StateDictReport, load_pytorch, save_pytorch,
@@ -399,17 +401,7 @@ fn bad_files_are_named_and_change_nothing() {
 /// (`tests/goldens/pytorch.py --check`); skipped, saying so, without PyTorch.
 #[test]
 fn pytorch_loads_what_we_save() {
-    let python = std::env::var_os("CNN_PYTHON")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/cnn-bench/venv/bin/python"))
-        })
-        .filter(|p| {
-            std::process::Command::new(p)
-                .args(["-c", "import torch, safetensors"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
+    let python = python::python();
     let Some(python) = python else {
         eprintln!(
             "skipped: checking that PyTorch loads our files needs Python with torch and \

@@ -8,6 +8,10 @@ use dfdx::nn::tensor_collection::TensorCollection;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "python.rs"]
+mod python;
+use python::python;
+
 /// What `bench/d2l_ch8.py --export` wrote for one network.
 struct Twin {
     /// The `state_dict`, as `safetensors.torch.save_file` writes it.
@@ -18,24 +22,6 @@ struct Twin {
     logits: Vec<f32>,
     /// Removed when dropped.
     _dir: tempfile::TempDir,
-}
-
-/// The Python that has PyTorch and safetensors: `$CNN_PYTHON`, or the venv that
-/// `../shared/bench/compare.sh` makes, or `python3`; `None` when none has them.
-fn python() -> Option<PathBuf> {
-    let venv = std::env::var_os("HOME")
-        .map(|home| Path::new(&home).join(".cache/cnn-bench/venv/bin/python"));
-    let candidates = std::env::var_os("CNN_PYTHON")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(venv)
-        .chain([PathBuf::from("python3")]);
-    candidates.into_iter().find(|python| {
-        Command::new(python)
-            .args(["-c", "import torch, safetensors"])
-            .output()
-            .is_ok_and(|out| out.status.success())
-    })
 }
 
 /// Runs d2l's definition of `name` (`alexnet`, ..., `densenet`) in PyTorch and returns its
