@@ -35,7 +35,7 @@ const COUNT: &str = "num_batches_tracked";
 
 /// Whether a model scalar named `name` is a key of PyTorch's `state_dict`.
 fn is_count(name: &str) -> bool {
-    name == COUNT || name.ends_with(&format!(".{COUNT}"))
+    name.rsplit('.').next() == Some(COUNT)
 }
 
 /// A tensor whose shape differs between the file and the network.
@@ -167,6 +167,8 @@ where
         .filter(|e| e.scalar.is_none() || is_count(&e.name))
         .collect();
     let mut report = StateDictReport::default();
+    // The first NaN or infinity, reported only if the file otherwise fits.
+    let mut non_finite = None;
     for entry in &expected {
         let count = entry.scalar.is_some();
         let Ok(t) = file.tensor(&entry.name) else {
@@ -192,6 +194,9 @@ where
                 .dtypes
                 .push((entry.name.clone(), dtype_name(t.dtype())));
         }
+        if non_finite.is_none() {
+            non_finite = scan_bytes(&entry.name, t.dtype(), t.data());
+        }
     }
     let known: BTreeSet<&str> = expected.iter().map(|e| e.name.as_str()).collect();
     report.unexpected = file
@@ -210,15 +215,11 @@ where
             report,
         });
     }
-    for entry in &expected {
-        if let Ok(t) = file.tensor(&entry.name)
-            && let Some(found) = scan_bytes(&entry.name, t.dtype(), t.data())
-        {
-            return Err(CheckpointError::NonFiniteFile {
-                path: path.to_path_buf(),
-                found,
-            });
-        }
+    if let Some(found) = non_finite {
+        return Err(CheckpointError::NonFiniteFile {
+            path: path.to_path_buf(),
+            found,
+        });
     }
     // Everything is checked: the copy cannot fail halfway.
     struct Copy<'a>(SafeTensors<'a>);

@@ -14,7 +14,7 @@
 //! dotted paths (`net.b3.0.conv1.weight`), since dfdx joins the names of nested collections
 //! with dots.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use proc_macro2::Span;
 use quote::format_ident;
@@ -30,8 +30,8 @@ pub struct ScopeNames {
     /// The checkpoint key prefix of this scope (`b3.0.`), empty for the network.
     pub key: String,
     pub fields: Vec<Field>,
-    /// Every name given so far, with where it came from and whether the user wrote it.
-    taken: BTreeMap<String, Span>,
+    /// Every key given so far.
+    taken: BTreeSet<String>,
     next_index: usize,
 }
 
@@ -48,7 +48,7 @@ impl ScopeNames {
             path,
             key,
             fields: Vec::new(),
-            taken: BTreeMap::new(),
+            taken: BTreeSet::new(),
             next_index: 0,
         }
     }
@@ -76,7 +76,7 @@ impl ScopeNames {
         };
         // Rule: names are unique in a scope. (Numbers cannot meet names: a name is an
         // identifier.)
-        if self.taken.insert(name.key.clone(), span).is_some() {
+        if !self.taken.insert(name.key.clone()) {
             let at = given.map_or(span, Ident::span);
             return Err(error(
                 at,
