@@ -2,7 +2,7 @@
 
 use super::AddReluKernel;
 use crate::Float;
-use crate::ops::buffer::Buffer;
+use crate::ops::buffer::{Buffer, map_for_writing};
 use crate::ops::to_host;
 use dfdx::shapes::Shape;
 use dfdx::tensor::{Cpu, Tensor, TensorFromVec};
@@ -52,10 +52,10 @@ impl<E: Float> AddReluKernel<E> for Cpu {
         d.par_chunks_mut(CHUNK)
             .zip(gout.par_chunks(CHUNK).zip(saved.0.par_chunks(CHUNK)))
             .for_each(|(d, (g, y))| {
+                map_for_writing(d);
+                // A select, not a branch: the sign is random, and the loop vectorizes.
                 for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
-                    if y > E::zero() {
-                        *d += g;
-                    }
+                    *d += if y > E::zero() { g } else { E::zero() };
                 }
             });
         Ok(())

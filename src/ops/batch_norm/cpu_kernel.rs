@@ -3,7 +3,7 @@
 
 use super::{BatchNormGeometry, BatchNormKernel, update_running};
 use crate::Float;
-use crate::ops::buffer::Buffer;
+use crate::ops::buffer::{Buffer, map_for_writing};
 use crate::ops::to_host;
 use dfdx::shapes::Shape;
 use dfdx::tensor::{Cpu, Tensor, TensorFromVec};
@@ -189,6 +189,7 @@ impl<E: Float> BatchNormKernel<E> for Cpu {
             .for_each(|(row, ((dx, dy), h))| {
                 let c = row % g.channels;
                 let (k, m, mh) = (k[c], mean_dy[c], mean_dy_xhat[c]);
+                map_for_writing(dx);
                 for ((dx, &dy), &h) in dx.iter_mut().zip(dy).zip(h) {
                     *dx += k * (dy - m - h * mh);
                 }

@@ -14,7 +14,7 @@
 use super::direct::{self, Plan};
 use super::{Activation, Conv2DGeometry, Conv2DKernel, Conv2DOp};
 use crate::Float;
-use crate::ops::buffer::Buffer;
+use crate::ops::buffer::{Buffer, map_for_writing};
 use crate::ops::pool2d::cpu_kernel as pool;
 use crate::ops::{PoolKind, gemm, images_per_task, to_host};
 use dfdx::shapes::Shape;
@@ -634,6 +634,7 @@ pub(crate) fn backward<E: Float>(
         dx.par_chunks_mut(nb * per_x)
             .enumerate()
             .fold(new, |mut a, (ci, dxc)| {
+                map_for_writing(dxc);
                 for (i, dxn) in dxc.chunks_exact_mut(per_x).enumerate() {
                     image(&mut a, ci * nb + i, Some(dxn));
                 }

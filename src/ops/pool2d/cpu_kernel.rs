@@ -3,7 +3,7 @@
 
 use super::{Pool2DGeometry, Pool2DKernel, PoolKind};
 use crate::Float;
-use crate::ops::buffer::Buffer;
+use crate::ops::buffer::{Buffer, map_for_writing};
 use crate::ops::to_host;
 use dfdx::shapes::Shape;
 use dfdx::tensor::{Cpu, Tensor, TensorFromVec};
@@ -247,6 +247,7 @@ pub(crate) fn backward<E: Float>(g: &Pool2DGeometry, x: &[E], gout: &[E], dx: &m
             } else {
                 &[][..]
             };
+            map_for_writing(d);
             plane_backward(g, src, go, d)
         });
 }
