@@ -293,3 +293,37 @@ fn large_batches_match_the_definition_and_the_cpu() {
         }
     }
 }
+
+/// In `f32`, with the values away from zero (mean 10, spread 1, as activations can be), the
+/// statistics still come out as exact as `f32` data allows: the kernel reads the data once,
+/// summing each row twice while it sits in cache and merging the rows' moments in `f64`
+/// (Chan et al.), so neither a one-pass `E[x²] - E[x]²` cancellation nor the row mean's
+/// rounding may leak in. Oracle: the definition in `f64` on the same `f32` values.
+#[test]
+fn f32_statistics_of_offset_data_are_exact_to_f32() {
+    let mut rng = Rng::new(11);
+    let g = geometry(32, 4, 28 * 28);
+    let x32: Vec<f32> = rng.vec(g.len()).iter().map(|v| (10.0 + v) as f32).collect();
+    let x: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
+    let (gamma, beta) = (vec![1.0; 4], vec![0.0; 4]);
+    let (rm, rv) = (vec![0.0; 4], vec![1.0; 4]);
+    let (want, want_rm, want_rv) = reference(&g, &x, &gamma, &beta, (&rm, &rv));
+
+    let dev = TestDevice::default();
+    let c = g.channels;
+    let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+    let tx = dev.tensor_from_vec(x32, (g.len(),));
+    let tg = dev.tensor_from_vec(f32s(&gamma), (c,));
+    let tb = dev.tensor_from_vec(f32s(&beta), (c,));
+    let mut trm = dev.tensor_from_vec(f32s(&rm), (c,));
+    let mut trv = dev.tensor_from_vec(f32s(&rv), (c,));
+    let y = try_batch_norm_train(tx, g, &tg, &tb, &mut trm, &mut trv).unwrap();
+    let f64s = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
+    // x̂ has spread 1/sqrt(3) (uniform values): f32's resolution at 10 (1e-6) is the floor.
+    let dy = max_diff(&f64s(y.as_vec()), &want);
+    assert!(dy < 2e-5, "normalised output off by {dy}");
+    let dm = max_diff(&f64s(trm.as_vec()), &want_rm);
+    assert!(dm < 1e-5, "running mean off by {dm}");
+    let dv = max_diff(&f64s(trv.as_vec()), &want_rv);
+    assert!(dv < 1e-6, "running variance off by {dv}");
+}

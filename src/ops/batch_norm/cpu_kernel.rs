@@ -9,32 +9,87 @@ use dfdx::shapes::Shape;
 use dfdx::tensor::{Cpu, Tensor, TensorFromVec};
 use rayon::prelude::*;
 
-/// What backward needs: the normalised input `x̂` (B, C, P) and, per channel, `γ / σ`, and
-/// `γ`, `β` when a ReLU follows (its mask is `x̂ γ + β > 0`).
+/// What backward needs: the input `x` (B, C, P) (the host copy forward made anyway; `x̂` is
+/// recomputed from it, which saves writing and reading a second tensor), and per channel the
+/// affine maps forward used: `x̂ = x * inv_std + shift` and `z = x * a + s` (`a = γ/σ`), whose
+/// sign is the ReLU's mask when one follows.
 pub struct CpuBatchNormSaved<E: Float> {
-    xhat: Buffer<E>,
-    gamma_over_std: Vec<E>,
-    gamma_beta: Option<(Vec<E>, Vec<E>)>,
+    x: Buffer<E>,
+    inv_std: Vec<E>,
+    shift: Vec<E>,
+    a: Vec<E>,
+    s: Vec<E>,
+    relu: bool,
 }
 
-/// Per channel `c`, `f(c, row)` summed over the batch's rows of that channel (each row summed
-/// in `E`, the rows in `f64`, so that a large batch loses no precision in `f32`).
-fn channel_sums(g: &BatchNormGeometry, f: impl Fn(usize, usize) -> f64 + Sync) -> Vec<f64> {
+/// Per channel `c`, `f(c, row)` over the batch's rows of that channel (the row's offset into
+/// `(B, C, P)` data), combined with `combine`: in parallel over the channels.
+fn per_channel<T: Send>(
+    g: &BatchNormGeometry,
+    f: impl Fn(usize, usize) -> T + Sync,
+    combine: impl Fn(T, T) -> T + Sync,
+) -> Vec<T> {
     (0..g.channels)
         .into_par_iter()
         .map(|c| {
             (0..g.batch)
                 .map(|b| f(c, (b * g.channels + c) * g.plane))
-                .sum()
+                .reduce(&combine)
+                .expect("a non-empty batch")
         })
         .collect()
 }
 
-fn row_sum<E: Float>(row: &[E], f: impl Fn(E) -> E) -> f64 {
-    row.iter()
-        .fold(E::zero(), |acc, &v| acc + f(v))
-        .to_f64()
-        .unwrap()
+/// `Σ f(v)` over `row`, in four interleaved partial sums: one running sum is a chain of
+/// dependent adds (an add's latency per element); four independent ones overlap. (Partial
+/// sums in an array measured slower: LLVM kept them on the stack.)
+#[inline(always)]
+fn sum_by<E: Float>(row: &[E], f: impl Fn(E) -> E) -> E {
+    let chunks = row.chunks_exact(4);
+    let tail = chunks.remainder().iter().fold(E::zero(), |s, &v| s + f(v));
+    let z = E::zero();
+    let (mut s0, mut s1, mut s2, mut s3) = (z, z, z, z);
+    for v in chunks {
+        (s0, s1, s2, s3) = (s0 + f(v[0]), s1 + f(v[1]), s2 + f(v[2]), s3 + f(v[3]));
+    }
+    tail + (s0 + s1) + (s2 + s3)
+}
+
+/// Count, mean and sum of squared deviations of a set of values: a row's (two passes over it
+/// while it sits in cache, so no cancellation), merged across rows by Chan et al.'s formula,
+/// in `f64`. The data is read from memory once, yet the variance is as exact as two passes
+/// over all of it.
+#[derive(Clone, Copy)]
+struct Moments {
+    n: f64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Moments {
+    fn of<E: Float>(row: &[E]) -> Moments {
+        let n = row.len() as f64;
+        let mean = sum_by(row, |v| v).to_f64().unwrap() / n;
+        let m = from_f64::<E>(mean);
+        let m2 = sum_by(row, |v| (v - m) * (v - m)).to_f64().unwrap();
+        // `m` is `mean` rounded to `E`: correct the sum of squares to the exact mean.
+        let d = mean - m.to_f64().unwrap();
+        Moments {
+            n,
+            mean,
+            m2: (m2 - n * d * d).max(0.0),
+        }
+    }
+
+    fn merge(self, o: Moments) -> Moments {
+        let n = self.n + o.n;
+        let d = o.mean - self.mean;
+        Moments {
+            n,
+            mean: self.mean + d * o.n / n,
+            m2: self.m2 + o.m2 + d * d * self.n * o.n / n,
+        }
+    }
 }
 
 /// `out[b, c, p] = x[b, c, p] * a[c] + s[c]` (then `max(0, ·)` with `relu`), in parallel over
@@ -63,6 +118,74 @@ fn from_f64<E: Float>(v: f64) -> E {
     E::from_f64(v).unwrap()
 }
 
+/// The output gradient through the ReLU, if one follows: `dy` where `z = x a + s > 0` (the
+/// same arithmetic as forward's, so the same mask), else 0.
+#[inline(always)]
+fn through_relu<E: Float, const RELU: bool>(dy: E, x: E, a: E, s: E) -> E {
+    match RELU && x * a + s <= E::zero() {
+        true => E::zero(),
+        false => dy,
+    }
+}
+
+/// Batch norm's backward pass (see [`BatchNormKernel::batch_norm_backward`]), with or without
+/// the ReLU (a constant, so that neither inner loop tests it per element).
+fn backward<E: Float, const RELU: bool>(
+    g: &BatchNormGeometry,
+    saved: &CpuBatchNormSaved<E>,
+    gout: &[E],
+    dx: &mut [E],
+    dgamma: &mut [E],
+    dbeta: &mut [E],
+) {
+    let n = g.per_channel();
+    let CpuBatchNormSaved {
+        x,
+        inv_std,
+        shift,
+        a,
+        s,
+        relu: _,
+    } = saved;
+    // One pass for dβ = Σ dz and dγ = Σ dz x̂ per channel (dz: dy through the ReLU); each row
+    // summed in `E`, the rows in `f64`.
+    let sums = per_channel(
+        g,
+        |c, r| {
+            let (sc, sh, a, s) = (inv_std[c], shift[c], a[c], s[c]);
+            let (mut dz, mut dz_xhat) = (E::zero(), E::zero());
+            for (&dy, &x) in gout[r..r + g.plane].iter().zip(&x[r..r + g.plane]) {
+                let d = through_relu::<E, RELU>(dy, x, a, s);
+                dz += d;
+                dz_xhat += d * (x * sc + sh);
+            }
+            (dz.to_f64().unwrap(), dz_xhat.to_f64().unwrap())
+        },
+        |p, q| (p.0 + q.0, p.1 + q.1),
+    );
+    for (c, &(sum_dz, sum_dz_xhat)) in sums.iter().enumerate() {
+        dbeta[c] += from_f64(sum_dz);
+        dgamma[c] += from_f64(sum_dz_xhat);
+    }
+    // dx = (γ/σ) (dz - mean(dz) - x̂ mean(dz x̂)).
+    let mean_dz: Vec<E> = sums.iter().map(|s| from_f64(s.0 / n as f64)).collect();
+    let mean_dz_xhat: Vec<E> = sums.iter().map(|s| from_f64(s.1 / n as f64)).collect();
+    dx.par_chunks_mut(g.plane)
+        .zip(gout.par_chunks(g.plane))
+        .zip(x.par_chunks(g.plane))
+        .enumerate()
+        .for_each(|(row, ((dx, dy), x))| {
+            let c = row % g.channels;
+            let (k, m, mh) = (a[c], mean_dz[c], mean_dz_xhat[c]);
+            let (sc, sh, a, s) = (inv_std[c], shift[c], a[c], s[c]);
+            map_for_writing(dx);
+            for ((dx, &dy), &x) in dx.iter_mut().zip(dy).zip(x) {
+                let d = through_relu::<E, RELU>(dy, x, a, s);
+                *dx += k * (d - m - (x * sc + sh) * mh);
+            }
+        });
+}
+
 impl<E: Float> BatchNormKernel<E> for Cpu {
     type BatchNormSaved = CpuBatchNormSaved<E>;
 
@@ -77,29 +200,14 @@ impl<E: Float> BatchNormKernel<E> for Cpu {
         out_shape: So,
         save: bool,
     ) -> Result<(Tensor<So, E, Self>, Self::BatchNormSaved), Self::Err> {
-        let n = g.per_channel();
-        let empty = CpuBatchNormSaved {
-            xhat: Buffer::zeroed(0),
-            gamma_over_std: Vec::new(),
-            gamma_beta: None,
-        };
         let xh = to_host(x);
         let (gamma, beta) = (to_host(gamma), to_host(beta));
-        // Two passes (mean, then the squared deviations): no cancellation in the variance.
-        let mean: Vec<f64> = channel_sums(g, |_, r| row_sum(&xh[r..r + g.plane], |v| v))
-            .into_iter()
-            .map(|s| s / n as f64)
-            .collect();
-        let var: Vec<f64> = channel_sums(g, |c, r| {
-            let m = from_f64::<E>(mean[c]);
-            row_sum(&xh[r..r + g.plane], |v| (v - m) * (v - m))
-        })
-        .into_iter()
-        .map(|s| s / n as f64)
-        .collect();
+        let moments = per_channel(g, |_, r| Moments::of(&xh[r..r + g.plane]), Moments::merge);
+        let mean: Vec<f64> = moments.iter().map(|m| m.mean).collect();
+        let var: Vec<f64> = moments.iter().map(|m| m.m2 / m.n).collect();
 
         let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + g.epsilon).sqrt()).collect();
-        // y = x̂ γ + β = x (γ/σ) + (β - μ γ/σ); x̂ itself is kept for backward.
+        // y = x̂ γ + β = x (γ/σ) + (β - μ γ/σ).
         let a: Vec<E> = (0..g.channels)
             .map(|c| from_f64::<E>(inv_std[c]) * gamma[c])
             .collect();
@@ -108,23 +216,17 @@ impl<E: Float> BatchNormKernel<E> for Cpu {
             .collect();
         let mut out = Buffer::for_overwrite(g.len());
         affine(g, &xh, &a, &s, g.relu, &mut out);
-        let saved = if save {
-            let scale: Vec<E> = inv_std.iter().map(|&v| from_f64(v)).collect();
-            let shift: Vec<E> = (0..g.channels)
-                .map(|c| -from_f64::<E>(mean[c] * inv_std[c]))
-                .collect();
-            let mut xhat = Buffer::for_overwrite(g.len());
-            affine(g, &xh, &scale, &shift, false, &mut xhat);
-            CpuBatchNormSaved {
-                xhat,
-                gamma_over_std: a,
-                gamma_beta: g.relu.then(|| (gamma.to_vec(), beta.to_vec())),
-            }
-        } else {
-            empty
-        };
-
         update_running(g, (&mean, &var), running_mean, running_var);
+        let saved = CpuBatchNormSaved {
+            inv_std: inv_std.iter().map(|&v| from_f64(v)).collect(),
+            shift: (0..g.channels)
+                .map(|c| -from_f64::<E>(mean[c] * inv_std[c]))
+                .collect(),
+            a,
+            s,
+            relu: g.relu,
+            x: if save { xh } else { Buffer::zeroed(0) },
+        };
         Ok((self.try_tensor_from_vec(out.into_vec(), out_shape)?, saved))
     }
 
@@ -137,63 +239,11 @@ impl<E: Float> BatchNormKernel<E> for Cpu {
         dgamma: &mut Self::Vec,
         dbeta: &mut Self::Vec,
     ) -> Result<(), Self::Err> {
-        let n = g.per_channel();
-        let xhat = &saved.xhat;
-        // Through the ReLU first: dz = dy where z = x̂ γ + β > 0, else 0.
-        let masked;
-        let gout: &[E] = match &saved.gamma_beta {
-            Some((gamma, beta)) => {
-                let mut dz = Buffer::for_overwrite(g.len());
-                dz.par_chunks_mut(g.plane)
-                    .zip(gout.par_chunks(g.plane))
-                    .zip(xhat.par_chunks(g.plane))
-                    .enumerate()
-                    .for_each(|(row, ((dz, dy), h))| {
-                        let c = row % g.channels;
-                        let (gm, bt) = (gamma[c], beta[c]);
-                        for ((dz, &dy), &h) in dz.iter_mut().zip(dy).zip(h) {
-                            *dz = if h * gm + bt > E::zero() {
-                                dy
-                            } else {
-                                E::zero()
-                            };
-                        }
-                    });
-                masked = dz;
-                &masked
-            }
-            None => gout,
-        };
-        // dβ = Σ dy, dγ = Σ dy x̂, per channel.
-        let sum_dy = channel_sums(g, |_, r| row_sum(&gout[r..r + g.plane], |v| v));
-        let sum_dy_xhat = channel_sums(g, |_, r| {
-            gout[r..r + g.plane]
-                .iter()
-                .zip(&xhat[r..r + g.plane])
-                .fold(E::zero(), |acc, (&d, &h)| acc + d * h)
-                .to_f64()
-                .unwrap()
-        });
-        for c in 0..g.channels {
-            dbeta[c] += from_f64(sum_dy[c]);
-            dgamma[c] += from_f64(sum_dy_xhat[c]);
+        if saved.relu {
+            backward::<E, true>(g, &saved, gout, dx, dgamma, dbeta);
+        } else {
+            backward::<E, false>(g, &saved, gout, dx, dgamma, dbeta);
         }
-        // dx = (γ/σ) (dy - mean(dy) - x̂ mean(dy x̂)).
-        let mean_dy: Vec<E> = sum_dy.iter().map(|s| from_f64(s / n as f64)).collect();
-        let mean_dy_xhat: Vec<E> = sum_dy_xhat.iter().map(|s| from_f64(s / n as f64)).collect();
-        let k = &saved.gamma_over_std;
-        dx.par_chunks_mut(g.plane)
-            .zip(gout.par_chunks(g.plane))
-            .zip(xhat.par_chunks(g.plane))
-            .enumerate()
-            .for_each(|(row, ((dx, dy), h))| {
-                let c = row % g.channels;
-                let (k, m, mh) = (k[c], mean_dy[c], mean_dy_xhat[c]);
-                map_for_writing(dx);
-                for ((dx, &dy), &h) in dx.iter_mut().zip(dy).zip(h) {
-                    *dx += k * (dy - m - h * mh);
-                }
-            });
         Ok(())
     }
 
