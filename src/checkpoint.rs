@@ -293,13 +293,24 @@ where
     D: Device<E>,
     M: TensorCollection<E, D>,
 {
-    if let Some(found) = find_non_finite(model) {
-        return Err(CheckpointError::NonFiniteModel {
+    write_tensors(path, &finite_tensors(model, path)?, metadata, wrap)
+}
+
+/// `model`'s tensors, to be saved at `path`: refused with [`CheckpointError::NonFiniteModel`]
+/// when a weight is NaN or infinite (the one check every save makes before writing anything).
+fn finite_tensors<E, D, M>(model: &M, path: &Path) -> Result<Vec<Stored>, CheckpointError>
+where
+    E: Dtype + SafeDtype,
+    D: Device<E>,
+    M: TensorCollection<E, D>,
+{
+    match find_non_finite(model) {
+        Some(found) => Err(CheckpointError::NonFiniteModel {
             path: path.to_path_buf(),
             found,
-        });
+        }),
+        None => Ok(tensors(model)),
     }
-    write_tensors(path, &tensors(model), metadata, wrap)
 }
 
 /// Writes `tensors` to `path` atomically, through `wrap`.

@@ -14,8 +14,9 @@
 //!   PyTorch's constructor rather than state, are neither read nor written;
 //! - no layer table is recorded or checked: the file comes from another framework.
 
-use super::{CheckpointError, Stored, describe, dtype_name, layout, read, scan_bytes, tensors};
-use crate::finite::find_non_finite;
+use super::{
+    CheckpointError, Stored, describe, dtype_name, finite_tensors, layout, read, scan_bytes,
+};
 use dfdx::nn::tensor_collection::{
     RecursiveWalker, ScalarOptions, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut,
     ViewTensorName,
@@ -301,13 +302,7 @@ where
     M: TensorCollection<E, D>,
 {
     let path = path.as_ref();
-    if let Some(found) = find_non_finite(model) {
-        return Err(CheckpointError::NonFiniteModel {
-            path: path.to_path_buf(),
-            found,
-        });
-    }
-    let tensors: Vec<Stored> = tensors(model)
+    let tensors: Vec<Stored> = finite_tensors(model, path)?
         .into_iter()
         .filter(|t| !t.scalar || is_count(&t.name))
         .map(|t| match t.scalar {
