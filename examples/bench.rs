@@ -16,6 +16,9 @@
 //! rounds, taken round-robin so drift in machine speed hits every case alike. `--memory`
 //! prints the peak memory of a `resnet` training step instead (beside
 //! `bench/torch_peak_memory.py`).
+//!
+//! Like the `lenet` and `resnet` examples, it first asks glibc to keep freed memory mapped
+//! ([`cnn::retain_freed_memory`]); PyTorch's scripts run on the allocator as it comes.
 
 use cnn::prelude::*;
 use std::time::Instant;
@@ -210,6 +213,8 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
 }
 
 fn main() {
+    // As the examples do: freed memory stays mapped for the next step.
+    cnn::retain_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--memory") {
         return peak_memory();

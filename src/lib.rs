@@ -31,6 +31,7 @@ pub mod summary;
 pub mod train;
 
 pub use device::{ConvDevice, Float};
+pub use ops::buffer::retain_freed_memory;
 pub use summary::{LayerRow, Summary};
 
 /// A network made by [`cnn!`]: its layer table is known from the type alone, so generic code

@@ -288,8 +288,10 @@ fn smoke_check(history: &[EpochStats], checkpoint: &Path) -> Result<(), String> 
     Ok(())
 }
 
-/// Starts `--threads` worker threads (else one per core).
+/// Starts `--threads` worker threads (else one per core), and keeps freed memory mapped for
+/// the next step ([`cnn::retain_freed_memory`]).
 pub fn start_threads(args: &RunArgs) -> Result<(), Error> {
+    cnn::retain_freed_memory();
     if let Some(n) = args.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)

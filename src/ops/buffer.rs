@@ -161,3 +161,68 @@ pub(crate) fn map_for_writing<E: Copy>(d: &mut [E]) {
         let _ = byte.compare_exchange(0, 0, Ordering::Relaxed, Ordering::Relaxed);
     }
 }
+
+/// Asks the C allocator to keep memory it gets back mapped for reuse, instead of handing it
+/// to the kernel, so that a training loop's next step does not fault every page in again.
+/// Returns whether the allocator took the settings (glibc on Linux; elsewhere it does
+/// nothing and returns `false`).
+///
+/// Every dfdx tensor's memory goes back to `malloc` when the tensor drops, and a training
+/// step drops all its activations and gradients at its end. glibc, by default, hands the top
+/// of its heap back to the kernel once more than twice its mmap threshold is free there, and
+/// serves blocks above that threshold (128 KiB to 32 MiB, adjusting) with fresh `mmap`s. So
+/// each step maps its tens of megabytes of activations afresh, a page fault per 4 KiB. This
+/// sets the mmap threshold to its maximum, 32 MiB (a fixed value, which also stops glibc
+/// adjusting it), and the trim threshold to 1 GiB. In one `resnet` benchmark run (batch 128),
+/// page faults went from 458k to 122k and CPU time down 11%; the process keeps its peak heap.
+///
+/// The `lenet` and `resnet` examples and `bench` call it first thing. It changes the whole
+/// process's allocator, so it is for programs, not for libraries to call on their users'
+/// behalf. PyTorch's CPU tuning guide recommends a caching allocator (jemalloc, tcmalloc) for
+/// the same reason.
+pub fn retain_freed_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::ffi::c_int;
+        // glibc's <malloc.h>.
+        const M_TRIM_THRESHOLD: c_int = -1;
+        const M_MMAP_THRESHOLD: c_int = -3;
+        unsafe extern "C" {
+            fn mallopt(param: c_int, value: c_int) -> c_int;
+        }
+        // SAFETY: `mallopt` takes any parameter and value, returning 0 for ones it refuses.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// glibc refuses an mmap threshold above its maximum (32 MiB on 64-bit) with a 0: the
+    /// settings must be ones it takes.
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn glibc_takes_the_settings() {
+        assert!(retain_freed_memory());
+    }
+
+    /// A fresh gradient's pages, mapped for writing, keep their values (zeros) and take the
+    /// values added afterwards; so do pages already mapped, and an unaligned slice.
+    #[test]
+    fn mapping_for_writing_keeps_the_values() {
+        let mut fresh = vec![0.0f32; 3 * 4096 + 5];
+        map_for_writing(&mut fresh[1..]);
+        assert!(fresh.iter().all(|&v| v == 0.0));
+        let mut used: Vec<f32> = (0..20_000).map(|i| i as f32).collect();
+        map_for_writing(&mut used[3..]);
+        assert!(used.iter().enumerate().all(|(i, &v)| v == i as f32));
+        map_for_writing::<f64>(&mut []);
+    }
+}
