@@ -59,10 +59,7 @@ fn sigmoid_f32(v: &mut [f32], bias: f32) {
 fn sigmoid_avx2(v: &mut [f32], bias: f32) {
     use std::arch::x86_64::*;
     let c = |v: f32| _mm256_set1_ps(v);
-    let mut chunks = v.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        // SAFETY: `chunk` is 8 f32s, read and written unaligned.
-        let z = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+    let sigmoid8 = |z: __m256| {
         // e^x at x = -(z + bias), as `exp_f32` computes it.
         let x = _mm256_sub_ps(c(-bias), z);
         let x = _mm256_min_ps(_mm256_max_ps(x, c(-87.0)), c(88.0));
@@ -84,11 +81,29 @@ fn sigmoid_avx2(v: &mut [f32], bias: f32) {
         // 1 / (1 + e^x): rcp, then y = y (2 - d y).
         let d = _mm256_add_ps(e, c(1.0));
         let y = _mm256_rcp_ps(d);
-        let y = _mm256_mul_ps(y, _mm256_fnmadd_ps(d, y, c(2.0)));
-        // SAFETY: as the load.
-        unsafe { _mm256_storeu_ps(chunk.as_mut_ptr(), y) };
+        _mm256_mul_ps(y, _mm256_fnmadd_ps(d, y, c(2.0)))
+    };
+    let mut chunks = v.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        // SAFETY: `chunk` is 8 f32s, read and written unaligned.
+        unsafe {
+            _mm256_storeu_ps(
+                chunk.as_mut_ptr(),
+                sigmoid8(_mm256_loadu_ps(chunk.as_ptr())),
+            )
+        };
     }
-    sigmoid_f32(chunks.into_remainder(), bias)
+    // The tail through one more vector: the convolutions call this per output row (28 or 10
+    // values in LeNet), where a scalar tail took as long as the vectors.
+    let tail = chunks.into_remainder();
+    if !tail.is_empty() {
+        // Lanes below the tail's length on: masked loads and stores touch only those.
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail.len() as i32), lane);
+        let p = tail.as_mut_ptr();
+        // SAFETY: the mask enables lanes `0..tail.len()` only, all inside `tail`.
+        unsafe { _mm256_maskstore_ps(p, mask, sigmoid8(_mm256_maskload_ps(p, mask))) };
+    }
 }
 
 /// `log2(e)`, for [`exp_f32`].
@@ -174,12 +189,14 @@ mod tests {
             let want = (x as f64).exp();
             worst_exp = worst_exp.max(((exp_f32(x) as f64 - want) / want).abs());
         }
-        // Whole slices take the vector loop (AVX2 where the CPU has it); a slice shorter than
-        // a vector, the scalar one: check both, with a bias.
+        // Slices of 13, as the convolutions pass rows: 8 through the vector loop (AVX2 where
+        // the CPU has it), 5 through its tail; and the scalar loop on each value. With a bias.
         let bias = 0.25f32;
         let want = |x: f32| 1.0 / (1.0 + (-(x as f64 + bias as f64)).exp());
         let mut vector = xs.clone();
-        f32::sigmoid_in_place(&mut vector, bias);
+        for row in vector.chunks_mut(13) {
+            f32::sigmoid_in_place(row, bias);
+        }
         let mut worst_sigmoid = 0.0f64;
         for (&x, &y) in xs.iter().zip(&vector) {
             let mut scalar = [x];
