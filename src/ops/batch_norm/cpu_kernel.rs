@@ -4,7 +4,7 @@
 use super::{BatchNormGeometry, BatchNormKernel, update_running};
 use crate::Float;
 use crate::ops::buffer::{Buffer, map_for_writing};
-use crate::ops::to_host;
+use crate::ops::{sum_by, to_host};
 use dfdx::shapes::Shape;
 use dfdx::tensor::{Cpu, Tensor, TensorFromVec};
 use rayon::prelude::*;
@@ -38,21 +38,6 @@ fn per_channel<T: Send>(
                 .expect("a non-empty batch")
         })
         .collect()
-}
-
-/// `Σ f(v)` over `row`, in four interleaved partial sums: one running sum is a chain of
-/// dependent adds (an add's latency per element); four independent ones overlap. (Partial
-/// sums in an array measured slower: LLVM kept them on the stack.)
-#[inline(always)]
-fn sum_by<E: Float>(row: &[E], f: impl Fn(E) -> E) -> E {
-    let chunks = row.chunks_exact(4);
-    let tail = chunks.remainder().iter().fold(E::zero(), |s, &v| s + f(v));
-    let z = E::zero();
-    let (mut s0, mut s1, mut s2, mut s3) = (z, z, z, z);
-    for v in chunks {
-        (s0, s1, s2, s3) = (s0 + f(v[0]), s1 + f(v[1]), s2 + f(v[2]), s3 + f(v[3]));
-    }
-    tail + (s0 + s1) + (s2 + s3)
 }
 
 /// Count, mean and sum of squared deviations of a set of values: a row's (two passes over it
