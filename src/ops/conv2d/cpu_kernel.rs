@@ -46,7 +46,7 @@ pub(super) fn valid_range(offset: isize, stride: usize, n: usize, out: usize) ->
 /// calls `memcpy`, whose call overhead dominated im2col on LeNet's 10-wide rows. Fixed-size
 /// pieces compile to plain vector moves instead.
 #[inline(always)]
-fn copy_short<E: Copy>(d: &mut [E], s: &[E]) {
+pub(super) fn copy_short<E: Copy>(d: &mut [E], s: &[E]) {
     let n = d.len();
     let s = &s[..n];
     let mut i = 0;

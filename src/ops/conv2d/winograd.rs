@@ -26,13 +26,15 @@
 //!
 //! Layouts (row-major), for one group (`groups == 1`):
 //! - `u`: (a*a, ceil(O/4), C, 4), output channels past O zero
-//! - `v`: (a*a, C, T); `mm`: (a*a, ceil(O/4)*4, T); `T` = [`Wino::tb`], a multiple of 16
+//! - `v`: (a*a, C, TB); `mm`: (a*a, ceil(O/4)*4, TB); `TB` = `Wino::tb`, a block's tiles
+//!   rounded up to 16, and 16 more
 //! - tile `t` of a block: tile rows `(image, ty)` in order, `ntx` tiles each; past the last
 //!   row, junk columns (computed and thrown away)
 //! - `p`: (m, HP, NTX + 1) phase planes of one channel; `s`: (a, HP, NTX + 1) after the column
 //!   transform, `HP = m * (tile rows) + 2`
 
 use super::Conv2DGeometry;
+use super::cpu_kernel::copy_short;
 use super::direct::{self, MR, NT};
 use crate::Float;
 use std::ops::Range;
@@ -172,7 +174,10 @@ pub(super) struct Wino {
     /// Tile rows and columns per image.
     nty: usize,
     ntx: usize,
-    /// Tiles per block, a multiple of [`NT`] and at least `ntx`.
+    /// Tile rows per block.
+    rows: usize,
+    /// The row stride of V and M: a block's tiles rounded up to [`NT`] (the columns the
+    /// products compute), and [`NT`] more for the last group of 8 tiles to spill into.
     tb: usize,
     /// `off[c] = c * tb`: where channel `c`'s row of `V[pos]` starts.
     off: Vec<usize>,
@@ -191,9 +196,9 @@ impl Wino {
         let o_pad = g.out_channels.div_ceil(MR) * MR;
         // A block's V and M stay in L2: a * a * (C + O) values per tile, ~384 KB in all.
         let per_tile = t.a * t.a * (g.in_channels + o_pad) * std::mem::size_of::<E>();
-        let want = (384 * 1024 / per_tile).clamp(NT, 512);
-        // Room for a block's last group of 8 tiles to spill past its last row.
-        let tb = (want.max(ntx) + 8).div_ceil(NT) * NT;
+        let want = (384 * 1024 / per_tile).clamp(64, 512);
+        let rows = (want / ntx).clamp(1, nty * 8);
+        let tb = (rows * ntx).div_ceil(NT) * NT + NT;
         Wino {
             t,
             c: g.in_channels,
@@ -204,6 +209,7 @@ impl Wino {
             padding: g.padding,
             nty,
             ntx,
+            rows,
             tb,
             off: (0..g.in_channels).map(|c| c * tb).collect(),
             simd: direct::simd::<E>(),
@@ -215,11 +221,6 @@ impl Wino {
         self.t.a * self.t.a * self.o_pad * self.c
     }
 
-    /// Tile rows per block: all but 8 of the block's tiles (the last group's spill).
-    fn rows_per_block(&self) -> usize {
-        (self.tb - 8) / self.ntx
-    }
-
     /// Width of the padded input rows the tiles read: the tiles' `M * NTX + 2` columns, and
     /// room for the last group of 8 tiles to read past them.
     fn padded_width(&self) -> usize {
@@ -229,7 +230,7 @@ impl Wino {
     /// Length of the scratch [`Wino::run`] needs: V, M, and one channel's padded rows.
     pub(super) fn scratch_len(&self) -> usize {
         let (m, a) = (self.t.m, self.t.a);
-        let hp = m * self.rows_per_block().min(self.nty) + 2;
+        let hp = m * self.rows.min(self.nty) + 2;
         a * a * (self.c + self.o_pad) * self.tb + hp * self.padded_width()
     }
 
@@ -351,7 +352,7 @@ impl Wino {
         let (v, rest) = work.split_at_mut(A * A * self.c * tb);
         let (mm, rest) = rest.split_at_mut(A * A * self.o_pad * tb);
         let rows = n * self.nty;
-        let per_block = self.rows_per_block();
+        let per_block = self.rows;
         for r0 in (0..rows).step_by(per_block) {
             let r1 = (r0 + per_block).min(rows);
             // The block's tile rows as runs within one image: (image, ty range, first tile).
@@ -372,7 +373,8 @@ impl Wino {
                     self.input_tiles::<E, L, K, M, A>(plane, tys.clone(), v, c, *t0, rest);
                 }
             }
-            self.multiply(u, v, mm);
+            // the columns the products compute: the block's tiles, rounded up to NT
+            self.multiply(u, v, mm, ((r1 - r0) * self.ntx).div_ceil(NT) * NT);
             for o in 0..self.o {
                 for (img, tys, t0) in &segs {
                     let plane = &mut y[(img * self.o + o) * oh * ow..][..oh * ow];
@@ -410,10 +412,11 @@ impl Wino {
                 continue;
             }
             // (the image's columns past `wp`, if any, are read by no tile)
+            // (short rows: `copy_short` and plain loops, not calls to memcpy and memset)
             let (lo, hi) = (pw.min(wp), (pw + w).min(wp));
-            row[..lo].fill(E::zero());
-            row[lo..hi].copy_from_slice(&plane[iy as usize * w..][..hi - lo]);
-            row[hi..].fill(E::zero());
+            row[..lo].iter_mut().for_each(|v| *v = E::zero());
+            copy_short(&mut row[lo..hi], &plane[iy as usize * w..][..hi - lo]);
+            row[hi..].iter_mut().for_each(|v| *v = E::zero());
         }
         let plane_stride = self.c * self.tb;
         // Every write below lands at `pos * plane_stride + c * tb + t` with
@@ -445,36 +448,46 @@ impl Wino {
         }
     }
 
-    /// `M[pos] = U[pos] * V[pos]` for every position: (O_pad, T) = (O_pad, C) x (C, T).
+    /// `M[pos] = U[pos] * V[pos]` for every position: (O_pad, np) = (O_pad, C) x (C, np), the
+    /// first `np` (a multiple of [`NT`], at most `tb - NT`) columns of each.
     #[inline(always)]
-    fn multiply<E: Float>(&self, u: &[E], v: &[E], mm: &mut [E]) {
+    fn multiply<E: Float>(&self, u: &[E], v: &[E], mm: &mut [E], np: usize) {
         let (a, c, tb, o_pad) = (self.t.a, self.c, self.tb, self.o_pad);
         for pos in 0..a * a {
             let vp = &v[pos * c * tb..][..c * tb];
             let up = &u[pos * o_pad * c..][..o_pad * c];
             let mp = &mut mm[pos * o_pad * tb..][..o_pad * tb];
-            for p0 in (0..tb).step_by(NT) {
-                for ob in 0..o_pad / MR {
-                    let wb = &up[ob * c * MR..][..c * MR];
-                    let out = &mut mp[ob * MR * tb + p0..];
-                    #[cfg(target_arch = "x86_64")]
-                    if self.simd {
-                        // SAFETY: `simd` is only set for f32 (the casts are identities) on a
-                        // CPU with AVX2 and FMA. Reads: `off[c] + p0 + NT <= c * tb + tb`
-                        // inside `vp`; `wb` holds C * MR weights; writes: MR rows of NT at
-                        // stride `tb` from `ob * MR * tb + p0`, inside `mp`.
-                        unsafe {
-                            direct::conv_tile_avx2(
-                                &self.off,
-                                (vp.as_ptr() as *const f32).add(p0),
-                                wb.as_ptr() as *const f32,
-                                out.as_mut_ptr() as *mut f32,
-                                tb,
-                            );
-                        }
-                        continue;
+            let tile = |p0: usize, ob: usize, mp: &mut [E]| {
+                let wb = &up[ob * c * MR..][..c * MR];
+                let out = &mut mp[ob * MR * tb + p0..];
+                #[cfg(target_arch = "x86_64")]
+                if self.simd {
+                    // SAFETY: `simd` is only set for f32 (the casts are identities) on a CPU
+                    // with AVX2 and FMA. Reads: `off[c] + p0 + NT <= c * tb + np` inside `vp`;
+                    // `wb` holds C * MR weights; writes: MR rows of NT at stride `tb` from
+                    // `ob * MR * tb + p0`, inside `mp`.
+                    unsafe {
+                        direct::conv_tile_avx2(
+                            &self.off,
+                            (vp.as_ptr() as *const f32).add(p0),
+                            wb.as_ptr() as *const f32,
+                            out.as_mut_ptr() as *mut f32,
+                            tb,
+                        );
                     }
-                    direct::conv_tile(&self.off, &vp[p0..], wb, out, tb);
+                    return;
+                }
+                direct::conv_tile(&self.off, &vp[p0..], wb, out, tb);
+            };
+            // As in the direct kernel: the larger of U[pos] and V[pos] stays put while the
+            // smaller is swept over it.
+            if o_pad <= np {
+                for p0 in (0..np).step_by(NT) {
+                    (0..o_pad / MR).for_each(|ob| tile(p0, ob, mp));
+                }
+            } else {
+                for ob in 0..o_pad / MR {
+                    (0..np).step_by(NT).for_each(|p0| tile(p0, ob, mp));
                 }
             }
         }
@@ -527,7 +540,7 @@ impl Wino {
                     if add {
                         dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s);
                     } else {
-                        dst.copy_from_slice(src);
+                        copy_short(dst, src);
                     }
                 }
             }
@@ -1062,7 +1075,11 @@ mod tests {
                 plan.run(&x, &u, &mut y, true, &mut work);
                 let got: Vec<f64> = y.iter().map(|&v| v as f64 - 1.0).collect();
                 let d = max_err(&got, &expect) / scale;
-                assert!(d < tol, "F({}) {g:?}: off by {d:e} of the largest output", t.m);
+                assert!(
+                    d < tol,
+                    "F({}) {g:?}: off by {d:e} of the largest output",
+                    t.m
+                );
             }
         }
     }
@@ -1090,7 +1107,10 @@ mod tests {
             let g = geom(c, c, (hw, hw), 1, 1);
             let x: Vec<f32> = normal(c * hw * hw, 5).iter().map(|&v| v as f32).collect();
             let k = (2.0 / (9.0 * c as f64)).sqrt();
-            let w: Vec<f32> = normal(c * c * 9, 6).iter().map(|&v| (v * k) as f32).collect();
+            let w: Vec<f32> = normal(c * c * 9, 6)
+                .iter()
+                .map(|&v| (v * k) as f32)
+                .collect();
             let f64s = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<f64>>();
             let expect = naive(&g, &f64s(&x), &f64s(&w));
             let max = expect.iter().fold(0.0f64, |m, v| m.max(v.abs()));
@@ -1099,7 +1119,17 @@ mod tests {
             for (choice, name) in [(OFF, "direct"), (FORCE_F2, "F2"), (FORCE_F4, "F4")] {
                 CHOICE.store(choice, Ordering::Relaxed);
                 let mut y = vec![0.0f32; expect.len()];
-                forward(&g, Activation::Identity, None, &x, &w, None, &mut y, &mut [], &mut []);
+                forward(
+                    &g,
+                    Activation::Identity,
+                    None,
+                    &x,
+                    &w,
+                    None,
+                    &mut y,
+                    &mut [],
+                    &mut [],
+                );
                 let d = max_err(&f64s(&y), &expect);
                 line += &format!("  {name}: {:.1e} of max, {:.1e} of rms", d / max, d / rms);
             }
@@ -1131,6 +1161,8 @@ mod tests {
             (32, 128, 128, 7),
             (32, 256, 256, 7),
             (32, 512, 512, 7),
+            (32, 256, 256, 14),
+            (32, 128, 128, 28),
         ];
         let only = std::env::var("LAYER").ok();
         for (li, &(n, c, o, hw)) in layers.iter().enumerate() {
