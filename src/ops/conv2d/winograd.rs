@@ -143,21 +143,45 @@ fn choice() -> u8 {
 }
 
 /// The transform [`Wino`] should use for `g` (forward, or the input gradient's
-/// [`direct::transposed`] geometry), or `None` where the direct kernel is faster or Winograd
-/// does not apply. Only f32 with AVX2 and FMA runs it (the portable path would be slower than
-/// the direct kernel's).
+/// [`direct::transposed`] geometry), or `None` where the direct kernel is as fast or Winograd
+/// does not apply. Only f32 with AVX2 and FMA runs it (f64 keeps the direct kernel).
 ///
-/// Measured on 2 cores (see the table in the module docs of `cpu_kernel`).
+/// Measured on the 2-core development machine (`tests::timing`: f32, padding 1, all threads,
+/// median of 9 alternated calls, ms; busy machine, so +-10%):
+///
+/// | layer | batch | forward: direct / F2 / F4 | input gradient: direct / F2 / F4 |
+/// |---|---|---|---|
+/// | 32 -> 32, 28x28 | 128 | 23.6 / 19.1 / 16.5 | 24.0 / 21.7 / 19.5 |
+/// | 32 -> 64, 14x14 | 128 | 11.4 / 9.2 / 12.0 | 12.8 / 12.0 / 17.9 |
+/// | 64 -> 64, 14x14 | 128 | 26.4 / 18.8 / 23.3 | 25.2 / 20.2 / 26.9 |
+/// | 16 -> 16, 28x28 | 128 | 6.2 / 6.6 / 6.0 | 6.5 / 7.6 / 6.4 |
+/// | 3 -> 32, 28x28 | 128 | 1.7 / 7.7 / 7.6 | 4.1 / 8.6 / 8.5 |
+/// | 64 -> 64, 24x24 | 32 | 16.0 / 14.5 / 11.1 | 17.9 / 13.1 / 10.1 |
+/// | 128 -> 128, 12x12 | 32 | 21.2 / 12.0 / 13.5 | 19.0 / 10.7 / 13.4 |
+/// | 256 -> 256, 6x6 | 32 | 18.1 / 15.9 / 33.3 | 19.5 / 15.4 / 32.2 |
+/// | 512 -> 512, 3x3 | 32 | 27.3 / 40.8 / 86.3 | 37.7 / 36.2 / 76.8 |
+/// | 128 -> 128, 7x7 | 32 | 6.3 / 5.4 / 7.9 | 6.6 / 5.4 / 7.9 |
+/// | 256 -> 256, 7x7 | 32 | 26.1 / 21.7 / 33.4 | 31.4 / 31.7 / 36.0 |
+/// | 512 -> 512, 7x7 | 32 | 108.9 / 98.6 / 93.6 | 110.7 / 80.0 / 103.3 |
+/// | 256 -> 256, 14x14 | 32 | 98.0 / 56.0 / 70.6 | 95.7 / 60.4 / 68.8 |
+/// | 128 -> 128, 28x28 | 32 | 89.2 / 58.3 / 42.2 | 90.3 / 58.5 / 43.5 |
+///
+/// Hence: F(4x4) from 20x20 outputs up (its 4x4 tiles waste little there; on 14x14 they
+/// compute 16x16), F(2x2) below, nothing for 3x3 outputs (a 4x4 tile for 9 values) or where
+/// the channels are few (16 -> 16: even; 3 -> 32: the products have K = 3).
 pub(super) fn worth_it<E: Float>(g: &Conv2DGeometry) -> Option<&'static Transform> {
     if !(fits(g) && direct::simd::<E>()) {
         return None;
     }
     let (c, o) = (g.in_channels, g.out_channels);
+    let (oh, ow) = g.output;
     match choice() {
         OFF => None,
         FORCE_F2 => Some(&F2),
         FORCE_F4 => Some(&F4),
-        _ => (c >= 16 && o >= 16).then_some(&F2),
+        _ if c.min(o) < 16 || c.max(o) < 32 || oh * ow < 16 => None,
+        _ if oh >= 20 && ow >= 20 => Some(&F4),
+        _ => Some(&F2),
     }
 }
 
