@@ -6,8 +6,8 @@
 //! a kernel larger than 1x1, convolved by the direct kernel of [`direct`] (forward, the weight
 //! gradient on images of 128 flat pixels or more, and the input gradient at stride 1).
 //! 3x3 stride-1 layers that [`winograd::worth_it`] picks run their forward pass and input
-//! gradient on Winograd's F(2x2, 3x3) instead, for all of a task's images at once (the forward
-//! pass's bias and activation are then applied as each image's output is copied out).
+//! gradient on Winograd's F(2x2, 3x3) or F(4x4, 3x3) instead, for all of a task's images at
+//! once (the forward pass's bias and activation applied as its output tiles are written).
 //! Layouts (row-major, per image):
 //! - `x`: (C, H, W); `w`: (O, C/G, KH, KW); `b`: (O)
 //! - `cols`: (C/G * KH * KW, OH * OW), one group at a time
@@ -15,7 +15,7 @@
 //! - `out`: (O, POH * POW) after pooling, or `y` itself without pooling
 
 use super::direct::{self, Plan};
-use super::winograd::{self, Wino};
+use super::winograd::{self, Finish, Wino};
 use super::{Activation, Conv2DGeometry, Conv2DKernel, Conv2DOp};
 use crate::Float;
 use crate::ops::buffer::{Buffer, map_for_writing};
@@ -241,14 +241,17 @@ enum Conv<'a, E> {
     Gemm,
     /// The direct kernel's plan, and the weight packed for it per group.
     Direct(&'a Plan, &'a [E]),
-    /// Already computed (by [`winograd`], for a whole task's images): this image's
-    /// convolution without bias, (O, OH*OW).
+    /// Computed by [`winograd`] for a whole task's images, with the bias and the activation,
+    /// straight into the output (without pooling).
+    InPlace,
+    /// Computed by [`winograd`] likewise into scratch (with pooling): this image's part,
+    /// (O, OH*OW), to copy into `y`.
     Done(&'a [E]),
 }
 
 /// `row[i] = act(src[i] + bias)`, one loop per activation.
 #[inline]
-fn bias_act_into<E: Float>(act: Activation, bias: E, row: &mut [E], src: &[E]) {
+pub(super) fn bias_act_into<E: Float>(act: Activation, bias: E, row: &mut [E], src: &[E]) {
     let each = |f: fn(E) -> E, row: &mut [E]| {
         for (d, &v) in row.iter_mut().zip(src) {
             *d = f(v + bias);
@@ -308,15 +311,8 @@ fn forward_image<E: Float>(
                 });
             }
         }
-        Conv::Done(src) => {
-            for (o, (row, src)) in y
-                .chunks_exact_mut(ohw)
-                .zip(src.chunks_exact(ohw))
-                .enumerate()
-            {
-                bias_act_into(act, b.map_or(E::zero(), |b| b[o]), row, src);
-            }
-        }
+        Conv::InPlace => {}
+        Conv::Done(src) => y.copy_from_slice(src),
         Conv::Gemm => {
             // im2col + gemm; the bias and the activation follow
             for grp in 0..g.groups {
@@ -428,6 +424,7 @@ pub(crate) fn forward<E: Float>(
             || {
                 // Winograd's scratch and its output for the task's images, (nb, O, OH*OW)
                 let (work, wy) = match &wino {
+                    Some(wn) if pool_geom.is_none() => (wn.scratch_len(), 0),
                     Some(wn) => (wn.scratch_len(), nb * per_y),
                     None => (0, 0),
                 };
@@ -436,9 +433,18 @@ pub(crate) fn forward<E: Float>(
             },
             |(s, work, wy), (ci, ((out, mut ys), mut args))| {
                 let count = out.len() / per_out;
+                // Winograd writes act(conv + bias) for the task's images: without pooling
+                // straight into the output, (nb, O, OH*OW) like `wy`
+                let in_place = pool_geom.is_none();
                 if let Some(wn) = &wino {
                     let xs = &x[ci * nb * per_x..][..count * per_x];
-                    wn.run(xs, &u, &mut wy[..count * per_y], false, work);
+                    let finish = Finish::Set { bias: b, act };
+                    let dst = if in_place {
+                        &mut *out
+                    } else {
+                        &mut wy[..count * per_y]
+                    };
+                    wn.run(xs, &u, dst, finish, work);
                 }
                 for (i, o) in out.chunks_exact_mut(per_out).enumerate() {
                     let n = ci * nb + i;
@@ -447,6 +453,7 @@ pub(crate) fn forward<E: Float>(
                         .as_deref_mut()
                         .map(|a| &mut a[i * per_out..][..per_out]);
                     let conv = match (&wino, &plan) {
+                        (Some(_), _) if in_place => Conv::InPlace,
                         (Some(_), _) => Conv::Done(&wy[i * per_y..][..per_y]),
                         (None, Some(p)) => Conv::Direct(p, &wpack[..]),
                         (None, None) => Conv::Gemm,
@@ -712,7 +719,7 @@ pub(crate) fn backward<E: Float>(
                 }
                 if let Some(t) = &twino {
                     let count = dxc.len() / per_x;
-                    t.run(&a.dy[..count * per_y], &ut, dxc, true, &mut a.work);
+                    t.run(&a.dy[..count * per_y], &ut, dxc, Finish::Add, &mut a.work);
                 }
                 a
             })

@@ -33,8 +33,9 @@
 //! - `p`: (m, HP, NTX + 1) phase planes of one channel; `s`: (a, HP, NTX + 1) after the column
 //!   transform, `HP = m * (tile rows) + 2`
 
+use super::Activation;
 use super::Conv2DGeometry;
-use super::cpu_kernel::copy_short;
+use super::cpu_kernel::{bias_act_into, copy_short};
 use super::direct::{self, MR, NT};
 use crate::Float;
 use std::ops::Range;
@@ -185,6 +186,20 @@ pub(super) fn worth_it<E: Float>(g: &Conv2DGeometry) -> Option<&'static Transfor
     }
 }
 
+/// What [`Wino::run`] does with each output value.
+#[derive(Clone, Copy)]
+pub(super) enum Finish<'a, E> {
+    /// Adds it into the output (the input gradient).
+    Add,
+    /// Writes `act(value + bias[o])` (the forward pass, fused as the direct kernel's is).
+    Set {
+        /// The bias, (O), if any.
+        bias: Option<&'a [E]>,
+        /// The activation.
+        act: Activation,
+    },
+}
+
 /// A Winograd convolution for one geometry (one group; its batch is ignored).
 pub(super) struct Wino {
     t: &'static Transform,
@@ -303,9 +318,16 @@ impl Wino {
     }
 
     /// Convolves `n` images, `x`: (n, C, H, W), with the filter `u` from [`Wino::filter`] into
-    /// `y`: (n, O, OH, OW), which it overwrites, or adds into with `add`. `work` holds at
-    /// least [`Wino::scratch_len`] values (overwritten).
-    pub(super) fn run<E: Float>(&self, x: &[E], u: &[E], y: &mut [E], add: bool, work: &mut [E]) {
+    /// `y`: (n, O, OH, OW), as `finish` says. `work` holds at least [`Wino::scratch_len`]
+    /// values (overwritten).
+    pub(super) fn run<E: Float>(
+        &self,
+        x: &[E],
+        u: &[E],
+        y: &mut [E],
+        finish: Finish<'_, E>,
+        work: &mut [E],
+    ) {
         let (h, w) = self.input;
         let (oh, ow) = self.output;
         let n = x.len() / (self.c * h * w);
@@ -323,18 +345,25 @@ impl Wino {
                 unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len()) }
             }
             let (x, u, y, work) = (f32s(x), f32s(u), f32s_mut(y), f32s_mut(work));
+            let finish = match finish {
+                Finish::Add => Finish::Add,
+                Finish::Set { bias, act } => Finish::Set {
+                    bias: bias.map(f32s),
+                    act,
+                },
+            };
             // SAFETY: `simd` is only set on a CPU with AVX2 and FMA.
             unsafe {
                 match self.t.m {
-                    2 => self.run_avx2::<K2, 2, 4>(n, x, u, y, add, work),
-                    _ => self.run_avx2::<K4, 4, 6>(n, x, u, y, add, work),
+                    2 => self.run_avx2::<K2, 2, 4>(n, x, u, y, finish, work),
+                    _ => self.run_avx2::<K4, 4, 6>(n, x, u, y, finish, work),
                 }
             }
             return;
         }
         match self.t.m {
-            2 => self.run_body::<E, S<E>, K2, 2, 4>(n, x, u, y, add, work),
-            _ => self.run_body::<E, S<E>, K4, 4, 6>(n, x, u, y, add, work),
+            2 => self.run_body::<E, S<E>, K2, 2, 4>(n, x, u, y, finish, work),
+            _ => self.run_body::<E, S<E>, K4, 4, 6>(n, x, u, y, finish, work),
         }
     }
 
@@ -351,10 +380,10 @@ impl Wino {
         x: &[f32],
         u: &[f32],
         y: &mut [f32],
-        add: bool,
+        finish: Finish<'_, f32>,
         work: &mut [f32],
     ) {
-        self.run_body::<f32, V8, K, M, A>(n, x, u, y, add, work);
+        self.run_body::<f32, V8, K, M, A>(n, x, u, y, finish, work);
     }
 
     /// The body of [`Wino::run`]: block by block of tile rows, transform the input, multiply
@@ -367,7 +396,7 @@ impl Wino {
         x: &[E],
         u: &[E],
         y: &mut [E],
-        add: bool,
+        finish: Finish<'_, E>,
         work: &mut [E],
     ) {
         let (h, w) = self.input;
@@ -402,7 +431,7 @@ impl Wino {
             for o in 0..self.o {
                 for (img, tys, t0) in &segs {
                     let plane = &mut y[(img * self.o + o) * oh * ow..][..oh * ow];
-                    self.output_tiles::<E, L, K, M, A>(mm, o, tys.clone(), *t0, plane, add);
+                    self.output_tiles::<E, L, K, M, A>(mm, o, tys.clone(), *t0, plane, finish);
                 }
             }
         }
@@ -518,7 +547,7 @@ impl Wino {
     }
 
     /// Transforms output channel `o`'s tiles of rows `tys` (from tile `t0` of the block's
-    /// `mm`) back into `plane`: (OH, OW), overwriting or adding, `L::W` tiles at a time.
+    /// `mm`) back into `plane`: (OH, OW), as `finish` says, `L::W` tiles at a time.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn output_tiles<E: Float, L: Lanes<E>, K: Kind<M, A>, const M: usize, const A: usize>(
@@ -528,7 +557,7 @@ impl Wino {
         tys: Range<usize>,
         t0: usize,
         plane: &mut [E],
-        add: bool,
+        finish: Finish<'_, E>,
     ) {
         let ntx = self.ntx;
         let (oh, ow) = self.output;
@@ -561,10 +590,11 @@ impl Wino {
                 for r in 0..M.min(oh - M * ty) {
                     let dst = &mut plane[(M * ty + r) * ow + x0..][..cnt];
                     let src = &tmp[r * M * L::W..][..cnt];
-                    if add {
-                        dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s);
-                    } else {
-                        copy_short(dst, src);
+                    match finish {
+                        Finish::Add => dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s),
+                        Finish::Set { bias, act } => {
+                            bias_act_into(act, bias.map_or(E::zero(), |b| b[o]), dst, src)
+                        }
                     }
                 }
             }
@@ -953,7 +983,16 @@ mod tests {
         plan.filter(w, false, &mut u);
         let mut work = vec![f64::NAN; plan.scratch_len()];
         let mut y = vec![f64::NAN; g.batch * g.out_channels * g.output.0 * g.output.1];
-        plan.run(x, &u, &mut y, false, &mut work);
+        plan.run(
+            x,
+            &u,
+            &mut y,
+            Finish::Set {
+                bias: None,
+                act: Activation::Identity,
+            },
+            &mut work,
+        );
         y
     }
 
@@ -1059,7 +1098,7 @@ mod tests {
             plan.filter(&w, true, &mut u);
             let mut work = vec![f64::NAN; plan.scratch_len()];
             let mut dx = vec![1.0; expect.len()];
-            plan.run(&dy, &u, &mut dx, true, &mut work);
+            plan.run(&dy, &u, &mut dx, Finish::Add, &mut work);
             let d = max_err(&dx, &expect);
             assert!(d < 1e-12, "F({}): off by {d:e}", t.m);
         }
@@ -1096,7 +1135,7 @@ mod tests {
                 plan.filter(&w, false, &mut u);
                 let mut work = vec![f32::NAN; plan.scratch_len()];
                 let mut y = vec![1.0f32; expect.len()];
-                plan.run(&x, &u, &mut y, true, &mut work);
+                plan.run(&x, &u, &mut y, Finish::Add, &mut work);
                 let got: Vec<f64> = y.iter().map(|&v| v as f64 - 1.0).collect();
                 let d = max_err(&got, &expect) / scale;
                 assert!(
