@@ -5,6 +5,9 @@
 //! with one small gemm per group, or, for layers with 16 or more output channels per group and
 //! a kernel larger than 1x1, convolved by the direct kernel of [`direct`] (forward, the weight
 //! gradient on images of 128 flat pixels or more, and the input gradient at stride 1).
+//! 3x3 stride-1 layers that [`winograd::worth_it`] picks run their forward pass and input
+//! gradient on Winograd's F(2x2, 3x3) or F(4x4, 3x3) instead, for all of a task's images at
+//! once (the forward pass's bias and activation applied as its output tiles are written).
 //! Layouts (row-major, per image):
 //! - `x`: (C, H, W); `w`: (O, C/G, KH, KW); `b`: (O)
 //! - `cols`: (C/G * KH * KW, OH * OW), one group at a time
@@ -12,6 +15,7 @@
 //! - `out`: (O, POH * POW) after pooling, or `y` itself without pooling
 
 use super::direct::{self, Plan};
+use super::winograd::{self, Finish, Wino};
 use super::{Activation, Conv2DGeometry, Conv2DKernel, Conv2DOp};
 use crate::Float;
 use crate::ops::buffer::{Buffer, map_for_writing};
@@ -42,7 +46,7 @@ pub(super) fn valid_range(offset: isize, stride: usize, n: usize, out: usize) ->
 /// calls `memcpy`, whose call overhead dominated im2col on LeNet's 10-wide rows. Fixed-size
 /// pieces compile to plain vector moves instead.
 #[inline(always)]
-fn copy_short<E: Copy>(d: &mut [E], s: &[E]) {
+pub(super) fn copy_short<E: Copy>(d: &mut [E], s: &[E]) {
     let n = d.len();
     let s = &s[..n];
     let mut i = 0;
@@ -230,8 +234,39 @@ impl<E: Float> Scratch<E> {
     }
 }
 
-/// The direct kernel's plan for a forward pass, and the weight packed for it per group.
-type Direct<'a, E> = Option<(&'a Plan, &'a [E])>;
+/// How [`forward_image`] gets the convolution itself.
+#[derive(Clone, Copy)]
+enum Conv<'a, E> {
+    /// im2col + gemm.
+    Gemm,
+    /// The direct kernel's plan, and the weight packed for it per group.
+    Direct(&'a Plan, &'a [E]),
+    /// Computed by [`winograd`] for a whole task's images, with the bias and the activation,
+    /// straight into the output (without pooling).
+    InPlace,
+    /// Computed by [`winograd`] likewise into scratch (with pooling): this image's part,
+    /// (O, OH*OW), to copy into `y`.
+    Done(&'a [E]),
+}
+
+/// `row[i] = act(src[i] + bias)`, one loop per activation.
+#[inline]
+pub(super) fn bias_act_into<E: Float>(act: Activation, bias: E, row: &mut [E], src: &[E]) {
+    let each = |f: fn(E) -> E, row: &mut [E]| {
+        for (d, &v) in row.iter_mut().zip(src) {
+            *d = f(v + bias);
+        }
+    };
+    match act {
+        Activation::Identity => each(|v| v, row),
+        Activation::Relu => each(|v| v.max(E::zero()), row),
+        Activation::Tanh => each(|v| v.tanh(), row),
+        Activation::Sigmoid => {
+            row.copy_from_slice(src);
+            E::sigmoid_in_place(row, bias);
+        }
+    }
+}
 
 /// Forward for one image: `x`: (C, H, W), `out`: (O, POH*POW) or (O, OH*OW); `y_save`, when
 /// given, receives (O, OH*OW) for the backward pass.
@@ -247,7 +282,7 @@ fn forward_image<E: Float>(
     y_save: Option<&mut [E]>,
     arg: Option<&mut [u32]>,
     s: &mut Scratch<E>,
-    direct: Direct<'_, E>,
+    conv: Conv<'_, E>,
 ) {
     let (h, wd) = g.input;
     let ohw = g.output.0 * g.output.1;
@@ -262,49 +297,44 @@ fn forward_image<E: Float>(
             (Some(_), Some(save)) => (save, Some(out), None),
             (Some(_), None) => (&mut s.y[..], Some(out), None),
         };
-    if let Some((plan, wpack)) = direct {
-        // The direct kernel, with the bias and the activation applied as the valid pixels
-        // are copied out of its flat output.
-        for grp in 0..g.groups {
-            plan.fill(g, &x[grp * cg * h * wd..][..cg * h * wd], &mut s.buf);
-            plan.conv(&s.buf, &wpack[grp * plan.wpack_len()..], &mut s.yflat);
-            let yg = &mut y[grp * og * ohw..][..og * ohw];
-            plan.unflatten(g.output, &s.yflat, yg, |o, row, src| {
-                let bias = b.map_or(E::zero(), |b| b[grp * og + o]);
-                let each = |f: fn(E) -> E, row: &mut [E]| {
-                    for (d, &v) in row.iter_mut().zip(src) {
-                        *d = f(v + bias);
-                    }
-                };
-                match act {
-                    Activation::Identity => each(|v| v, row),
-                    Activation::Relu => each(|v| v.max(E::zero()), row),
-                    Activation::Tanh => each(|v| v.tanh(), row),
-                    Activation::Sigmoid => {
-                        row.copy_from_slice(src);
-                        E::sigmoid_in_place(row, bias);
-                    }
-                }
-            });
+    match conv {
+        Conv::Direct(plan, wpack) => {
+            // The direct kernel, with the bias and the activation applied as the valid pixels
+            // are copied out of its flat output.
+            for grp in 0..g.groups {
+                plan.fill(g, &x[grp * cg * h * wd..][..cg * h * wd], &mut s.buf);
+                plan.conv(&s.buf, &wpack[grp * plan.wpack_len()..], &mut s.yflat);
+                let yg = &mut y[grp * og * ohw..][..og * ohw];
+                plan.unflatten(g.output, &s.yflat, yg, |o, row, src| {
+                    let bias = b.map_or(E::zero(), |b| b[grp * og + o]);
+                    bias_act_into(act, bias, row, src);
+                });
+            }
         }
-    } else {
-        // im2col + gemm; the bias and the activation follow
-        for grp in 0..g.groups {
-            im2col(g, &x[grp * cg * h * wd..][..cg * h * wd], &mut s.cols);
-            gemm(
-                (og, ohw, cgkk),
-                &mut y[grp * og * ohw..][..og * ohw],
-                ohw,
-                false,
-                &w[grp * og * cgkk..][..og * cgkk],
-                (cgkk, 1),
-                &s.cols,
-                (ohw, 1),
-            );
+        Conv::InPlace => {}
+        Conv::Done(src) => y.copy_from_slice(src),
+        Conv::Gemm => {
+            // im2col + gemm; the bias and the activation follow
+            for grp in 0..g.groups {
+                im2col(g, &x[grp * cg * h * wd..][..cg * h * wd], &mut s.cols);
+                gemm(
+                    (og, ohw, cgkk),
+                    &mut y[grp * og * ohw..][..og * ohw],
+                    ohw,
+                    false,
+                    &w[grp * og * cgkk..][..og * cgkk],
+                    (cgkk, 1),
+                    &s.cols,
+                    (ohw, 1),
+                );
+            }
         }
     }
-    // (the direct kernel has applied them already)
-    let planes = if direct.is_some() { 0 } else { g.out_channels };
+    // (the direct kernel and winograd's epilogue have applied them already)
+    let planes = match conv {
+        Conv::Gemm => g.out_channels,
+        _ => 0,
+    };
     for (o, plane) in y.chunks_exact_mut(ohw).take(planes).enumerate() {
         let bias = b.map_or(E::zero(), |b| b[o]);
         match act {
@@ -371,7 +401,14 @@ pub(crate) fn forward<E: Float>(
     }
     let ys = parts(y_save, nb * per_y, chunks);
     let args = parts(arg, nb * per_out, chunks);
-    let plan = direct::worth_it(g).then(|| Plan::new::<E>(g));
+    // Winograd (3x3, stride 1, f32 with AVX2) for a task's images at once, else the direct
+    // kernel or im2col + gemm image by image.
+    let wino = winograd::worth_it::<E>(g).map(|t| Wino::new::<E>(g, t));
+    let mut u = Buffer::for_overwrite(wino.as_ref().map_or(0, Wino::u_len));
+    if let Some(wn) = &wino {
+        wn.filter(w, false, &mut u);
+    }
+    let plan = (wino.is_none() && direct::worth_it(g)).then(|| Plan::new::<E>(g));
     let mut wpack = Buffer::for_overwrite(plan.as_ref().map_or(0, |p| g.groups * p.wpack_len()));
     if let Some(p) = &plan {
         let per_group = w.len() / g.groups;
@@ -379,20 +416,48 @@ pub(crate) fn forward<E: Float>(
             p.pack(&w[grp * per_group..][..per_group], dst);
         }
     }
-    let direct = plan.as_ref().map(|p| (p, &wpack[..]));
     out.par_chunks_mut(nb * per_out)
         .zip(ys)
         .zip(args)
         .enumerate()
         .for_each_init(
-            || Scratch::new(g, plan.as_ref()),
-            |s, (ci, ((out, mut ys), mut args))| {
+            || {
+                // Winograd's scratch and its output for the task's images, (nb, O, OH*OW)
+                let (work, wy) = match &wino {
+                    Some(wn) if pool_geom.is_none() => (wn.scratch_len(), 0),
+                    Some(wn) => (wn.scratch_len(), nb * per_y),
+                    None => (0, 0),
+                };
+                let s = Scratch::new(g, plan.as_ref());
+                (s, Buffer::for_overwrite(work), Buffer::for_overwrite(wy))
+            },
+            |(s, work, wy), (ci, ((out, mut ys), mut args))| {
+                let count = out.len() / per_out;
+                // Winograd writes act(conv + bias) for the task's images: without pooling
+                // straight into the output, (nb, O, OH*OW) like `wy`
+                let in_place = pool_geom.is_none();
+                if let Some(wn) = &wino {
+                    let xs = &x[ci * nb * per_x..][..count * per_x];
+                    let finish = Finish::Set { bias: b, act };
+                    let dst = if in_place {
+                        &mut *out
+                    } else {
+                        &mut wy[..count * per_y]
+                    };
+                    wn.run(xs, &u, dst, finish, work);
+                }
                 for (i, o) in out.chunks_exact_mut(per_out).enumerate() {
                     let n = ci * nb + i;
                     let y = ys.as_deref_mut().map(|ys| &mut ys[i * per_y..][..per_y]);
                     let a = args
                         .as_deref_mut()
                         .map(|a| &mut a[i * per_out..][..per_out]);
+                    let conv = match (&wino, &plan) {
+                        (Some(_), _) if in_place => Conv::InPlace,
+                        (Some(_), _) => Conv::Done(&wy[i * per_y..][..per_y]),
+                        (None, Some(p)) => Conv::Direct(p, &wpack[..]),
+                        (None, None) => Conv::Gemm,
+                    };
                     forward_image(
                         g,
                         act,
@@ -404,7 +469,7 @@ pub(crate) fn forward<E: Float>(
                         y,
                         a,
                         s,
-                        direct,
+                        conv,
                     );
                 }
             },
@@ -424,6 +489,8 @@ struct Grads<E: Float> {
     dyflat: Buffer<E>,
     tbuf: Buffer<E>,
     tflat: Buffer<E>,
+    /// Winograd's scratch for the input gradient.
+    work: Buffer<E>,
 }
 
 /// Backward pass over a batch.
@@ -468,8 +535,17 @@ pub(crate) fn backward<E: Float>(
     let plan = (direct::worth_it(g) && !dw.is_empty())
         .then(|| Plan::new::<E>(g))
         .filter(direct::weight_grad_worth_it);
+    // The input gradient by Winograd where it pays (3x3, one group), for a task's images at
+    // once: their dy are kept side by side, (nb, O, OH*OW).
+    let twino = direct::transposed(g)
+        .filter(|_| g.groups == 1 && !dx.is_empty())
+        .and_then(|gt| winograd::worth_it::<E>(&gt).map(|t| Wino::new::<E>(&gt, t)));
+    let mut ut = Buffer::for_overwrite(twino.as_ref().map_or(0, Wino::u_len));
+    if let Some(t) = &twino {
+        t.filter(w, true, &mut ut);
+    }
     let tplan = direct::transposed(g)
-        .filter(|gt| direct::worth_it(gt) && !dx.is_empty())
+        .filter(|gt| twino.is_none() && direct::worth_it(gt) && !dx.is_empty())
         .map(|gt| (Plan::new::<E>(&gt), gt));
     let mut wtpack =
         Buffer::for_overwrite(tplan.as_ref().map_or(0, |(t, _)| g.groups * t.wpack_len()));
@@ -483,7 +559,8 @@ pub(crate) fn backward<E: Float>(
         dw: Buffer::zeroed(dw_len),
         db: Buffer::zeroed(db_len),
         // written in full before they are read
-        dy: Buffer::for_overwrite(per_y),
+        dy: Buffer::for_overwrite(if twino.is_some() { nb * per_y } else { per_y }),
+        work: Buffer::for_overwrite(twino.as_ref().map_or(0, Wino::scratch_len)),
         cols: Buffer::for_overwrite(if plan.is_some() || dw_len == 0 {
             0
         } else {
@@ -499,7 +576,10 @@ pub(crate) fn backward<E: Float>(
         tbuf: Buffer::for_overwrite(tplan.as_ref().map_or(0, |(t, _)| t.len)),
         tflat: Buffer::for_overwrite(tplan.as_ref().map_or(0, |(t, _)| t.flat_len())),
     };
-    let image = |a: &mut Grads<E>, n: usize, dx: Option<&mut [E]>| {
+    // One image's dy (into slot `slot` of `a.dy`), bias and weight gradients, and its input
+    // gradient unless that is left to Winograd (`dx` None).
+    let image = |a: &mut Grads<E>, n: usize, slot: usize, dx: Option<&mut [E]>| {
+        let dyv = &mut a.dy[slot * per_y..][..per_y];
         let go = &gout[n * per_out..][..per_out];
         let per_saved = if arg.is_empty() { per_y } else { per_out };
         let yn = if y.is_empty() {
@@ -511,24 +591,24 @@ pub(crate) fn backward<E: Float>(
         if !arg.is_empty() {
             // Max pooling with saved maxima: only they get gradient, times the activation's
             // derivative there (the pooled output is the activation's value at each maximum).
-            a.dy.fill(E::zero());
+            dyv.fill(E::zero());
             let an = &arg[n * per_out..][..per_out];
             match act {
-                Activation::Identity => scatter(&mut a.dy, an, go, yn, |_| E::one()),
-                Activation::Relu => scatter(&mut a.dy, an, go, yn, |y| {
-                    activation_grad(Activation::Relu, y)
-                }),
-                Activation::Sigmoid => scatter(&mut a.dy, an, go, yn, |y| {
-                    activation_grad(Activation::Sigmoid, y)
-                }),
-                Activation::Tanh => scatter(&mut a.dy, an, go, yn, |y| {
-                    activation_grad(Activation::Tanh, y)
-                }),
+                Activation::Identity => scatter(dyv, an, go, yn, |_| E::one()),
+                Activation::Relu => {
+                    scatter(dyv, an, go, yn, |y| activation_grad(Activation::Relu, y))
+                }
+                Activation::Sigmoid => {
+                    scatter(dyv, an, go, yn, |y| activation_grad(Activation::Sigmoid, y))
+                }
+                Activation::Tanh => {
+                    scatter(dyv, an, go, yn, |y| activation_grad(Activation::Tanh, y))
+                }
             }
         } else {
             match pool_geom {
                 Some(p) => {
-                    a.dy.fill(E::zero());
+                    dyv.fill(E::zero());
                     let pohw = p.output.0 * p.output.1;
                     for o in 0..g.out_channels {
                         let src = if yn.is_empty() {
@@ -536,29 +616,25 @@ pub(crate) fn backward<E: Float>(
                         } else {
                             &yn[o * ohw..][..ohw]
                         };
-                        let d = &mut a.dy[o * ohw..][..ohw];
+                        let d = &mut dyv[o * ohw..][..ohw];
                         pool::plane_backward(p, src, &go[o * pohw..][..pohw], d);
                     }
                 }
-                None => a.dy.copy_from_slice(go),
+                None => dyv.copy_from_slice(go),
             }
             // One loop per activation (a `match` inside the loop is not hoisted, and costs a jump
             // per element).
             match act {
                 Activation::Identity => {}
-                Activation::Relu => {
-                    scale_by(&mut a.dy, yn, |y| activation_grad(Activation::Relu, y))
-                }
+                Activation::Relu => scale_by(dyv, yn, |y| activation_grad(Activation::Relu, y)),
                 Activation::Sigmoid => {
-                    scale_by(&mut a.dy, yn, |y| activation_grad(Activation::Sigmoid, y))
+                    scale_by(dyv, yn, |y| activation_grad(Activation::Sigmoid, y))
                 }
-                Activation::Tanh => {
-                    scale_by(&mut a.dy, yn, |y| activation_grad(Activation::Tanh, y))
-                }
+                Activation::Tanh => scale_by(dyv, yn, |y| activation_grad(Activation::Tanh, y)),
             }
         }
         if !a.db.is_empty() {
-            for (o, plane) in a.dy.chunks_exact(ohw).enumerate() {
+            for (o, plane) in dyv.chunks_exact(ohw).enumerate() {
                 a.db[o] += plane.iter().fold(E::zero(), |s, &v| s + v);
             }
         }
@@ -569,7 +645,7 @@ pub(crate) fn backward<E: Float>(
         };
         let mut dx = dx;
         for grp in 0..g.groups {
-            let dy = &a.dy[grp * og * ohw..][..og * ohw];
+            let dy = &dyv[grp * og * ohw..][..og * ohw];
             if let Some(p) = &plan {
                 p.fill(g, &xn[grp * cg * h * wd..][..cg * h * wd], &mut a.buf);
                 p.flatten(g.output, dy, &mut a.dyflat);
@@ -625,7 +701,7 @@ pub(crate) fn backward<E: Float>(
             .into_par_iter()
             .fold(new, |mut a, ci| {
                 for n in ci * nb..((ci + 1) * nb).min(g.batch) {
-                    image(&mut a, n, None);
+                    image(&mut a, n, 0, None);
                 }
                 a
             })
@@ -636,7 +712,14 @@ pub(crate) fn backward<E: Float>(
             .fold(new, |mut a, (ci, dxc)| {
                 map_for_writing(dxc);
                 for (i, dxn) in dxc.chunks_exact_mut(per_x).enumerate() {
-                    image(&mut a, ci * nb + i, Some(dxn));
+                    match twino {
+                        Some(_) => image(&mut a, ci * nb + i, i, None),
+                        None => image(&mut a, ci * nb + i, 0, Some(dxn)),
+                    }
+                }
+                if let Some(t) = &twino {
+                    let count = dxc.len() / per_x;
+                    t.run(&a.dy[..count * per_y], &ut, dxc, Finish::Add, &mut a.work);
                 }
                 a
             })

@@ -364,7 +364,7 @@ pub(super) fn transposed(g: &Conv2DGeometry) -> Option<Conv2DGeometry> {
 }
 
 /// Whether the AVX2/FMA microkernels run for `E`: f32 on a CPU that has them.
-fn simd<E: Float>() -> bool {
+pub(super) fn simd<E: Float>() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         TypeId::of::<E>() == TypeId::of::<f32>()
@@ -380,7 +380,7 @@ fn simd<E: Float>() -> bool {
 
 /// The portable microkernel (f64, or a CPU without AVX2): `y[i][p]` for MR rows at stride
 /// `ys` and NT pixels = sum over taps `k` of `w[k][i] * x[off[k] + p]`.
-fn conv_tile<E: Float>(off: &[usize], x: &[E], w: &[E], y: &mut [E], ys: usize) {
+pub(super) fn conv_tile<E: Float>(off: &[usize], x: &[E], w: &[E], y: &mut [E], ys: usize) {
     let mut acc = [[E::zero(); NT]; MR];
     for (&o, wk) in off.iter().zip(w.chunks_exact(MR)) {
         let xs = &x[o..][..NT];
@@ -406,7 +406,13 @@ fn conv_tile<E: Float>(off: &[usize], x: &[E], w: &[E], y: &mut [E], ys: usize) 
 /// `off.len() * MR` values; `y + i * ys .. + NT` is writable for `i < MR`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn conv_tile_avx2(off: &[usize], x: *const f32, w: *const f32, y: *mut f32, ys: usize) {
+pub(super) unsafe fn conv_tile_avx2(
+    off: &[usize],
+    x: *const f32,
+    w: *const f32,
+    y: *mut f32,
+    ys: usize,
+) {
     use std::arch::x86_64::*;
     // SAFETY: the caller's contract covers every pointer below.
     unsafe {
