@@ -259,6 +259,19 @@ fn conv_matches_reference_for_every_option() {
             Sigmoid,
             true,
         ),
+        // LeNet's first layer's shape (6 output channels, 5x5, padding 2), on an image large
+        // enough that its weight gradient runs on the direct kernel's planes (4+ channels)
+        (
+            geom(2, (2, 6, 1), (14, 14), (5, 5), (1, 1), (2, 2), (1, 1)),
+            Sigmoid,
+            true,
+        ),
+        // the same, 4 output channels per group, stride 2
+        (
+            geom(2, (4, 8, 2), (24, 24), (3, 3), (2, 2), (1, 1), (1, 1)),
+            Relu,
+            true,
+        ),
     ];
     for (i, (g, act, bias)) in cases.into_iter().enumerate() {
         check_conv(g, act, None, bias, i as u64);
