@@ -118,8 +118,9 @@ fn fits(g: &Conv2DGeometry) -> bool {
 }
 
 /// `CNN_WINOGRAD`, read once: `off` keeps every layer on the direct kernel, `f2` or `f4`
-/// forces that transform wherever Winograd applies; unset (or anything else): [`worth_it`]'s
-/// rule. For measuring one against the other in the same build.
+/// forces that transform wherever Winograd applies; unset: [`worth_it`]'s rule (anything
+/// else warns once on stderr and keeps the rule). For measuring one against the other in the
+/// same build.
 static CHOICE: AtomicU8 = AtomicU8::new(UNSET);
 const UNSET: u8 = 0;
 const AUTO: u8 = 1;
@@ -134,7 +135,22 @@ fn choice() -> u8 {
                 Ok("off") => OFF,
                 Ok("f2") => FORCE_F2,
                 Ok("f4") => FORCE_F4,
-                _ => AUTO,
+                Err(std::env::VarError::NotPresent) => AUTO,
+                Ok(other) => {
+                    // A typo must not pass for a measurement of the path it meant.
+                    eprintln!(
+                        "warning: CNN_WINOGRAD={other:?} is not one of off, f2, f4; \
+                         Winograd is chosen per layer as usual"
+                    );
+                    AUTO
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    eprintln!(
+                        "warning: CNN_WINOGRAD is not UTF-8, so not one of off, f2, f4; \
+                         Winograd is chosen per layer as usual"
+                    );
+                    AUTO
+                }
             };
             CHOICE.store(c, Ordering::Relaxed);
             c
