@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The main jobs in PyTorch, for the README's comparisons, on Fashion-MNIST read from the same
 IDX files the Rust examples use, Xavier-uniform init of every convolution and linear weight,
-SGD without momentum, batch 256, 10 epochs. Prints one line per epoch and the final
-`loss L, train acc A, test acc T` line, like the examples.
+SGD (without momentum unless --momentum; the net's learning rate unless --lr), batch 256,
+10 epochs. Prints one line per epoch and the final `loss L, train acc A, test acc T` line,
+like the examples.
 
 - `--net lenet` (default): d2l 6.6's LeNet (sigmoid, average pooling), lr 0.9, as
   `cargo run --release --example lenet`;
@@ -10,7 +11,7 @@ SGD without momentum, batch 256, 10 epochs. Prints one line per epoch and the fi
   blocks at 28x28), lr 0.1, as `cargo run --release --example resnet`.
 
 Usage: python3 bench/torch_train.py [--net lenet|resnet] [--data /usr/share/datasets/fashion-mnist]
-       [--threads 2] [--epochs 10] [--momentum 0]
+       [--threads 2] [--epochs 10] [--momentum 0] [--lr LR]
 """
 import argparse, gzip, os, struct, time
 import torch
@@ -79,11 +80,13 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--momentum", type=float, default=0.0, help="SGD's, as the examples' --momentum")
+    p.add_argument("--lr", type=float, default=None, help="SGD's learning rate (default: the net's, as the examples')")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     (xtr, ytr), (xte, yte) = load(a.data, "train"), load(a.data, "test")
     make, lr = NETS[a.net]
+    lr = lr if a.lr is None else a.lr
     net = make()
     for m in net.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
