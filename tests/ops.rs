@@ -343,7 +343,6 @@ fn check_conv_f32(
     bias: bool,
     seed: u64,
 ) {
-    let dev: TestDevice = Default::default();
     let mut rng = Rng::new(seed);
     let cg = g.in_channels / g.groups;
     let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
@@ -358,25 +357,8 @@ fn check_conv_f32(
     let b = bias.then(|| f64s(f32s(&rng.vec(g.out_channels))));
     let expect = reference_conv(&g, act, pool.as_ref(), &x, &w, b.as_deref());
     let r = f64s(f32s(&rng.vec(expect.len())));
-    let xt = dev.tensor_from_vec(f32s(&x), (x.len(),));
-    let wt = dev.tensor_from_vec(f32s(&w), (w.len(),));
-    let bt = b
-        .as_ref()
-        .map(|b| dev.tensor_from_vec(f32s(b), (g.out_channels,)));
-    let rt = dev.tensor_from_vec(f32s(&r), (r.len(),));
-    let out = try_conv2d(
-        xt.leaky_trace(),
-        &wt,
-        bt.as_ref(),
-        g,
-        act,
-        pool,
-        (expect.len(),),
-        true,
-    )
-    .unwrap();
-    let close = |got: Vec<f32>, expect: &[f64], what: &str| {
-        let got = f64s(got);
+    let [out, dx, dw, db] = conv_f32(g, act, pool, [&x, &w, b.as_deref().unwrap_or(&[]), &r]);
+    let close = |got: Vec<f64>, expect: &[f64], what: &str| {
         let scale = expect.iter().fold(1.0f64, |m, v| m.max(v.abs()));
         let d = max_diff(&got, expect) / scale;
         assert!(
@@ -384,22 +366,58 @@ fn check_conv_f32(
             "f32 {what} differs by {d:e}: {g:?} {act:?} {pool:?}"
         );
     };
-    close(out.as_vec(), &expect, "forward");
-    let grads = (out * rt).sum().backward();
+    close(out, &expect, "forward");
     let fx = finite_diff(&x, &r, |x| {
         reference_conv(&g, act, pool.as_ref(), x, &w, b.as_deref())
     });
     let fw = finite_diff(&w, &r, |w| {
         reference_conv(&g, act, pool.as_ref(), &x, w, b.as_deref())
     });
-    close(grads.get(&xt).as_vec(), &fx, "input gradient");
-    close(grads.get(&wt).as_vec(), &fw, "weight gradient");
-    if let (Some(b), Some(bt)) = (&b, &bt) {
+    close(dx, &fx, "input gradient");
+    close(dw, &fw, "weight gradient");
+    if let Some(b) = &b {
         let fb = finite_diff(b, &r, |b| {
             reference_conv(&g, act, pool.as_ref(), &x, &w, Some(b))
         });
-        close(grads.get(bt).as_vec(), &fb, "bias gradient");
+        close(db, &fb, "bias gradient");
     }
+}
+
+/// The f32 op on `[x, w, b, r]` (f64 values exact in f32; `b` empty for no bias): its output
+/// and the gradients of `sum(out * r)` for `x`, `w` and `b`, in f64 (`db` empty for no bias).
+fn conv_f32(
+    g: Conv2DGeometry,
+    act: Activation,
+    pool: Option<Pool2DGeometry>,
+    [x, w, b, r]: [&[f64]; 4],
+) -> [Vec<f64>; 4] {
+    let dev: TestDevice = Default::default();
+    let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+    let f64s = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
+    let xt = dev.tensor_from_vec(f32s(x), (x.len(),));
+    let wt = dev.tensor_from_vec(f32s(w), (w.len(),));
+    let bt = (!b.is_empty()).then(|| dev.tensor_from_vec(f32s(b), (b.len(),)));
+    let rt = dev.tensor_from_vec(f32s(r), (r.len(),));
+    let out = try_conv2d(
+        xt.leaky_trace(),
+        &wt,
+        bt.as_ref(),
+        g,
+        act,
+        pool,
+        (r.len(),),
+        true,
+    )
+    .unwrap();
+    let y = f64s(out.as_vec());
+    let grads = (out * rt).sum().backward();
+    let db = bt.map_or(Vec::new(), |bt| f64s(grads.get(&bt).as_vec()));
+    [
+        y,
+        f64s(grads.get(&xt).as_vec()),
+        f64s(grads.get(&wt).as_vec()),
+        db,
+    ]
 }
 
 /// Layers with 16 or more output channels per group and a kernel larger than 1x1 take the
@@ -707,7 +725,6 @@ fn winograd_conv_matches_reference() {
             None,
         ),
     ];
-    let dev: TestDevice = Default::default();
     for (i, (g, act, bias, pool)) in cases.into_iter().enumerate() {
         let mut rng = Rng::new(700 + i as u64);
         let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
@@ -721,38 +738,21 @@ fn winograd_conv_matches_reference() {
         let expect = reference_conv(&g, act, pool.as_ref(), &x, &w, b.as_deref());
         let r = f64s(f32s(&rng.vec(expect.len())));
         let (dx, dw, db) = reference_conv_grads(&g, act, pool.as_ref(), &x, &w, b.as_deref(), &r);
-
-        let xt = dev.tensor_from_vec(f32s(&x), (x.len(),));
-        let wt = dev.tensor_from_vec(f32s(&w), (w.len(),));
-        let bt = b
-            .as_ref()
-            .map(|b| dev.tensor_from_vec(f32s(b), (g.out_channels,)));
-        let rt = dev.tensor_from_vec(f32s(&r), (r.len(),));
-        let out = try_conv2d(
-            xt.leaky_trace(),
-            &wt,
-            bt.as_ref(),
-            g,
-            act,
-            pool,
-            (expect.len(),),
-            true,
-        )
-        .unwrap();
-        let close = |got: Vec<f32>, expect: &[f64], what: &str| {
+        let [got, got_dx, got_dw, got_db] =
+            conv_f32(g, act, pool, [&x, &w, b.as_deref().unwrap_or(&[]), &r]);
+        let close = |got: Vec<f64>, expect: &[f64], what: &str| {
             let scale = expect.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
-            let d = max_diff(&f64s(got), expect) / scale;
+            let d = max_diff(&got, expect) / scale;
             assert!(
                 d < 2e-5,
                 "{what} differs by {d:e} of its largest: {g:?} {act:?} {pool:?}"
             );
         };
-        close(out.as_vec(), &expect, "forward");
-        let grads = (out * rt).sum().backward();
-        close(grads.get(&xt).as_vec(), &dx, "input gradient");
-        close(grads.get(&wt).as_vec(), &dw, "weight gradient");
-        if let Some(bt) = &bt {
-            close(grads.get(bt).as_vec(), &db, "bias gradient");
+        close(got, &expect, "forward");
+        close(got_dx, &dx, "input gradient");
+        close(got_dw, &dw, "weight gradient");
+        if b.is_some() {
+            close(got_db, &db, "bias gradient");
         }
     }
 }
