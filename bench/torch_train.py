@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
 """The main jobs in PyTorch, for the README's comparisons, on Fashion-MNIST read from the same
 IDX files the Rust examples use, Xavier-uniform init of every convolution and linear weight,
-SGD (without momentum unless --momentum; the net's learning rate unless --lr), batch 256,
-10 epochs. Prints one line per epoch and the final `loss L, train acc A, test acc T` line,
+SGD (without momentum unless --momentum; the net's learning rate unless --lr) or Adam (--adam,
+lr 0.001 unless --lr), the net's learning-rate schedule unless --schedule (as the examples'),
+batch 256, 10 epochs. Prints one line per epoch and the final `loss L, train acc A, test acc T` line,
 like the examples.
 
 - `--net lenet` (default): d2l 6.6's LeNet (sigmoid, average pooling), lr 0.9, as
-  `cargo run --release --example lenet`;
+  `cargo run --release --example lenet`, constant rate;
 - `--net resnet`: the `resnet` network of ../shared/bench/README.md (d2l 8.6's `Residual`
-  blocks at 28x28), lr 0.1, as `cargo run --release --example resnet`.
+  blocks at 28x28), lr 0.1, cosine annealing, as `cargo run --release --example resnet`.
 
 Usage: python3 bench/torch_train.py [--net lenet|resnet] [--data /usr/share/datasets/fashion-mnist]
-       [--threads 2] [--epochs 10] [--momentum 0] [--lr LR]
+       [--threads 2] [--epochs 10] [--momentum 0 | --adam] [--lr LR] [--schedule constant|cosine]
 """
 import argparse, gzip, os, struct, time
 import torch
@@ -53,7 +54,8 @@ def resnet():
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
 
 
-NETS = {"lenet": (lenet, 0.9), "resnet": (resnet, 0.1)}
+# each net's SGD learning rate and schedule when the flags do not say
+NETS = {"lenet": (lenet, 0.9, "constant"), "resnet": (resnet, 0.1, "cosine")}
 
 
 def read_idx(path):
@@ -80,18 +82,25 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--momentum", type=float, default=0.0, help="SGD's, as the examples' --momentum")
-    p.add_argument("--lr", type=float, default=None, help="SGD's learning rate (default: the net's, as the examples')")
+    p.add_argument("--adam", action="store_true", help="Adam instead of SGD, as the examples' --adam")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the net's for SGD, 0.001 for Adam, as the examples')")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default=None,
+                   help="the rate over the epochs (default: the net's); cosine is CosineAnnealingLR(T_max=epochs), stepped per epoch")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     (xtr, ytr), (xte, yte) = load(a.data, "train"), load(a.data, "test")
-    make, lr = NETS[a.net]
-    lr = lr if a.lr is None else a.lr
+    make, sgd_lr, schedule = NETS[a.net]
+    schedule = schedule if a.schedule is None else a.schedule
     net = make()
     for m in net.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             nn.init.xavier_uniform_(m.weight)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=a.momentum)
+    if a.adam:
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3 if a.lr is None else a.lr)
+    else:
+        opt = torch.optim.SGD(net.parameters(), lr=sgd_lr if a.lr is None else a.lr, momentum=a.momentum)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=a.epochs) if schedule == "cosine" else None
     loss_fn = nn.CrossEntropyLoss()
     total = 0.0
     for epoch in range(a.epochs):
@@ -112,13 +121,16 @@ def main():
             correct += (out.argmax(1) == y).sum().item()
             seen += len(y)
         train_s = time.perf_counter() - start
+        lr_now = opt.param_groups[0]["lr"]
+        if sched is not None:
+            sched.step()
         net.eval()
         with torch.no_grad():
             test_acc = sum((net(xte[i:i + 256]).argmax(1) == yte[i:i + 256]).sum().item() for i in range(0, len(yte), 256)) / len(yte)
         secs = time.perf_counter() - start
         total += secs
         print(f"epoch {epoch + 1}/{a.epochs}: loss {loss_sum / seen:.3f}, train acc {correct / seen:.3f}, "
-              f"test acc {test_acc:.3f}, {seen / train_s:.1f} images/s, {secs:.1f} s")
+              f"test acc {test_acc:.3f}, lr {lr_now:.3e}, {seen / train_s:.1f} images/s, {secs:.1f} s")
     print(f"{a.epochs} epochs in {total:.1f} s")
     print(f"loss {loss_sum / seen:.3f}, train acc {correct / seen:.3f}, test acc {test_acc:.3f}")
 

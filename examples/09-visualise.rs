@@ -114,6 +114,7 @@ fn train_briefly(
         batch_size: 32,
         progress: Progress::Auto,
         init: Init::XavierUniform { seed: 0 },
+        ..Default::default()
     };
     let mut opt = Adam::new(
         net,

@@ -7,8 +7,9 @@
 //!
 //! - `--modern`: ReLU and max pooling (add `--adam`, or keep SGD with `--lr 0.1`: at lr 0.9 it
 //!   diverges, in PyTorch too).
-//! - `--epochs N`, `--batch N`, `--lr X`, `--momentum M` (SGD's), `--seed N`, `--threads N`,
-//!   `--data DIR`, `--out DIR`; values that cannot work (0 epochs, a NaN learning rate, 10000 threads) are refused before
+//! - `--epochs N`, `--batch N`, `--lr X`, `--momentum M` (SGD's), `--schedule constant|cosine`
+//!   (the rate over the epochs; d2l's is constant), `--seed N`, `--threads N`, `--data DIR`,
+//!   `--out DIR`; values that cannot work (0 epochs, a NaN learning rate, 10000 threads) are refused before
 //!   anything starts.
 //! - `--eval FILE`: load a checkpoint and report its test accuracy (another network's
 //!   checkpoint is refused, naming the tensor and both shapes, or the first layer that differs;
@@ -31,7 +32,8 @@ mod run;
 
 use clap::Parser;
 use cnn::prelude::*;
-use run::{Error, RunArgs};
+use cnn::train::Schedule;
+use run::{Defaults, Error, RunArgs};
 use std::process::ExitCode;
 
 cnn! {
@@ -82,10 +84,15 @@ fn main() -> ExitCode {
 /// The run `args` ask for, once clap has checked each value.
 fn start(args: &Args) -> Result<(), Error> {
     run::start_threads(&args.run)?;
+    // d2l's constant learning rate (`--schedule cosine` anneals it)
+    let d2l = |sgd_lr| Defaults {
+        sgd_lr,
+        schedule: Schedule::Constant,
+    };
     if args.modern {
-        run::run::<LeNetModern>(&args.run, "lenet-modern", 0.1)
+        run::run::<LeNetModern>(&args.run, "lenet-modern", d2l(0.1))
     } else {
-        run::run::<LeNet>(&args.run, "lenet-d2l", 0.9)
+        run::run::<LeNet>(&args.run, "lenet-d2l", d2l(0.9))
     }
 }
 

@@ -36,6 +36,7 @@ fn history() -> Vec<EpochStats> {
             loss: 1.0 / epoch as f64,
             train_acc: 0.5,
             test_acc: 0.5,
+            lr: 0.1,
             images_per_s: 1.0,
             seconds: 1.0,
         })

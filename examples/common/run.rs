@@ -10,7 +10,9 @@
 
 use cnn::data::{Dataset, FashionMnist, Locator};
 use cnn::prelude::*;
-use cnn::train::{Classifier, Config, EpochStats, InMemory, Init, Progress, Trainer, plot_history};
+use cnn::train::{
+    Classifier, Config, EpochStats, InMemory, Init, Progress, Schedule, Trainer, plot_history,
+};
 use dfdx::nn::{LoadFromSafetensors, SaveToSafetensors};
 use dfdx::optim::Momentum;
 use std::path::{Path, PathBuf};
@@ -44,6 +46,10 @@ pub struct RunArgs {
     /// SGD's momentum, PyTorch's `momentum` (from 0 up to, not including, 1; default none).
     #[arg(long, value_parser = momentum, conflicts_with = "adam", allow_negative_numbers = true)]
     pub momentum: Option<f64>,
+    /// The learning rate over the epochs: `constant`, or `cosine` annealing to 0 (PyTorch's
+    /// `CosineAnnealingLR(T_max=epochs)`, stepped per epoch); default: the example's.
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleArg>,
     /// Seed of the initial weights and of the shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -62,6 +68,33 @@ pub struct RunArgs {
     /// A short run for CI: two epochs on 12,000 training images; fails unless the loss falls.
     #[arg(long)]
     pub smoke: bool,
+}
+
+/// `--schedule`'s values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScheduleArg {
+    /// The same rate every epoch.
+    Constant,
+    /// Cosine annealing to 0 over the run.
+    Cosine,
+}
+
+impl From<ScheduleArg> for Schedule {
+    fn from(arg: ScheduleArg) -> Schedule {
+        match arg {
+            ScheduleArg::Constant => Schedule::Constant,
+            ScheduleArg::Cosine => Schedule::Cosine,
+        }
+    }
+}
+
+/// What an example trains with where its flags do not say.
+#[derive(Debug, Clone, Copy)]
+pub struct Defaults {
+    /// SGD's learning rate when `--lr` is not given.
+    pub sgd_lr: f64,
+    /// The schedule when `--schedule` is not given.
+    pub schedule: Schedule,
 }
 
 /// The most epochs a run may ask for: at about 3 s an epoch, some 3 days of training. More is a
@@ -139,9 +172,9 @@ pub fn to_batches<const SIDE: usize>(set: Dataset) -> Result<InMemory<SizedImage
 }
 
 /// Trains `M` on Fashion-MNIST as `args` say (or evaluates a checkpoint with `--eval`), saving
-/// `<out>/<name>.safetensors` after every epoch and `<out>/<name>.png` at the end; `sgd_lr` is
-/// the learning rate of SGD when `--lr` is not given.
-pub fn run<M>(args: &RunArgs, name: &str, sgd_lr: f64) -> Result<(), Error>
+/// `<out>/<name>.safetensors` after every epoch and `<out>/<name>.png` at the end; `defaults`
+/// fill in what the flags leave open.
+pub fn run<M>(args: &RunArgs, name: &str, defaults: Defaults) -> Result<(), Error>
 where
     M: BuildOnDevice<Dev, f32>,
     M::Built: Classifier<Images, f32, Dev, 10>
@@ -149,12 +182,16 @@ where
         + LoadFromSafetensors<f32, Dev>
         + Network,
 {
-    run_sized::<M, 28>(args, name, sgd_lr)
+    run_sized::<M, 28>(args, name, defaults)
 }
 
 /// [`run`] on the images resized to `SIDE x SIDE` first (bilinear, as d2l's
 /// `load_data_fashion_mnist(resize=SIDE)` does with torchvision: `Dataset::resized`).
-pub fn run_sized<M, const SIDE: usize>(args: &RunArgs, name: &str, sgd_lr: f64) -> Result<(), Error>
+pub fn run_sized<M, const SIDE: usize>(
+    args: &RunArgs,
+    name: &str,
+    defaults: Defaults,
+) -> Result<(), Error>
 where
     M: BuildOnDevice<Dev, f32>,
     M::Built: Classifier<SizedImages<SIDE>, f32, Dev, 10>
@@ -225,6 +262,7 @@ where
         batch_size: args.batch,
         progress: Progress::Auto,
         init: Init::XavierUniform { seed: args.seed },
+        schedule: args.schedule.map_or(defaults.schedule, Schedule::from),
     };
     let trainer = Trainer::new(dev.clone(), config);
     // Saved after every epoch, so an interrupted run keeps its last complete epoch; a save
@@ -243,7 +281,7 @@ where
             trainer.fit_with(&mut model, &mut opt, &train, &test, save)?
         }
         (false, lr) => {
-            let lr = lr.unwrap_or(sgd_lr);
+            let lr = lr.unwrap_or(defaults.sgd_lr);
             let cfg = SgdConfig {
                 lr,
                 momentum: args.momentum.filter(|&m| m > 0.0).map(Momentum::Classic),

@@ -31,6 +31,7 @@ mod error;
 mod init;
 mod plot;
 mod progress;
+mod schedule;
 mod stats;
 
 use std::time::Instant;
@@ -52,6 +53,7 @@ pub use error::{BoxError, TrainError};
 pub use init::xavier_uniform_;
 pub use plot::plot_history;
 pub use progress::Progress;
+pub use schedule::{LearningRate, Schedule};
 pub use stats::EpochStats;
 
 use progress::EpochBar;
@@ -80,17 +82,20 @@ pub struct Config {
     pub progress: Progress,
     /// How to initialise the model before training.
     pub init: Init,
+    /// The learning rate of each epoch, relative to the optimizer's when training starts.
+    pub schedule: Schedule,
 }
 
 impl Default for Config {
-    /// d2l's LeNet settings: 10 epochs of 256 examples, with progress, keeping the model's
-    /// initial weights.
+    /// d2l's LeNet settings: 10 epochs of 256 examples at a constant learning rate, with
+    /// progress, keeping the model's initial weights.
     fn default() -> Self {
         Config {
             epochs: 10,
             batch_size: 256,
             progress: Progress::Auto,
             init: Init::Keep,
+            schedule: Schedule::Constant,
         }
     }
 }
@@ -166,7 +171,7 @@ impl<D> Trainer<D> {
         Tr: Batches<E>,
         Te: Batches<E, Shape = Tr::Shape>,
         M: Classifier<Tr::Shape, E, D, C>,
-        O: Optimizer<M, D, E>,
+        O: Optimizer<M, D, E> + LearningRate,
     {
         self.fit_with(model, opt, train, test, |_, _| Ok(()))
     }
@@ -175,6 +180,10 @@ impl<D> Trainer<D> {
     /// `on_epoch` with each epoch's metrics and the model as it then is (to save a checkpoint,
     /// say). An error from `on_epoch` stops training: a checkpoint that cannot be saved is
     /// not a reason to spend hours on epochs that will be lost.
+    ///
+    /// Before each epoch the optimizer's learning rate is set from [`Config::schedule`], as a
+    /// factor of the rate it had when `fit_with` was called; after the last epoch it is left
+    /// at that starting rate, so the optimizer can train on as it was given.
     ///
     /// Each batch: forward with a tape, [`cross_entropy_with_logits_loss`] against one-hot labels,
     /// backward, `opt.update`, zero the gradients. Loss and training accuracy are accumulated
@@ -206,13 +215,38 @@ impl<D> Trainer<D> {
         Tr: Batches<E>,
         Te: Batches<E, Shape = Tr::Shape>,
         M: Classifier<Tr::Shape, E, D, C>,
-        O: Optimizer<M, D, E>,
+        O: Optimizer<M, D, E> + LearningRate,
+    {
+        let start_lr = opt.learning_rate();
+        let history = self.epochs(model, opt, start_lr, train, test, &mut on_epoch);
+        opt.set_learning_rate(start_lr);
+        history
+    }
+
+    /// [`Trainer::fit_with`]'s epochs, `opt`'s rate scheduled from `start_lr`.
+    fn epochs<M, O, E, Tr, Te, const C: usize>(
+        &self,
+        model: &mut M,
+        opt: &mut O,
+        start_lr: f64,
+        train: &Tr,
+        test: &Te,
+        on_epoch: &mut impl FnMut(&EpochStats, &M) -> Result<(), BoxError>,
+    ) -> Result<Vec<EpochStats>, TrainError>
+    where
+        E: Dtype,
+        D: Device<E>,
+        Tr: Batches<E>,
+        Te: Batches<E, Shape = Tr::Shape>,
+        M: Classifier<Tr::Shape, E, D, C>,
+        O: Optimizer<M, D, E> + LearningRate,
     {
         let Config {
             epochs,
             batch_size,
             progress,
             init,
+            schedule,
         } = self.config;
         if batch_size == 0 {
             return Err(TrainError::ZeroBatchSize);
@@ -227,6 +261,8 @@ impl<D> Trainer<D> {
         // Grown as epochs finish: `epochs` is a request, not a size to reserve up front.
         let mut history = Vec::new();
         for epoch in 0..epochs {
+            let lr = start_lr * schedule.factor(epoch, epochs);
+            opt.set_learning_rate(lr);
             let start = Instant::now();
             let bar = EpochBar::new(progress, epoch + 1, epochs, train.num_examples());
             let (mut seen, mut correct, mut loss_sum) = (0usize, 0usize, 0.0f64);
@@ -291,6 +327,7 @@ impl<D> Trainer<D> {
                 loss: loss_sum / seen as f64,
                 train_acc: correct as f64 / seen as f64,
                 test_acc,
+                lr,
                 images_per_s: seen as f64 / train_seconds,
                 seconds: start.elapsed().as_secs_f64(),
             };

@@ -18,6 +18,8 @@ pub struct EpochStats {
     pub train_acc: f64,
     /// Fraction of test examples classified correctly after the epoch.
     pub test_acc: f64,
+    /// The optimizer's learning rate during the epoch (see [`Schedule`](super::Schedule)).
+    pub lr: f64,
     /// Training examples per second of training (forward, backward and update; not evaluation).
     pub images_per_s: f64,
     /// Wall-clock seconds of the whole epoch, evaluation included.
@@ -26,11 +28,12 @@ pub struct EpochStats {
 
 impl EpochStats {
     /// The line printed after each epoch, e.g.
-    /// `epoch 3/10: loss 0.469, train acc 0.823, test acc 0.779, 5120.3 images/s, 11.9 s`.
+    /// `epoch 3/10: loss 0.469, train acc 0.823, test acc 0.779, lr 9.045e-2, 5120.3 images/s,
+    /// 11.9 s`.
     pub fn summary(&self, epochs: usize) -> String {
         format!(
-            "epoch {}/{epochs}: {self}, {:.1} images/s, {:.1} s",
-            self.epoch, self.images_per_s, self.seconds
+            "epoch {}/{epochs}: {self}, lr {:.3e}, {:.1} images/s, {:.1} s",
+            self.epoch, self.lr, self.images_per_s, self.seconds
         )
     }
 }
@@ -56,6 +59,7 @@ mod tests {
             loss: 0.4694,
             train_acc: 0.82251,
             test_acc: 0.779,
+            lr: 0.09045,
             images_per_s: 5120.26,
             seconds: 11.94,
         };
@@ -65,7 +69,7 @@ mod tests {
         );
         assert_eq!(
             stats.summary(10),
-            "epoch 3/10: loss 0.469, train acc 0.823, test acc 0.779, 5120.3 images/s, 11.9 s"
+            "epoch 3/10: loss 0.469, train acc 0.823, test acc 0.779, lr 9.045e-2, 5120.3 images/s, 11.9 s"
         );
     }
 }
