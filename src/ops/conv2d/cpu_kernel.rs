@@ -492,6 +492,8 @@ struct Grads<E: Float> {
     dw: Buffer<E>,
     db: Buffer<E>,
     dy: Buffer<E>,
+    /// Winograd's weight gradient in the transformed domain (see [`Wino::weight_grad`]).
+    du: Buffer<E>,
     cols: Buffer<E>,
     dcols: Buffer<E>,
     /// The direct kernels' buffers: x's phase planes and dy on the flat pixels for the weight
@@ -541,11 +543,20 @@ pub(crate) fn backward<E: Float>(
     let nb = images_per_task(g.batch);
     let chunks = g.batch.div_ceil(nb);
 
+    // The weight gradient by Winograd where the forward pass runs it, for a task's images at
+    // once (their dy side by side, as for the input gradient below), summed in the
+    // transformed domain and transformed back once. Always F(2x2): its transforms are
+    // cheaper, and it measured faster than F(4x4) here even on 28x28 (see `Wino::weight_grad`).
+    let dwino = winograd::worth_it::<E>(g)
+        .filter(|_| !dw.is_empty())
+        .map(|_| Wino::for_weight_grad::<E>(g, &winograd::F2));
     // The direct kernel (see [`direct`]) for the weight gradient, and for the input gradient
     // as a convolution of dy with the flipped, transposed kernel (stride 1).
-    let plan = (direct::weight_grad_layer(g) && !dw.is_empty())
+    let plan = (dwino.is_none() && direct::weight_grad_layer(g) && !dw.is_empty())
         .then(|| Plan::new::<E>(g))
         .filter(direct::weight_grad_worth_it);
+    // dw per image, by the direct kernel or im2col + gemm
+    let dw_per_image = dwino.is_none() && !dw.is_empty();
     // The input gradient by Winograd where it pays (3x3, one group), for a task's images at
     // once: their dy are kept side by side, (nb, O, OH*OW).
     let twino = direct::transposed(g)
@@ -566,13 +577,21 @@ pub(crate) fn backward<E: Float>(
         }
     }
     let (dw_len, db_len, want_dx) = (dw.len(), db.len(), !dx.is_empty());
+    // A task's images' dy side by side, for Winograd's input or weight gradient.
+    let side_by_side = twino.is_some() || dwino.is_some();
+    let work_len = [&twino, &dwino]
+        .iter()
+        .filter_map(|w| w.as_ref().map(Wino::scratch_len))
+        .max()
+        .unwrap_or(0);
     let new = || Grads {
-        dw: Buffer::zeroed(dw_len),
+        dw: Buffer::zeroed(if dwino.is_some() { 0 } else { dw_len }),
+        du: Buffer::zeroed(dwino.as_ref().map_or(0, Wino::grad_u_len)),
         db: Buffer::zeroed(db_len),
         // written in full before they are read
-        dy: Buffer::for_overwrite(if twino.is_some() { nb * per_y } else { per_y }),
-        work: Buffer::for_overwrite(twino.as_ref().map_or(0, Wino::scratch_len)),
-        cols: Buffer::for_overwrite(if plan.is_some() || dw_len == 0 {
+        dy: Buffer::for_overwrite(if side_by_side { nb * per_y } else { per_y }),
+        work: Buffer::for_overwrite(work_len),
+        cols: Buffer::for_overwrite(if !dw_per_image || plan.is_some() {
             0
         } else {
             cgkk * ohw
@@ -661,7 +680,7 @@ pub(crate) fn backward<E: Float>(
                 p.fill(g, &xn[grp * cg * h * wd..][..cg * h * wd], &mut a.buf);
                 p.flatten(g.output, dy, &mut a.dyflat);
                 p.weight_grad(&a.buf, &a.dyflat, &mut a.dw[grp * og * cgkk..][..og * cgkk]);
-            } else if !a.dw.is_empty() {
+            } else if dw_per_image {
                 im2col(g, &xn[grp * cg * h * wd..][..cg * h * wd], &mut a.cols);
                 // dw_g (og, cgkk) += dy_g (og, ohw) * cols^T (ohw, cgkk)
                 gemm(
@@ -702,8 +721,17 @@ pub(crate) fn backward<E: Float>(
             }
         }
     };
+    // Winograd's weight gradient of the task whose first image is `first`, once its `count`
+    // images' dy are in `a.dy`.
+    let task_dw = |a: &mut Grads<E>, first: usize, count: usize| {
+        if let Some(d) = &dwino {
+            let xs = &x[first * per_x..][..count * per_x];
+            d.weight_grad(xs, &a.dy[..count * per_y], &mut a.du, &mut a.work);
+        }
+    };
     let sum = |mut a: Grads<E>, b: Grads<E>| {
         add_into(&mut a.dw, &b.dw);
+        add_into(&mut a.du, &b.du);
         add_into(&mut a.db, &b.db);
         a
     };
@@ -711,9 +739,11 @@ pub(crate) fn backward<E: Float>(
         (0..chunks)
             .into_par_iter()
             .fold(new, |mut a, ci| {
-                for n in ci * nb..((ci + 1) * nb).min(g.batch) {
-                    image(&mut a, n, 0, None);
+                let images = ci * nb..((ci + 1) * nb).min(g.batch);
+                for (i, n) in images.clone().enumerate() {
+                    image(&mut a, n, if side_by_side { i } else { 0 }, None);
                 }
+                task_dw(&mut a, images.start, images.len());
                 a
             })
             .reduce_with(sum)
@@ -723,13 +753,15 @@ pub(crate) fn backward<E: Float>(
             .fold(new, |mut a, (ci, dxc)| {
                 map_for_writing(dxc);
                 for (i, dxn) in dxc.chunks_exact_mut(per_x).enumerate() {
-                    match twino {
-                        Some(_) => image(&mut a, ci * nb + i, i, None),
-                        None => image(&mut a, ci * nb + i, 0, Some(dxn)),
+                    match (&twino, side_by_side) {
+                        (Some(_), _) => image(&mut a, ci * nb + i, i, None),
+                        (None, true) => image(&mut a, ci * nb + i, i, Some(dxn)),
+                        (None, false) => image(&mut a, ci * nb + i, 0, Some(dxn)),
                     }
                 }
+                let count = dxc.len() / per_x;
+                task_dw(&mut a, ci * nb, count);
                 if let Some(t) = &twino {
-                    let count = dxc.len() / per_x;
                     t.run(&a.dy[..count * per_y], &ut, dxc, Finish::Add, &mut a.work);
                 }
                 a
@@ -737,7 +769,10 @@ pub(crate) fn backward<E: Float>(
             .reduce_with(sum)
     };
     if let Some(t) = total {
-        add_into(dw, &t.dw);
+        match &dwino {
+            Some(d) => d.add_weight_grad(&t.du, dw),
+            None => add_into(dw, &t.dw),
+        }
         add_into(db, &t.db);
     }
 }

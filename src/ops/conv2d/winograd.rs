@@ -1,7 +1,8 @@
 //! Winograd minimal filtering (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-//! Networks", 2015) for 3x3 convolutions at stride 1: the forward pass, and the input gradient,
+//! Networks", 2015) for 3x3 convolutions at stride 1: the forward pass, the input gradient,
 //! which at stride 1 is itself a 3x3 stride-1 convolution of `dy` with the flipped, transposed
-//! kernel (see [`direct::transposed`]).
+//! kernel (see [`direct::transposed`]), and the weight gradient ([`Wino::weight_grad`]: the
+//! same tiles, the products summed over tiles instead of channels).
 //!
 //! F(m x m, 3 x 3) computes an `m x m` output tile from an `a x a` input tile (`a = m + 2`) as
 //! `Y = A^T [ (G g G^T) . (B^T d B) ] A`: the `a * a` element-wise products replace
@@ -244,14 +245,28 @@ impl Wino {
     /// The plan for `g` (whose `groups` must be 1 and kernel 3x3 at stride 1) with transform
     /// `t`, for element type `E`.
     pub(super) fn new<E: Float>(g: &Conv2DGeometry, t: &'static Transform) -> Wino {
+        // A block's V and M stay in L2: a * a * (C + O) values per tile, ~384 KB in all.
+        Wino::with_block::<E>(g, t, 384 * 1024)
+    }
+
+    /// The plan for [`Wino::weight_grad`]: blocks of about 1.5 MB, larger than the forward
+    /// pass's, as each position's products end in a sum across 8 lanes per block, and a
+    /// profile of them had half their time in those sums at 384 KB. Alone, 64 images of 32 ->
+    /// 32 channels at 28x28 took 10.7 ms at 384 KB and 9.3 ms at 1.5 MB (one thread, a loaded
+    /// machine); in a whole `resnet` step, 384 KB to 4 MB were within the noise.
+    pub(super) fn for_weight_grad<E: Float>(g: &Conv2DGeometry, t: &'static Transform) -> Wino {
+        Wino::with_block::<E>(g, t, 1536 * 1024)
+    }
+
+    /// The plan with blocks of about `block` bytes of V and M.
+    fn with_block<E: Float>(g: &Conv2DGeometry, t: &'static Transform, block: usize) -> Wino {
         debug_assert!(fits(g));
         let (oh, ow) = g.output;
         let nty = oh.div_ceil(t.m);
         let ntx = ow.div_ceil(t.m);
         let o_pad = g.out_channels.div_ceil(MR) * MR;
-        // A block's V and M stay in L2: a * a * (C + O) values per tile, ~384 KB in all.
         let per_tile = t.a * t.a * (g.in_channels + o_pad) * std::mem::size_of::<E>();
-        let want = (384 * 1024 / per_tile).clamp(64, 512);
+        let want = (block / per_tile).clamp(64, 2048);
         let rows = (want / ntx).clamp(1, nty * 8);
         let tb = (rows * ntx).div_ceil(NT) * NT + NT;
         Wino {
@@ -618,6 +633,248 @@ impl Wino {
     }
 }
 
+impl Wino {
+    /// Length of the weight gradient in the transformed domain, `du`: (a*a, O, C).
+    pub(super) fn grad_u_len(&self) -> usize {
+        self.t.a * self.t.a * self.o * self.c
+    }
+
+    /// Adds the weight gradient of `n` images into `du` (see [`Wino::add_weight_grad`]):
+    /// `x`: (n, C, H, W) the convolution's input, `dy`: (n, O, OH, OW) the gradient at its
+    /// output. With `Y = A^T [U . V] A` per tile, the gradient of `U` is
+    /// `sum over tiles of (A dY A^T) . V`: each position's `du[pos]` (O, C) gains
+    /// `DY[pos] * V[pos]^T`, `DY[pos]`: (O, T) the transformed `dy` tiles, `V[pos]`: (C, T)
+    /// the input tiles as the forward pass transforms them. `work` holds at least
+    /// [`Wino::scratch_len`] values (overwritten).
+    pub(super) fn weight_grad<E: Float>(&self, x: &[E], dy: &[E], du: &mut [E], work: &mut [E]) {
+        let (h, w) = self.input;
+        let (oh, ow) = self.output;
+        let n = x.len() / (self.c * h * w);
+        assert!(x.len() == n * self.c * h * w && dy.len() == n * self.o * oh * ow);
+        assert!(du.len() == self.grad_u_len() && work.len() >= self.scratch_len());
+        #[cfg(target_arch = "x86_64")]
+        if self.simd {
+            fn f32s<E>(v: &[E]) -> &[f32] {
+                // SAFETY: `simd` is only set for E = f32 (same size, alignment and validity).
+                unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) }
+            }
+            fn f32s_mut<E>(v: &mut [E]) -> &mut [f32] {
+                // SAFETY: as in `f32s`, and the borrow is passed on.
+                unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len()) }
+            }
+            let (x, dy, du, work) = (f32s(x), f32s(dy), f32s_mut(du), f32s_mut(work));
+            // SAFETY: `simd` is only set on a CPU with AVX2 and FMA.
+            unsafe {
+                match self.t.m {
+                    2 => self.grad_avx2::<K2, 2, 4>(n, x, dy, du, work),
+                    _ => self.grad_avx2::<K4, 4, 6>(n, x, dy, du, work),
+                }
+            }
+            return;
+        }
+        match self.t.m {
+            2 => self.grad_body::<E, S<E>, K2, 2, 4>(n, x, dy, du, work),
+            _ => self.grad_body::<E, S<E>, K4, 4, 6>(n, x, dy, du, work),
+        }
+    }
+
+    /// [`Wino::grad_body`] on 8-lane AVX2 vectors.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn grad_avx2<K: Kind<M, A>, const M: usize, const A: usize>(
+        &self,
+        n: usize,
+        x: &[f32],
+        dy: &[f32],
+        du: &mut [f32],
+        work: &mut [f32],
+    ) {
+        self.grad_body::<f32, V8, K, M, A>(n, x, dy, du, work);
+    }
+
+    /// The body of [`Wino::weight_grad`]: block by block of tile rows, transform the input
+    /// and `dy` tiles, then multiply per position.
+    #[inline(always)]
+    fn grad_body<E: Float, L: Lanes<E>, K: Kind<M, A>, const M: usize, const A: usize>(
+        &self,
+        n: usize,
+        x: &[E],
+        dy: &[E],
+        du: &mut [E],
+        work: &mut [E],
+    ) {
+        let (h, w) = self.input;
+        let (oh, ow) = self.output;
+        let tb = self.tb;
+        let (v, rest) = work.split_at_mut(A * A * self.c * tb);
+        // DY[pos]: (O, tb), in the space of the forward pass's M
+        let (dyt, rest) = rest.split_at_mut(A * A * self.o_pad * tb);
+        let rows = n * self.nty;
+        for r0 in (0..rows).step_by(self.rows) {
+            let r1 = (r0 + self.rows).min(rows);
+            for img in r0 / self.nty..(r1 - 1) / self.nty + 1 {
+                let lo = r0.max(img * self.nty);
+                let hi = r1.min((img + 1) * self.nty);
+                let tys = lo - img * self.nty..hi - img * self.nty;
+                let t0 = (lo - r0) * self.ntx;
+                for c in 0..self.c {
+                    let plane = &x[(img * self.c + c) * h * w..][..h * w];
+                    self.input_tiles::<E, L, K, M, A>(plane, tys.clone(), v, c, t0, rest);
+                }
+                for o in 0..self.o {
+                    let plane = &dy[(img * self.o + o) * oh * ow..][..oh * ow];
+                    self.grad_tiles::<E, L, K, M, A>(plane, tys.clone(), dyt, o, t0, rest);
+                }
+            }
+            // The block's tiles, rounded up to 8 (the products' step): past the last tile
+            // both are zeroed (the transforms may not have reached those columns, and
+            // scratch may hold anything, NaN included), so those columns add nothing.
+            let nt = (r1 - r0) * self.ntx;
+            let np = nt.div_ceil(8) * 8;
+            for row in dyt.chunks_exact_mut(tb).chain(v.chunks_exact_mut(tb)) {
+                row[nt..np].iter_mut().for_each(|v| *v = E::zero());
+            }
+            self.grad_products(dyt, v, du, np);
+        }
+    }
+
+    /// Transforms output channel `o`'s `dy` tiles of rows `tys` of `plane`: (OH, OW) into
+    /// `DY[pos][o]` from tile `t0` on, `L::W` tiles at a time; outputs past the plane's edge
+    /// count as 0. The last group of a row writes past it, as in [`Wino::input_tiles`].
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn grad_tiles<E: Float, L: Lanes<E>, K: Kind<M, A>, const M: usize, const A: usize>(
+        &self,
+        plane: &[E],
+        tys: Range<usize>,
+        dyt: &mut [E],
+        o: usize,
+        t0: usize,
+        work: &mut [E],
+    ) {
+        let (oh, ow) = self.output;
+        let ntx = self.ntx;
+        let hp = M * tys.len();
+        let wp = self.padded_width();
+        // dp: (hp, wp), dp[r][x] = dy[M * ty0 + r][x], zero past the plane
+        let dp = &mut work[..hp * wp];
+        for (r, row) in dp.chunks_exact_mut(wp).enumerate() {
+            let iy = M * tys.start + r;
+            if iy >= oh {
+                row.fill(E::zero());
+                continue;
+            }
+            let cnt = ow.min(wp);
+            copy_short(&mut row[..cnt], &plane[iy * ow..][..cnt]);
+            row[cnt..].iter_mut().for_each(|v| *v = E::zero());
+        }
+        let plane_stride = self.o_pad * self.tb;
+        // Every write lands at `pos * plane_stride + o * tb + t`, `t + W <= tb` (see `new`).
+        assert!(dyt.len() >= A * A * plane_stride && t0 + tys.len() * ntx + L::W <= self.tb);
+        let base = o * self.tb + t0;
+        for ty in 0..tys.len() {
+            for tx0 in (0..ntx).step_by(L::W) {
+                // SAFETY: reads `dp[(M * ty + r) * wp + M * tx0 + k ..][..M * W]`, inside row
+                // `M * ty + r < hp` as `M * tx0 + k + M * W <= M * (ntx + W) < wp`; writes:
+                // see the assert above.
+                unsafe {
+                    let mut d = [[L::zero(); M]; M];
+                    for (r, row) in d.iter_mut().enumerate() {
+                        for (k, dk) in row.iter_mut().enumerate() {
+                            let at = (M * ty + r) * wp + M * tx0 + k;
+                            *dk = L::load_every::<M>(dp.as_ptr().add(at));
+                        }
+                    }
+                    let gt = grad_2d::<E, L, K, M, A>(d);
+                    let dst = dyt.as_mut_ptr().add(base + ty * ntx + tx0);
+                    for (i, row) in gt.iter().enumerate() {
+                        for (k, &val) in row.iter().enumerate() {
+                            val.store(dst.add((i * A + k) * plane_stride));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `du[pos] += DY[pos] * V[pos]^T` for every position: (O, C) from (O, np) and (C, np),
+    /// the first `np` columns (a multiple of 8) of each.
+    #[inline(always)]
+    fn grad_products<E: Float>(&self, dyt: &[E], v: &[E], du: &mut [E], np: usize) {
+        let (a, c_n, o_n, tb) = (self.t.a, self.c, self.o, self.tb);
+        for pos in 0..a * a {
+            let vp = &v[pos * c_n * tb..][..c_n * tb];
+            let dp = &dyt[pos * self.o_pad * tb..][..o_n * tb];
+            let up = &mut du[pos * o_n * c_n..][..o_n * c_n];
+            #[cfg(target_arch = "x86_64")]
+            if self.simd {
+                // 3 rows of DY by 4 of V: 12 accumulators and 3 rows in 16 registers
+                for o0 in (0..o_n).step_by(3) {
+                    for c0 in (0..c_n).step_by(4) {
+                        let (r, s) = ((o_n - o0).min(3), (c_n - c0).min(4));
+                        // SAFETY: `simd` is only set for f32 (the casts are identities) on a
+                        // CPU with AVX2 and FMA; rows `o0 .. o0 + r` of `dp` and `c0 .. c0 +
+                        // s` of `vp` hold `np <= tb` values each, and the block of `up` is
+                        // inside its (O, C).
+                        unsafe {
+                            let a = (dp.as_ptr() as *const f32).add(o0 * tb);
+                            let b = (vp.as_ptr() as *const f32).add(c0 * tb);
+                            let out = (up.as_mut_ptr() as *mut f32).add(o0 * c_n + c0);
+                            match r {
+                                3 => dot_rows_avx2::<3>(a, b, tb, np, out, c_n, s),
+                                2 => dot_rows_avx2::<2>(a, b, tb, np, out, c_n, s),
+                                _ => dot_rows_avx2::<1>(a, b, tb, np, out, c_n, s),
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            for (o, drow) in dp.chunks_exact(tb).enumerate() {
+                for (c, vrow) in vp.chunks_exact(tb).enumerate() {
+                    up[o * c_n + c] += drow[..np]
+                        .iter()
+                        .zip(&vrow[..np])
+                        .fold(E::zero(), |s, (&d, &x)| s + d * x);
+                }
+            }
+        }
+    }
+
+    /// Adds the weight gradient that `du` (from [`Wino::weight_grad`]) stands for into `dw`:
+    /// (O, C, 3, 3), `G^T du G` per (o, c), in f64.
+    pub(super) fn add_weight_grad<E: Float>(&self, du: &[E], dw: &mut [E]) {
+        let (a, c_n, o_n) = (self.t.a, self.c, self.o);
+        assert!(du.len() == self.grad_u_len() && dw.len() == o_n * c_n * 9);
+        let g = self.t.g;
+        let f = |v: E| v.to_f64().expect("a float converts to f64");
+        for o in 0..o_n {
+            for c in 0..c_n {
+                // gu[i][q] = sum_p G[p][i] du[p][q]: (3, a)
+                let mut gu = [[0.0f64; 6]; 3];
+                for (i, row) in gu.iter_mut().enumerate() {
+                    for (q, v) in row.iter_mut().take(a).enumerate() {
+                        *v = (0..a)
+                            .map(|p| g[p * 3 + i] * f(du[((p * a + q) * o_n + o) * c_n + c]))
+                            .sum();
+                    }
+                }
+                let at = (o * c_n + c) * 9;
+                for (i, row) in gu.iter().enumerate() {
+                    for j in 0..3 {
+                        let v: f64 = (0..a).map(|q| row[q] * g[q * 3 + j]).sum();
+                        let d = &mut dw[at + i * 3 + j];
+                        *d = *d + E::from(v).expect("f64 converts to a float");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// What the transforms compute on: `W` lanes of `E`, one tile per lane.
 trait Lanes<E>: Copy {
     /// Lanes.
@@ -829,6 +1086,8 @@ trait Kind<const M: usize, const A: usize> {
     fn bt<E, L: Lanes<E>>(d: [L; A]) -> [L; A];
     /// `A^T m`.
     fn at<E, L: Lanes<E>>(m: [L; A]) -> [L; M];
+    /// `A d`: the transpose of [`Kind::at`], for the weight gradient's `dy` tiles.
+    fn a<E, L: Lanes<E>>(d: [L; M]) -> [L; A];
 }
 
 /// F(2x2, 3x3), see [`F2`].
@@ -842,6 +1101,10 @@ impl Kind<2, 4> for K2 {
     #[inline(always)]
     fn at<E, L: Lanes<E>>([m0, m1, m2, m3]: [L; 4]) -> [L; 2] {
         [m0.add(m1).add(m2), m1.sub(m2).sub(m3)]
+    }
+    #[inline(always)]
+    fn a<E, L: Lanes<E>>([d0, d1]: [L; 2]) -> [L; 4] {
+        [d0, d0.add(d1), d0.sub(d1), L::zero().sub(d1)]
     }
 }
 
@@ -874,6 +1137,12 @@ impl Kind<4, 6> for K4 {
             s2.mul_add(4.0, s1),
             d2.mul_add(8.0, d1).add(m5),
         ]
+    }
+    #[inline(always)]
+    fn a<E, L: Lanes<E>>([d0, d1, d2, d3]: [L; 4]) -> [L; 6] {
+        let (e1, o1) = (d0.add(d2), d1.add(d3));
+        let (e2, o2) = (d2.mul_add(4.0, d0), d3.mul_add(4.0, d1).mul(2.0));
+        [d0, e1.add(o1), e1.sub(o1), e2.add(o2), e2.sub(o2), d3]
     }
 }
 
@@ -927,6 +1196,103 @@ fn output_2d<E, L: Lanes<E>, K: Kind<M, A>, const M: usize, const A: usize>(
         }
     }
     out
+}
+
+/// `A d A^T` of one group of `dy` tiles, `d[row][col]`: (A, A) from (M, M).
+#[inline(always)]
+fn grad_2d<E, L: Lanes<E>, K: Kind<M, A>, const M: usize, const A: usize>(
+    d: [[L; M]; M],
+) -> [[L; A]; A] {
+    // columns first: t[i][j] = (A d)[i][j]
+    let mut t = [[L::zero(); M]; A];
+    let mut col = [L::zero(); M];
+    for j in 0..M {
+        for r in 0..M {
+            col[r] = d[r][j];
+        }
+        let c = K::a(col);
+        for i in 0..A {
+            t[i][j] = c[i];
+        }
+    }
+    // then rows: out[i] = A (row i of t), i.e. (A d) A^T
+    let mut out = [[L::zero(); A]; A];
+    for i in 0..A {
+        out[i] = K::a(t[i]);
+    }
+    out
+}
+
+/// `acc[r][s] += sum_t a[r][t] * b[s][t]` for `t < np` (a multiple of 8), rows `tb` apart,
+/// then `out[r * ld + s] += acc[r][s]`: an R x S block of the weight gradient's products.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `a` and `b` have R and S rows of `np` readable values, `tb`
+/// apart; `out` has R rows of S writable values, `ld` apart.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_block_avx2<const R: usize, const S: usize>(
+    a: *const f32,
+    b: *const f32,
+    tb: usize,
+    np: usize,
+    out: *mut f32,
+    ld: usize,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); S]; R];
+        let mut t = 0;
+        while t < np {
+            let mut ar = [_mm256_setzero_ps(); R];
+            for (r, v) in ar.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(a.add(r * tb + t));
+            }
+            for s in 0..S {
+                let bv = _mm256_loadu_ps(b.add(s * tb + t));
+                for r in 0..R {
+                    acc[r][s] = _mm256_fmadd_ps(ar[r], bv, acc[r][s]);
+                }
+            }
+            t += 8;
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (s, &v) in row.iter().enumerate() {
+                // the 8 lanes' sum
+                let q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+                let q = _mm_add_ss(q, _mm_movehdup_ps(q));
+                *out.add(r * ld + s) += _mm_cvtss_f32(q);
+            }
+        }
+    }
+}
+
+/// [`dot_block_avx2`] for the `s` (1 to 4) columns of a block of `R` rows.
+///
+/// # Safety
+/// As [`dot_block_avx2`] with S = `s`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_rows_avx2<const R: usize>(
+    a: *const f32,
+    b: *const f32,
+    tb: usize,
+    np: usize,
+    out: *mut f32,
+    ld: usize,
+    s: usize,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match s {
+            4 => dot_block_avx2::<R, 4>(a, b, tb, np, out, ld),
+            3 => dot_block_avx2::<R, 3>(a, b, tb, np, out, ld),
+            2 => dot_block_avx2::<R, 2>(a, b, tb, np, out, ld),
+            _ => dot_block_avx2::<R, 1>(a, b, tb, np, out, ld),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1017,6 +1383,113 @@ mod tests {
         a.iter().zip(b).fold(0.0, |m, (a, b)| m.max((a - b).abs()))
     }
 
+    /// The weight gradient from its definition: `dw` (O, C, 3, 3),
+    /// `dw[o][c][ki][kj] = sum dy[n][o][oy][ox] * xpad[n][c][oy + ki][ox + kj]`.
+    fn naive_dw(g: &Conv2DGeometry, x: &[f64], dy: &[f64]) -> Vec<f64> {
+        let (h, wd) = g.input;
+        let (oh, ow) = g.output;
+        let (c_n, o_n) = (g.in_channels, g.out_channels);
+        let mut dw = vec![0.0; o_n * c_n * 9];
+        for n in 0..g.batch {
+            for o in 0..o_n {
+                for c in 0..c_n {
+                    for ki in 0..3 {
+                        for kj in 0..3 {
+                            let mut s = 0.0;
+                            for oy in 0..oh {
+                                for ox in 0..ow {
+                                    let iy = (oy + ki) as isize - g.padding.0 as isize;
+                                    let ix = (ox + kj) as isize - g.padding.1 as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    let xi = ((n * c_n + c) * h + iy as usize) * wd + ix as usize;
+                                    s += x[xi] * dy[((n * o_n + o) * oh + oy) * ow + ox];
+                                }
+                            }
+                            dw[((o * c_n + c) * 3 + ki) * 3 + kj] += s;
+                        }
+                    }
+                }
+            }
+        }
+        dw
+    }
+
+    /// [`Wino::weight_grad`] then [`Wino::add_weight_grad`] into `dw` filled with 1.
+    fn grad_via<E: Float>(
+        g: &Conv2DGeometry,
+        t: &'static Transform,
+        x: &[E],
+        dy: &[E],
+    ) -> Vec<f64> {
+        let plan = Wino::new::<E>(g, t);
+        let mut du = vec![E::zero(); plan.grad_u_len()];
+        let mut work = vec![E::nan(); plan.scratch_len()];
+        plan.weight_grad(x, dy, &mut du, &mut work);
+        let mut dw = vec![E::one(); g.out_channels * g.in_channels * 9];
+        plan.add_weight_grad(&du, &mut dw);
+        dw.iter().map(|&v| v.to_f64().unwrap() - 1.0).collect()
+    }
+
+    /// The weight gradient (f64, one lane) is the definition's, to rounding: sizes that are
+    /// not multiples of the tile, paddings 0 to 2, blocks that split images, and scratch full
+    /// of NaN.
+    #[test]
+    fn weight_grad_matches_the_definition() {
+        for (i, &(c, o, hw, pad, n)) in [
+            (3, 5, (4, 4), 0, 1),
+            (16, 18, (7, 5), 1, 2),
+            (8, 4, (9, 10), 2, 3),
+            (5, 7, (3, 3), 1, 2),
+            (1, 1, (3, 8), 0, 1),
+            (48, 40, (30, 29), 1, 2),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let g = geom(c, o, hw, pad, n);
+            let x = values(n * c * hw.0 * hw.1, 50 + i as u64);
+            let dy = values(n * o * g.output.0 * g.output.1, 60 + i as u64);
+            let expect = naive_dw(&g, &x, &dy);
+            for t in [&F2, &F4] {
+                let d = max_err(&grad_via(&g, t, &x, &dy), &expect);
+                assert!(d < 1e-10, "F({}) {g:?}: off by {d:e}", t.m);
+            }
+        }
+    }
+
+    /// The f32 AVX2 path (the dot-product blocks of 3 x 4 and their remainders) against the
+    /// f64 definition, relative to the largest gradient.
+    #[test]
+    fn f32_avx2_weight_grad_matches_the_definition() {
+        if !direct::simd::<f32>() {
+            return;
+        }
+        for (i, &(c, o, hw, pad, n)) in [
+            (16, 16, (7, 5), 1, 2),
+            (23, 17, (9, 10), 2, 3),
+            (17, 33, (13, 29), 0, 1),
+            (32, 16, (3, 3), 1, 2),
+            (32, 32, (28, 28), 1, 4),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let g = geom(c, o, hw, pad, n);
+            let f32s = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
+            let x = f32s(values(n * c * hw.0 * hw.1, 70 + i as u64));
+            let dy = f32s(values(n * o * g.output.0 * g.output.1, 80 + i as u64));
+            let f64s = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+            let expect = naive_dw(&g, &f64s(&x), &f64s(&dy));
+            let scale = expect.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            for (t, tol) in [(&F2, 1e-6), (&F4, 1e-5)] {
+                let d = max_err(&grad_via(&g, t, &x, &dy), &expect) / scale;
+                assert!(d < tol, "F({}) {g:?}: off by {d:e} of the largest", t.m);
+            }
+        }
+    }
+
     /// The written-out 1-D transforms of `K2` and `K4` are the matrices of `F2` and `F4`:
     /// applied to each unit vector they give the matrix's columns.
     #[test]
@@ -1031,6 +1504,13 @@ mod tests {
                 }
                 for (row, v) in at.iter().enumerate() {
                     assert_eq!(v.0, t.at[row * A + col], "A^T[{row}][{col}] of F({M})");
+                }
+            }
+            // A is A^T transposed: A e_k is row k of A^T
+            for k in 0..M {
+                let e: [S<f64>; M] = std::array::from_fn(|i| S(if i == k { 1.0 } else { 0.0 }));
+                for (i, v) in K::a::<f64, S<f64>>(e).iter().enumerate() {
+                    assert_eq!(v.0, t.at[k * A + i], "A[{i}][{k}] of F({M})");
                 }
             }
         }
@@ -1217,8 +1697,8 @@ mod tests {
         }
     }
 
-    /// Per-layer timings, direct kernel against F(2x2) and F(4x4), forward and input gradient
-    /// (f32, the whole batch on rayon's threads, median of alternated runs). Run with
+    /// Per-layer timings, direct kernel against F(2x2) and F(4x4), forward, input gradient and
+    /// weight gradient (f32, the whole batch on rayon's threads, median of alternated runs). Run with
     /// `cargo test --release --lib winograd::tests::timing -- --ignored --nocapture`.
     #[test]
     #[ignore]
@@ -1272,6 +1752,8 @@ mod tests {
             let mode = std::env::var("MODE").ok();
             let mut fw = vec![Vec::new(); 3];
             let mut bw = vec![Vec::new(); 3];
+            let mut gw = vec![Vec::new(); 3];
+            let mut dw = vec![0.0f32; o * c * 9];
             let reps = if n * c * o * hw * hw > 50_000_000 {
                 5
             } else {
@@ -1282,6 +1764,7 @@ mod tests {
                     if mode.as_ref().is_some_and(|want| want != name) {
                         fw[m].push(0.0);
                         bw[m].push(0.0);
+                        gw[m].push(0.0);
                         continue;
                     }
                     CHOICE.store(choice, Ordering::Relaxed);
@@ -1313,6 +1796,21 @@ mod tests {
                         &mut [],
                     );
                     bw[m].push(t.elapsed().as_secs_f64() * 1e3);
+                    let t = Instant::now();
+                    backward(
+                        &g,
+                        Activation::Identity,
+                        None,
+                        &x,
+                        &w,
+                        &[],
+                        &[],
+                        &dy,
+                        &mut [],
+                        &mut dw,
+                        &mut [],
+                    );
+                    gw[m].push(t.elapsed().as_secs_f64() * 1e3);
                 }
             }
             CHOICE.store(UNSET, Ordering::Relaxed);
@@ -1322,9 +1820,10 @@ mod tests {
             };
             let f: Vec<f64> = fw.iter_mut().map(med).collect();
             let b: Vec<f64> = bw.iter_mut().map(med).collect();
+            let d: Vec<f64> = gw.iter_mut().map(med).collect();
             println!(
-                "{li:2} b{n} {c:3}->{o:3} {hw:2}x{hw:<2}  fwd ms: direct {:7.2} F2 {:7.2} F4 {:7.2}   dx ms: direct {:7.2} F2 {:7.2} F4 {:7.2}",
-                f[0], f[1], f[2], b[0], b[1], b[2]
+                "{li:2} b{n} {c:3}->{o:3} {hw:2}x{hw:<2}  fwd ms: direct {:7.2} F2 {:7.2} F4 {:7.2}   dx ms: direct {:7.2} F2 {:7.2} F4 {:7.2}   dw ms: direct {:7.2} F2 {:7.2} F4 {:7.2}",
+                f[0], f[1], f[2], b[0], b[1], b[2], d[0], d[1], d[2]
             );
         }
     }
