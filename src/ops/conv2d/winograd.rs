@@ -867,7 +867,7 @@ impl Wino {
                     for j in 0..3 {
                         let v: f64 = (0..a).map(|q| row[q] * g[q * 3 + j]).sum();
                         let d = &mut dw[at + i * 3 + j];
-                        *d = *d + E::from(v).expect("f64 converts to a float");
+                        *d += E::from(v).expect("f64 converts to a float");
                     }
                 }
             }
@@ -1249,6 +1249,8 @@ unsafe fn dot_block_avx2<const R: usize, const S: usize>(
             for (r, v) in ar.iter_mut().enumerate() {
                 *v = _mm256_loadu_ps(a.add(r * tb + t));
             }
+            // (index loops: the accumulators are addressed by both indices)
+            #[allow(clippy::needless_range_loop)]
             for s in 0..S {
                 let bv = _mm256_loadu_ps(b.add(s * tb + t));
                 for r in 0..R {
