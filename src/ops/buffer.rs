@@ -40,7 +40,7 @@ macro_rules! pooled {
         }
     )*};
 }
-pooled!(f32, f64, u32);
+pooled!(f32, f64, u32, u8);
 
 /// More buffers than this are freed rather than kept: a network uses a few per layer.
 const KEEP: usize = 64;

@@ -11,11 +11,12 @@ use rayon::prelude::*;
 /// Elements per rayon task: large enough that a task is worth its scheduling.
 const CHUNK: usize = 1 << 14;
 
-/// The output, kept for its sign.
-pub struct CpuAddReluSaved<E: Float>(Buffer<E>);
+/// Where the output was positive (1) or not (0): all backward needs, a quarter of the bytes
+/// of the output (f32) that it stands for.
+pub struct CpuAddReluSaved(Buffer<u8>);
 
 impl<E: Float> AddReluKernel<E> for Cpu {
-    type AddReluSaved = CpuAddReluSaved<E>;
+    type AddReluSaved = CpuAddReluSaved;
 
     fn add_relu_forward<S: Shape>(
         &self,
@@ -24,23 +25,31 @@ impl<E: Float> AddReluKernel<E> for Cpu {
         shape: S,
         save: bool,
     ) -> Result<(Tensor<S, E, Self>, Self::AddReluSaved), Self::Err> {
-        let (a, b) = (to_host(a), to_host(b));
-        let mut out = Buffer::for_overwrite(a.len());
-        out.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(out, (a, b))| {
-                for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-                    *o = (a + b).max(E::zero());
-                }
-            });
-        let saved = CpuAddReluSaved(if save {
-            let mut keep = Buffer::for_overwrite(out.len());
-            keep.copy_from_slice(&out);
-            keep
+        // The sum is written over `a`'s host copy, which then becomes the output: no buffer
+        // of its own to allocate and clear.
+        let (mut out, b) = (to_host(a), to_host(b));
+        let mut mask = Buffer::<u8>::for_overwrite(if save { out.len() } else { 0 });
+        if save {
+            out.par_chunks_mut(CHUNK)
+                .zip(b.par_chunks(CHUNK).zip(mask.par_chunks_mut(CHUNK)))
+                .for_each(|(out, (b, m))| {
+                    for ((o, &b), m) in out.iter_mut().zip(b).zip(m) {
+                        let v = *o + b;
+                        *m = u8::from(v > E::zero());
+                        *o = v.max(E::zero());
+                    }
+                });
         } else {
-            Buffer::zeroed(0)
-        });
-        Ok((self.try_tensor_from_vec(out.into_vec(), shape)?, saved))
+            out.par_chunks_mut(CHUNK)
+                .zip(b.par_chunks(CHUNK))
+                .for_each(|(out, b)| {
+                    for (o, &b) in out.iter_mut().zip(b) {
+                        *o = (*o + b).max(E::zero());
+                    }
+                });
+        }
+        let out = self.try_tensor_from_vec(out.into_vec(), shape)?;
+        Ok((out, CpuAddReluSaved(mask)))
     }
 
     fn add_relu_backward(
@@ -51,11 +60,11 @@ impl<E: Float> AddReluKernel<E> for Cpu {
     ) -> Result<(), Self::Err> {
         d.par_chunks_mut(CHUNK)
             .zip(gout.par_chunks(CHUNK).zip(saved.0.par_chunks(CHUNK)))
-            .for_each(|(d, (g, y))| {
+            .for_each(|(d, (g, m))| {
                 map_for_writing(d);
                 // A select, not a branch: the sign is random, and the loop vectorizes.
-                for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
-                    *d += if y > E::zero() { g } else { E::zero() };
+                for ((d, &g), &m) in d.iter_mut().zip(g).zip(m) {
+                    *d += if m != 0 { g } else { E::zero() };
                 }
             });
         Ok(())

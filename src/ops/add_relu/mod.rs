@@ -14,7 +14,7 @@ use dfdx::tensor_ops::{Device, ReshapeTo};
 
 /// A device's kernels for [`try_add_relu`]; all buffers have the same length, never 0.
 pub trait AddReluKernel<E: Float>: Storage<E> {
-    /// What backward keeps: the output (its sign is the ReLU's mask).
+    /// What backward keeps: where the output was positive (the ReLU's mask).
     type AddReluSaved: 'static;
 
     /// `max(a + b, 0)` as a tensor of shape `shape`; nothing is kept unless `save`.
