@@ -540,6 +540,27 @@ fn wide_conv_matches_reference() {
             true,
             None,
         ),
+        // One input channel (in f32 with AVX2, `one_channel`'s forward kernel): LeNet's first
+        // layer with its sigmoid and average pool, on three tasks of one image; 3x3
+        // on 35 output columns (a block of 32 and a short one) with a max pool; 7x7
+        (
+            geom(3, (1, 6, 1), (28, 28), (5, 5), (1, 1), (2, 2), (1, 1)),
+            Sigmoid,
+            true,
+            Some(pool_geom(PoolKind::Avg, (28, 28), (2, 2), (2, 2), (0, 0))),
+        ),
+        (
+            geom(2, (1, 5, 1), (9, 37), (3, 3), (1, 1), (1, 0), (1, 1)),
+            Relu,
+            true,
+            Some(pool_geom(PoolKind::Max, (9, 35), (2, 2), (2, 2), (0, 0))),
+        ),
+        (
+            geom(1, (1, 4, 1), (10, 9), (7, 7), (1, 1), (3, 3), (1, 1)),
+            Tanh,
+            false,
+            None,
+        ),
     ];
     for (i, (g, act, bias, pool)) in cases.into_iter().enumerate() {
         check_conv(g, act, pool, bias, 200 + i as u64);

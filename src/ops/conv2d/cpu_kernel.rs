@@ -15,6 +15,7 @@
 //! - `out`: (O, POH * POW) after pooling, or `y` itself without pooling
 
 use super::direct::{self, Plan};
+use super::one_channel;
 use super::winograd::{self, Finish, Wino};
 use super::{Activation, Conv2DGeometry, Conv2DKernel, Conv2DOp};
 use crate::Float;
@@ -221,12 +222,17 @@ struct Scratch<E: Float> {
 }
 
 impl<E: Float> Scratch<E> {
-    fn new(g: &Conv2DGeometry, plan: Option<&Plan>) -> Self {
+    /// For `plan`, or [`one_channel`]'s kernel with `one`, else im2col.
+    fn new(g: &Conv2DGeometry, plan: Option<&Plan>, one: bool) -> Self {
         let ohw = g.output.0 * g.output.1;
         let cgkk = g.in_channels / g.groups * g.kernel.0 * g.kernel.1;
         // all written in full before they are read
         Scratch {
-            cols: Buffer::for_overwrite(if plan.is_some() { 0 } else { cgkk * ohw }),
+            cols: Buffer::for_overwrite(match (plan, one) {
+                (Some(_), _) => 0,
+                (None, true) => one_channel::scratch_len(g),
+                (None, false) => cgkk * ohw,
+            }),
             y: Buffer::for_overwrite(g.out_channels * ohw),
             buf: Buffer::for_overwrite(plan.map_or(0, |p| p.len)),
             yflat: Buffer::for_overwrite(plan.map_or(0, |p| p.flat_len())),
@@ -247,6 +253,8 @@ enum Conv<'a, E> {
     /// Computed by [`winograd`] likewise into scratch (with pooling): this image's part,
     /// (O, OH*OW), to copy into `y`.
     Done(&'a [E]),
+    /// One input channel: [`one_channel`]'s kernel; the bias and the activation follow.
+    OneChannel,
 }
 
 /// `row[i] = act(src[i] + bias)`, one loop per activation.
@@ -324,6 +332,20 @@ fn forward_image<E: Float>(
         }
         Conv::InPlace => {}
         Conv::Done(src) => y.copy_from_slice(src),
+        Conv::OneChannel => {
+            // SAFETY (the casts): `one_channel::fits` holds only for E = f32.
+            let f32s =
+                |v: &[E]| unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) };
+            let (xf, wf) = (f32s(x), f32s(w));
+            // SAFETY: as above, and the borrows are passed on.
+            let (yf, work) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(y.as_mut_ptr() as *mut f32, y.len()),
+                    std::slice::from_raw_parts_mut(s.cols.as_mut_ptr() as *mut f32, s.cols.len()),
+                )
+            };
+            one_channel::conv(g, xf, wf, yf, work);
+        }
         Conv::Gemm => {
             // im2col + gemm; the bias and the activation follow
             for grp in 0..g.groups {
@@ -343,7 +365,7 @@ fn forward_image<E: Float>(
     }
     // (the direct kernel and winograd's epilogue have applied them already)
     let planes = match conv {
-        Conv::Gemm => g.out_channels,
+        Conv::Gemm | Conv::OneChannel => g.out_channels,
         _ => 0,
     };
     for (o, plane) in y.chunks_exact_mut(ohw).take(planes).enumerate() {
@@ -419,7 +441,8 @@ pub(crate) fn forward<E: Float>(
     if let Some(wn) = &wino {
         wn.filter(w, false, &mut u);
     }
-    let plan = (wino.is_none() && direct::worth_it(g)).then(|| Plan::new::<E>(g));
+    let one = wino.is_none() && one_channel::fits::<E>(g);
+    let plan = (wino.is_none() && !one && direct::worth_it(g)).then(|| Plan::new::<E>(g));
     let mut wpack = Buffer::for_overwrite(plan.as_ref().map_or(0, |p| g.groups * p.wpack_len()));
     if let Some(p) = &plan {
         let per_group = w.len() / g.groups;
@@ -439,7 +462,7 @@ pub(crate) fn forward<E: Float>(
                     Some(wn) => (wn.scratch_len(), nb * per_y),
                     None => (0, 0),
                 };
-                let s = Scratch::new(g, plan.as_ref());
+                let s = Scratch::new(g, plan.as_ref(), one);
                 (s, Buffer::for_overwrite(work), Buffer::for_overwrite(wy))
             },
             |(s, work, wy), (ci, ((out, mut ys), mut args))| {
@@ -467,6 +490,7 @@ pub(crate) fn forward<E: Float>(
                         (Some(_), _) if in_place => Conv::InPlace,
                         (Some(_), _) => Conv::Done(&wy[i * per_y..][..per_y]),
                         (None, Some(p)) => Conv::Direct(p, &wpack[..]),
+                        (None, None) if one => Conv::OneChannel,
                         (None, None) => Conv::Gemm,
                     };
                     forward_image(

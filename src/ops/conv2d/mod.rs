@@ -9,6 +9,7 @@ pub(crate) mod cpu_kernel;
 #[cfg(feature = "cuda")]
 mod cuda_kernel;
 mod direct;
+mod one_channel;
 mod winograd;
 
 use crate::ops::{Pool2DGeometry, put_grad, take_grad};
