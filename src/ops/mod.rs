@@ -134,6 +134,20 @@ pub(crate) fn to_host<S: dfdx::shapes::Shape, E: Float, D: dfdx::tensor::CopySli
     v
 }
 
+/// `dst.copy_from_slice(src)` on rayon's threads, for whole activations and gradients: one
+/// core's `memcpy` moves far less than the memory system can, and the op waits for it.
+///
+/// # Panics
+/// If the lengths differ.
+pub(crate) fn par_copy<E: Copy + Send + Sync>(dst: &mut [E], src: &[E]) {
+    use rayon::prelude::*;
+    assert_eq!(dst.len(), src.len(), "par_copy: lengths differ");
+    const CHUNK: usize = 1 << 16;
+    dst.par_chunks_mut(CHUNK)
+        .zip(src.par_chunks(CHUNK))
+        .for_each(|(d, s)| d.copy_from_slice(s));
+}
+
 /// How many images one rayon task takes: 4–8 images per chunk measured fastest for LeNet-sized
 /// layers (a chunk's buffers stay in cache), but keep every thread busy on small batches.
 pub(crate) fn images_per_task(batch: usize) -> usize {

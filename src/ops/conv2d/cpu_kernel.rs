@@ -856,7 +856,7 @@ impl<E: Float> Conv2DKernel<E> for Cpu {
         );
         if keep_arg && act != Activation::Identity {
             y = Buffer::for_overwrite(out.len());
-            y.copy_from_slice(&out);
+            crate::ops::par_copy(&mut y, &out);
         }
         let out = self.try_tensor_from_vec(out.into_vec(), out_shape)?;
         let saved = CpuConv2DSaved {
@@ -892,7 +892,7 @@ impl<E: Float> Conv2DKernel<E> for Cpu {
         let mut dx_new = match &dx {
             Some(dx) => {
                 let mut b = Buffer::for_overwrite(dx.len());
-                b.copy_from_slice(dx);
+                crate::ops::par_copy(&mut b, dx);
                 b
             }
             None => Buffer::for_overwrite(0),
