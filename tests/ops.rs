@@ -541,13 +541,14 @@ fn wide_conv_matches_reference() {
             None,
         ),
         // One input channel (in f32 with AVX2, `one_channel`'s forward kernel): LeNet's first
-        // layer with its sigmoid and average pool, on three tasks of one image; 3x3
-        // on 35 output columns (a block of 32 and a short one) with a max pool; 7x7
+        // layer (its kernel, padding, sigmoid and average pool) on 12x12 images, three tasks
+        // of one image; 3x3 on 35 output columns (a block of 32 and a short one) with a max
+        // pool; 7x7
         (
-            geom(3, (1, 6, 1), (28, 28), (5, 5), (1, 1), (2, 2), (1, 1)),
+            geom(3, (1, 6, 1), (12, 12), (5, 5), (1, 1), (2, 2), (1, 1)),
             Sigmoid,
             true,
-            Some(pool_geom(PoolKind::Avg, (28, 28), (2, 2), (2, 2), (0, 0))),
+            Some(pool_geom(PoolKind::Avg, (12, 12), (2, 2), (2, 2), (0, 0))),
         ),
         (
             geom(2, (1, 5, 1), (9, 37), (3, 3), (1, 1), (1, 0), (1, 1)),
