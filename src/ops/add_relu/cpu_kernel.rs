@@ -27,7 +27,8 @@ impl<E: Float> AddReluKernel<E> for Cpu {
     ) -> Result<(Tensor<S, E, Self>, Self::AddReluSaved), Self::Err> {
         // The sum is written over `a`'s host copy, which then becomes the output: no buffer
         // of its own to allocate and clear.
-        let (mut out, b) = (to_host(a), to_host(b));
+        // (the two copies at once: each is one thread's `memcpy`, the op waits for both)
+        let (mut out, b) = rayon::join(|| to_host(a), || to_host(b));
         let mut mask = Buffer::<u8>::for_overwrite(if save { out.len() } else { 0 });
         if save {
             out.par_chunks_mut(CHUNK)
