@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
 """The main jobs in PyTorch, for the README's comparisons, on Fashion-MNIST read from the same
 IDX files the Rust examples use, Xavier-uniform init of every convolution and linear weight,
-SGD (without momentum unless --momentum; the net's learning rate unless --lr) or Adam (--adam,
-lr 0.001 unless --lr), the net's learning-rate schedule unless --schedule (as the examples'),
-batch 256, 10 epochs. Prints one line per epoch and the final `loss L, train acc A, test acc T` line,
+the net's optimizer unless --sgd or --adam: SGD (without momentum unless --momentum; the net's
+learning rate unless --lr) or Adam (lr 0.001 unless --lr); the net's learning-rate schedule
+unless --schedule (all as the examples'); batch 256, 10 epochs. Prints one line per epoch and the final `loss L, train acc A, test acc T` line,
 like the examples.
 
 - `--net lenet` (default): d2l 6.6's LeNet (sigmoid, average pooling), lr 0.9, as
-  `cargo run --release --example lenet`, constant rate;
+  `cargo run --release --example lenet`, SGD at a constant rate;
 - `--net resnet`: the `resnet` network of ../shared/bench/README.md (d2l 8.6's `Residual`
-  blocks at 28x28), lr 0.1, cosine annealing, as `cargo run --release --example resnet`.
+  blocks at 28x28), Adam at lr 0.001 (SGD's lr 0.1), cosine annealing, as
+  `cargo run --release --example resnet`.
 
 Usage: python3 bench/torch_train.py [--net lenet|resnet] [--data /usr/share/datasets/fashion-mnist]
-       [--threads 2] [--epochs 10] [--momentum 0 | --adam] [--lr LR] [--schedule constant|cosine]
+       [--threads 2] [--epochs 10] [--sgd [--momentum 0] | --adam] [--lr LR]
+       [--schedule constant|cosine]
 """
 import argparse, gzip, os, struct, time
 import torch
@@ -54,8 +56,8 @@ def resnet():
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
 
 
-# each net's SGD learning rate and schedule when the flags do not say
-NETS = {"lenet": (lenet, 0.9, "constant"), "resnet": (resnet, 0.1, "cosine")}
+# each net's optimizer (Adam?), SGD learning rate and schedule when the flags do not say
+NETS = {"lenet": (lenet, False, 0.9, "constant"), "resnet": (resnet, True, 0.1, "cosine")}
 
 
 def read_idx(path):
@@ -82,7 +84,8 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--momentum", type=float, default=0.0, help="SGD's, as the examples' --momentum")
-    p.add_argument("--adam", action="store_true", help="Adam instead of SGD, as the examples' --adam")
+    p.add_argument("--adam", action="store_true", help="Adam, as the examples' --adam")
+    p.add_argument("--sgd", action="store_true", help="SGD, as the examples' --sgd")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the net's for SGD, 0.001 for Adam, as the examples')")
     p.add_argument("--schedule", choices=["constant", "cosine"], default=None,
                    help="the rate over the epochs (default: the net's); cosine is CosineAnnealingLR(T_max=epochs), stepped per epoch")
@@ -90,13 +93,18 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     (xtr, ytr), (xte, yte) = load(a.data, "train"), load(a.data, "test")
-    make, sgd_lr, schedule = NETS[a.net]
+    make, adam, sgd_lr, schedule = NETS[a.net]
+    if a.adam and a.sgd:
+        p.error("--adam and --sgd exclude each other")
+    adam = a.adam or (adam and not a.sgd)
+    if adam and a.momentum:
+        p.error("--momentum is SGD's: add --sgd")
     schedule = schedule if a.schedule is None else a.schedule
     net = make()
     for m in net.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             nn.init.xavier_uniform_(m.weight)
-    if a.adam:
+    if adam:
         opt = torch.optim.Adam(net.parameters(), lr=1e-3 if a.lr is None else a.lr)
     else:
         opt = torch.optim.SGD(net.parameters(), lr=sgd_lr if a.lr is None else a.lr, momentum=a.momentum)

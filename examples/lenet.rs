@@ -86,6 +86,7 @@ fn start(args: &Args) -> Result<(), Error> {
     run::start_threads(&args.run)?;
     // d2l's constant learning rate (`--schedule cosine` anneals it)
     let d2l = |sgd_lr| Defaults {
+        adam: false,
         sgd_lr,
         schedule: Schedule::Constant,
     };

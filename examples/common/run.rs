@@ -31,9 +31,12 @@ pub type SizedImages<const SIDE: usize> = (usize, Const<1>, Const<SIDE>, Const<S
 /// The options every training example takes (each adds its own with `#[command(flatten)]`).
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Adam (default lr 0.001) instead of SGD.
+    /// Adam (default lr 0.001), where the example trains with SGD by default.
     #[arg(long)]
     pub adam: bool,
+    /// SGD, where the example trains with Adam by default.
+    #[arg(long, conflicts_with = "adam")]
+    pub sgd: bool,
     /// Passes over the training set (1 to 100000).
     #[arg(long, default_value_t = 10, value_parser = epochs)]
     pub epochs: usize,
@@ -91,10 +94,33 @@ impl From<ScheduleArg> for Schedule {
 /// What an example trains with where its flags do not say.
 #[derive(Debug, Clone, Copy)]
 pub struct Defaults {
+    /// Adam rather than SGD, unless `--sgd` or `--adam` says.
+    pub adam: bool,
     /// SGD's learning rate when `--lr` is not given.
     pub sgd_lr: f64,
     /// The schedule when `--schedule` is not given.
     pub schedule: Schedule,
+}
+
+impl Defaults {
+    /// Whether the run trains with Adam: the flags', else the example's choice. `--momentum`
+    /// with Adam is refused (clap refuses it beside `--adam`; this catches it where Adam is
+    /// the example's default).
+    fn adam(&self, args: &RunArgs) -> Result<bool, Error> {
+        let adam = match (args.adam, args.sgd) {
+            (true, _) => true,
+            (_, true) => false,
+            _ => self.adam,
+        };
+        if adam && args.momentum.is_some() {
+            return Err(
+                "--momentum is SGD's, and this example trains with Adam by default: \
+                        add --sgd"
+                    .into(),
+            );
+        }
+        Ok(adam)
+    }
 }
 
 /// The most epochs a run may ask for: at about 3 s an epoch, some 3 days of training. More is a
@@ -199,6 +225,8 @@ where
         + LoadFromSafetensors<f32, Dev>
         + Network,
 {
+    // Before anything starts: options that contradict each other are refused.
+    let adam = defaults.adam(args)?;
     let dev = Dev::seed_from_u64(args.seed);
     println!(
         "device: {}",
@@ -271,7 +299,7 @@ where
         cnn::checkpoint::save_network(m, &checkpoint)?;
         Ok(())
     };
-    let history = match (args.adam, args.lr) {
+    let history = match (adam, args.lr) {
         (true, lr) => {
             let cfg = AdamConfig {
                 lr: lr.unwrap_or(1e-3),
