@@ -19,7 +19,6 @@ pub struct CpuBatchNormSaved<E: Float> {
     shift: Vec<E>,
     a: Vec<E>,
     s: Vec<E>,
-    relu: bool,
 }
 
 /// Per channel `c`, `f(c, row)` over the batch's rows of that channel (the row's offset into
@@ -130,7 +129,6 @@ fn backward<E: Float, const RELU: bool>(
         shift,
         a,
         s,
-        relu: _,
     } = saved;
     // One pass for dβ = Σ dz and dγ = Σ dz x̂ per channel (dz: dy through the ReLU); each row
     // summed in `E`, the rows in `f64`.
@@ -209,7 +207,6 @@ impl<E: Float> BatchNormKernel<E> for Cpu {
                 .collect(),
             a,
             s,
-            relu: g.relu,
             x: if save { xh } else { Buffer::zeroed(0) },
         };
         Ok((self.try_tensor_from_vec(out.into_vec(), out_shape)?, saved))
@@ -224,7 +221,8 @@ impl<E: Float> BatchNormKernel<E> for Cpu {
         dgamma: &mut Self::Vec,
         dbeta: &mut Self::Vec,
     ) -> Result<(), Self::Err> {
-        if saved.relu {
+        // (the geometry says whether a ReLU followed; forward saw the same one)
+        if g.relu {
             backward::<E, true>(g, &saved, gout, dx, dgamma, dbeta);
         } else {
             backward::<E, false>(g, &saved, gout, dx, dgamma, dbeta);
