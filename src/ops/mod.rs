@@ -134,6 +134,22 @@ pub(crate) fn to_host<S: dfdx::shapes::Shape, E: Float, D: dfdx::tensor::CopySli
     v
 }
 
+/// Whether the AVX2/FMA kernels run for `E`: f32 on a CPU that has both (the conv kernels and
+/// the 2x2 max pool's; every other case takes the portable code).
+pub(crate) fn simd<E: Float>() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>()
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = std::any::TypeId::of::<E>();
+        false
+    }
+}
+
 /// `dst.copy_from_slice(src)` on rayon's threads, for whole activations and gradients: one
 /// core's `memcpy` moves far less than the memory system can, and the op waits for it.
 ///

@@ -30,7 +30,6 @@
 
 use super::Conv2DGeometry;
 use crate::Float;
-use std::any::TypeId;
 
 /// Output pixels per microkernel tile: two 8-lane vectors.
 pub(super) const NT: usize = 16;
@@ -376,19 +375,9 @@ pub(super) fn transposed(g: &Conv2DGeometry) -> Option<Conv2DGeometry> {
     })
 }
 
-/// Whether the AVX2/FMA microkernels run for `E`: f32 on a CPU that has them.
+/// Whether the AVX2/FMA microkernels run for `E` ([`crate::ops::simd`]).
 pub(super) fn simd<E: Float>() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        TypeId::of::<E>() == TypeId::of::<f32>()
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = TypeId::of::<E>();
-        false
-    }
+    crate::ops::simd::<E>()
 }
 
 /// The portable microkernel (f64, or a CPU without AVX2): `y[i][p]` for MR rows at stride

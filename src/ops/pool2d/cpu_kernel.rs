@@ -156,7 +156,7 @@ pub(crate) fn plane_max_with_arg<E: Float>(
         for oy in 0..oh {
             let (r0, r1) = (2 * oy * w, (2 * oy + 1) * w);
             #[cfg(target_arch = "x86_64")]
-            if simd::<E>() {
+            if crate::ops::simd::<E>() {
                 let (src, dst) = (&src[r0..r0 + w + 2 * ow], &mut dst[oy * ow..][..ow]);
                 // SAFETY: `simd` holds only for f32 (the casts are identities) on a CPU with
                 // AVX2; `src` holds both input rows' first `2 * ow` values (`2 * ow <= w`),
@@ -194,9 +194,6 @@ pub(crate) fn plane_max_with_arg<E: Float>(
 
 /// Whether the AVX2 row kernels run for `E`: f32 on a CPU that has AVX2.
 #[cfg(target_arch = "x86_64")]
-fn simd<E: Float>() -> bool {
-    std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>() && is_x86_feature_detected!("avx2")
-}
 
 /// One output row of [`plane_max_with_arg`]'s 2x2 case, 8 windows per step: the input rows
 /// `src[0..2n]` and `src[w..w + 2n]`, the maxima into `dst[..n]`, and into `arg[..n]` the
