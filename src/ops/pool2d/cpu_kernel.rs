@@ -192,9 +192,6 @@ pub(crate) fn plane_max_with_arg<E: Float>(
     }
 }
 
-/// Whether the AVX2 row kernels run for `E`: f32 on a CPU that has AVX2.
-#[cfg(target_arch = "x86_64")]
-
 /// One output row of [`plane_max_with_arg`]'s 2x2 case, 8 windows per step: the input rows
 /// `src[0..2n]` and `src[w..w + 2n]`, the maxima into `dst[..n]`, and into `arg[..n]` the
 /// index `a0 + offset in src` of each: the first maximum, or the first NaN, as [`max4`]
