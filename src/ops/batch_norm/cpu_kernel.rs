@@ -183,7 +183,9 @@ impl<E: Float> BatchNormKernel<E> for Cpu {
         out_shape: So,
         save: bool,
     ) -> Result<(Tensor<So, E, Self>, Self::BatchNormSaved), Self::Err> {
-        let xh = to_host(x);
+        // The input's copy (one thread's `memcpy`) beside the output's buffer, whose
+        // clearing, when new, takes the other core.
+        let (xh, mut out) = rayon::join(|| to_host(x), || Buffer::for_overwrite(g.len()));
         let (gamma, beta) = (to_host(gamma), to_host(beta));
         let moments = per_channel(g, |_, r| Moments::of(&xh[r..r + g.plane]), Moments::merge);
         let mean: Vec<f64> = moments.iter().map(|m| m.mean).collect();
@@ -197,7 +199,6 @@ impl<E: Float> BatchNormKernel<E> for Cpu {
         let s: Vec<E> = (0..g.channels)
             .map(|c| beta[c] - from_f64::<E>(mean[c]) * a[c])
             .collect();
-        let mut out = Buffer::for_overwrite(g.len());
         affine(g, &xh, &a, &s, g.relu, &mut out);
         update_running(g, (&mean, &var), running_mean, running_var);
         let saved = CpuBatchNormSaved {

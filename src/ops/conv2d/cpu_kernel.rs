@@ -777,11 +777,9 @@ pub(crate) fn backward<E: Float>(
             .fold(new, |mut a, (ci, dxc)| {
                 map_for_writing(dxc);
                 for (i, dxn) in dxc.chunks_exact_mut(per_x).enumerate() {
-                    match (&twino, side_by_side) {
-                        (Some(_), _) => image(&mut a, ci * nb + i, i, None),
-                        (None, true) => image(&mut a, ci * nb + i, i, Some(dxn)),
-                        (None, false) => image(&mut a, ci * nb + i, 0, Some(dxn)),
-                    }
+                    // (Winograd's input gradient runs for the whole task below)
+                    let dxn = twino.is_none().then_some(dxn);
+                    image(&mut a, ci * nb + i, if side_by_side { i } else { 0 }, dxn);
                 }
                 let count = dxc.len() / per_x;
                 task_dw(&mut a, ci * nb, count);
@@ -826,11 +824,17 @@ impl<E: Float> Conv2DKernel<E> for Cpu {
             geom, act, pool, ..
         } = op;
         let (oh, ow) = geom.output;
-        let xh = to_host(x);
-        let wh = to_host(w);
-        let bh = b.map(to_host);
-        // every element is written by the kernel
-        let mut out = Buffer::for_overwrite(out_shape.num_elements());
+        // The input's copy (one thread's `memcpy`: dfdx's `copy_into`) beside the rest: the
+        // weights' copies and the output's buffer, whose clearing, when new, takes the other
+        // core (and any the copy leaves idle). Every element of the output is written by
+        // the kernel.
+        let (xh, (wh, bh, mut out)) = rayon::join(
+            || to_host(x),
+            || {
+                let out = Buffer::for_overwrite(out_shape.num_elements());
+                (to_host(w), b.map(to_host), out)
+            },
+        );
         // What backward needs: with max pooling, where each maximum came from (and the pooled
         // output, the activation's value there); otherwise the activation's output, for its
         // derivative.
