@@ -1,5 +1,6 @@
 //! A small training loop for any dfdx classifier: fit over epochs of mini-batches with
-//! cross-entropy and one of dfdx's optimizers, evaluate accuracy, report progress, plot history.
+//! cross-entropy and one of dfdx's optimizers (its learning rate on a [`Schedule`]), evaluate
+//! accuracy, report progress, plot history.
 //!
 //! The loop knows nothing about the model beyond dfdx's traits (see [`Classifier`]) and nothing
 //! about the data beyond [`Batches`], whose [`Batches::Shape`] says how a batch of flat features
