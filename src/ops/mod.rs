@@ -134,6 +134,20 @@ pub(crate) fn to_host<S: dfdx::shapes::Shape, E: Float, D: dfdx::tensor::CopySli
     v
 }
 
+/// `v` as the `f32`s it holds, when `E` is `f32` (for the f32-only kernels of generic ops).
+pub(crate) fn as_f32<E: 'static>(v: &[E]) -> Option<&[f32]> {
+    let is_f32 = std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>();
+    // SAFETY: E is f32: same size, alignment and validity.
+    is_f32.then(|| unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) })
+}
+
+/// [`as_f32`], mutably.
+pub(crate) fn as_f32_mut<E: 'static>(v: &mut [E]) -> Option<&mut [f32]> {
+    let is_f32 = std::any::TypeId::of::<E>() == std::any::TypeId::of::<f32>();
+    // SAFETY: as in `as_f32`; the borrow is passed on.
+    is_f32.then(|| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) })
+}
+
 /// Whether the AVX2/FMA kernels run for `E`: f32 on a CPU that has both (the conv kernels and
 /// the 2x2 max pool's; every other case takes the portable code).
 pub(crate) fn simd<E: Float>() -> bool {

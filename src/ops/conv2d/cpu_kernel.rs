@@ -22,6 +22,7 @@ use crate::Float;
 use crate::ops::buffer::{Buffer, map_for_writing};
 use crate::ops::pool2d::cpu_kernel as pool;
 use crate::ops::{PoolKind, gemm, images_per_task, to_host};
+use crate::ops::{as_f32, as_f32_mut};
 use dfdx::shapes::Shape;
 use dfdx::tensor::{Cpu, Tensor, TensorFromVec};
 use rayon::prelude::*;
@@ -333,18 +334,10 @@ fn forward_image<E: Float>(
         Conv::InPlace => {}
         Conv::Done(src) => y.copy_from_slice(src),
         Conv::OneChannel => {
-            // SAFETY (the casts): `one_channel::fits` holds only for E = f32.
-            let f32s =
-                |v: &[E]| unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) };
-            let (xf, wf) = (f32s(x), f32s(w));
-            // SAFETY: as above, and the borrows are passed on.
-            let (yf, work) = unsafe {
-                (
-                    std::slice::from_raw_parts_mut(y.as_mut_ptr() as *mut f32, y.len()),
-                    std::slice::from_raw_parts_mut(s.cols.as_mut_ptr() as *mut f32, s.cols.len()),
-                )
-            };
-            one_channel::conv(g, xf, wf, yf, work);
+            // `one_channel::fits` holds only for E = f32
+            let f32s = |v| as_f32(v).expect("one_channel implies f32");
+            let f32s_mut = |v| as_f32_mut(v).expect("one_channel implies f32");
+            one_channel::conv(g, f32s(x), f32s(w), f32s_mut(y), f32s_mut(&mut s.cols));
         }
         Conv::Gemm => {
             // im2col + gemm; the bias and the activation follow

@@ -39,6 +39,7 @@ use super::Conv2DGeometry;
 use super::cpu_kernel::{bias_act_into, copy_short};
 use super::direct::{self, MR, NT};
 use crate::Float;
+use crate::ops::{as_f32, as_f32_mut};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -366,15 +367,9 @@ impl Wino {
         assert!(u.len() >= self.u_len() && work.len() >= self.scratch_len());
         #[cfg(target_arch = "x86_64")]
         if self.simd {
-            // Views of the f32 slices they are: `simd` is only set for E = f32.
-            fn f32s<E>(v: &[E]) -> &[f32] {
-                // SAFETY: E is f32 (same size, alignment and validity).
-                unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) }
-            }
-            fn f32s_mut<E>(v: &mut [E]) -> &mut [f32] {
-                // SAFETY: as in `f32s`, and the borrow is passed on.
-                unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len()) }
-            }
+            // `simd` is only set for E = f32
+            let f32s = |v| as_f32(v).expect("simd implies f32");
+            let f32s_mut = |v| as_f32_mut(v).expect("simd implies f32");
             let (x, u, y, work) = (f32s(x), f32s(u), f32s_mut(y), f32s_mut(work));
             let finish = match finish {
                 Finish::Add => Finish::Add,
@@ -515,24 +510,56 @@ impl Wino {
         // `t < t0 + tys.len() * ntx + W <= tb` (see `new`), inside `v`.
         assert!(v.len() >= A * A * plane_stride && t0 + tys.len() * ntx + L::W <= self.tb);
         let vc = c * self.tb + t0;
-        for ty in 0..tys.len() {
+        self.map_tiles::<E, L, InputMap<K, M>, M, A, A>(
+            xp,
+            wp,
+            tys.len(),
+            &mut v[vc..],
+            plane_stride,
+        );
+    }
+
+    /// Transforms `rows` rows of tiles, `L::W` tiles at a time, from the padded rows `src`
+    /// (`wp` values each; tile row `ty` starts at row `M * ty`, tile `tx` at column `M * tx`):
+    /// a group's `N x N` values, mapped by `T` to `A x A`, go to
+    /// `dst[(i * A + k) * stride + ty * ntx + tx]`. The last group of a row writes past it,
+    /// into the next row's tiles or past the last.
+    #[inline(always)]
+    fn map_tiles<E, L, T, const M: usize, const N: usize, const A: usize>(
+        &self,
+        src: &[E],
+        wp: usize,
+        rows: usize,
+        dst: &mut [E],
+        stride: usize,
+    ) where
+        L: Lanes<E>,
+        T: TileMap<E, L, N, A>,
+    {
+        let ntx = self.ntx;
+        if rows == 0 {
+            return;
+        }
+        // The reads below: `src[(M * ty + r) * wp + M * tx0 + j ..][..M * W]` with `r, j < N`,
+        // `tx0 < ntx`; the writes: `dst[(i * A + k) * stride + ty * ntx + tx0 ..][..W]`.
+        assert!(M * (ntx + L::W) + N <= wp && src.len() >= (M * (rows - 1) + N) * wp);
+        assert!(dst.len() >= (A * A - 1) * stride + rows * ntx + L::W);
+        for ty in 0..rows {
             for tx0 in (0..ntx).step_by(L::W) {
-                // SAFETY: reads `xp[(M * ty + r) * wp + M * tx0 + j ..][..M * W]`, inside row
-                // `M * ty + r < hp` as `M * tx0 + j + M * W <= M * (ntx + W) + A = wp`;
-                // writes: see the assert above.
+                // SAFETY: inside `src` and `dst` by the asserts above.
                 unsafe {
-                    let mut d = [[L::zero(); A]; A];
+                    let mut d = [[L::zero(); N]; N];
                     for (r, row) in d.iter_mut().enumerate() {
                         for (j, dj) in row.iter_mut().enumerate() {
                             let at = (M * ty + r) * wp + M * tx0 + j;
-                            *dj = L::load_every::<M>(xp.as_ptr().add(at));
+                            *dj = L::load_every::<M>(src.as_ptr().add(at));
                         }
                     }
-                    let vt = input_2d::<E, L, K, M, A>(d);
-                    let dst = v.as_mut_ptr().add(vc + ty * ntx + tx0);
-                    for (i, row) in vt.iter().enumerate() {
+                    let out = T::map(d);
+                    let to = dst.as_mut_ptr().add(ty * ntx + tx0);
+                    for (i, row) in out.iter().enumerate() {
                         for (k, &val) in row.iter().enumerate() {
-                            val.store(dst.add((i * A + k) * plane_stride));
+                            val.store(to.add((i * A + k) * stride));
                         }
                     }
                 }
@@ -665,14 +692,9 @@ impl Wino {
         assert!(du.len() == self.grad_u_len() && work.len() >= self.scratch_len());
         #[cfg(target_arch = "x86_64")]
         if self.simd {
-            fn f32s<E>(v: &[E]) -> &[f32] {
-                // SAFETY: `simd` is only set for E = f32 (same size, alignment and validity).
-                unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) }
-            }
-            fn f32s_mut<E>(v: &mut [E]) -> &mut [f32] {
-                // SAFETY: as in `f32s`, and the borrow is passed on.
-                unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len()) }
-            }
+            // `simd` is only set for E = f32
+            let f32s = |v| as_f32(v).expect("simd implies f32");
+            let f32s_mut = |v| as_f32_mut(v).expect("simd implies f32");
             let (x, dy, du, work) = (f32s(x), f32s(dy), f32s_mut(du), f32s_mut(work));
             // SAFETY: `simd` is only set on a CPU with AVX2 and FMA.
             unsafe {
@@ -791,29 +813,13 @@ impl Wino {
         // Every write lands at `pos * plane_stride + o * tb + t`, `t + W <= tb` (see `new`).
         assert!(dyt.len() >= A * A * plane_stride && t0 + tys.len() * ntx + L::W <= self.tb);
         let base = o * self.tb + t0;
-        for ty in 0..tys.len() {
-            for tx0 in (0..ntx).step_by(L::W) {
-                // SAFETY: reads `dp[(M * ty + r) * wp + M * tx0 + k ..][..M * W]`, inside row
-                // `M * ty + r < hp` as `M * tx0 + k + M * W <= M * (ntx + W) < wp`; writes:
-                // see the assert above.
-                unsafe {
-                    let mut d = [[L::zero(); M]; M];
-                    for (r, row) in d.iter_mut().enumerate() {
-                        for (k, dk) in row.iter_mut().enumerate() {
-                            let at = (M * ty + r) * wp + M * tx0 + k;
-                            *dk = L::load_every::<M>(dp.as_ptr().add(at));
-                        }
-                    }
-                    let gt = grad_2d::<E, L, K, M, A>(d);
-                    let dst = dyt.as_mut_ptr().add(base + ty * ntx + tx0);
-                    for (i, row) in gt.iter().enumerate() {
-                        for (k, &val) in row.iter().enumerate() {
-                            val.store(dst.add((i * A + k) * plane_stride));
-                        }
-                    }
-                }
-            }
-        }
+        self.map_tiles::<E, L, GradMap<K, A>, M, M, A>(
+            dp,
+            wp,
+            tys.len(),
+            &mut dyt[base..],
+            plane_stride,
+        );
     }
 
     /// `du[pos] += DY[pos] * V[pos]^T` for every position: (O, C) from (O, np) and (C, np),
@@ -1159,6 +1165,35 @@ impl Kind<4, 6> for K4 {
         let (e1, o1) = (d0.add(d2), d1.add(d3));
         let (e2, o2) = (d2.mul_add(4.0, d0), d3.mul_add(4.0, d1).mul(2.0));
         [d0, e1.add(o1), e1.sub(o1), e2.add(o2), e2.sub(o2), d3]
+    }
+}
+
+/// A group of tiles' transform for [`Wino::map_tiles`]: `N x N` values in, `A x A` out.
+trait TileMap<E, L: Lanes<E>, const N: usize, const A: usize> {
+    fn map(d: [[L; N]; N]) -> [[L; A]; A];
+}
+
+/// The input tiles' `B^T d B` ([`input_2d`]) of F(M x M, 3 x 3) `K`.
+struct InputMap<K, const M: usize>(std::marker::PhantomData<K>);
+
+impl<E, L: Lanes<E>, K: Kind<M, A>, const M: usize, const A: usize> TileMap<E, L, A, A>
+    for InputMap<K, M>
+{
+    #[inline(always)]
+    fn map(d: [[L; A]; A]) -> [[L; A]; A] {
+        input_2d::<E, L, K, M, A>(d)
+    }
+}
+
+/// The `dy` tiles' `A d A^T` ([`grad_2d`]) of F(M x M, 3 x 3) `K`.
+struct GradMap<K, const A: usize>(std::marker::PhantomData<K>);
+
+impl<E, L: Lanes<E>, K: Kind<M, A>, const M: usize, const A: usize> TileMap<E, L, M, A>
+    for GradMap<K, A>
+{
+    #[inline(always)]
+    fn map(d: [[L; M]; M]) -> [[L; A]; A] {
+        grad_2d::<E, L, K, M, A>(d)
     }
 }
 
