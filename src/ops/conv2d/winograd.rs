@@ -435,17 +435,7 @@ impl Wino {
         for r0 in (0..rows).step_by(per_block) {
             let r1 = (r0 + per_block).min(rows);
             // The block's tile rows as runs within one image: (image, ty range, first tile).
-            let segs: Vec<(usize, Range<usize>, usize)> = (r0 / self.nty..(r1 - 1) / self.nty + 1)
-                .map(|img| {
-                    let lo = r0.max(img * self.nty);
-                    let hi = r1.min((img + 1) * self.nty);
-                    (
-                        img,
-                        lo - img * self.nty..hi - img * self.nty,
-                        (lo - r0) * self.ntx,
-                    )
-                })
-                .collect();
+            let segs: Vec<(usize, Range<usize>, usize)> = self.segments(r0..r1).collect();
             // (segment by segment, so each channel's padded rows reuse the zeros of the last)
             for (img, tys, t0) in &segs {
                 for c in 0..self.c {
@@ -463,6 +453,17 @@ impl Wino {
                 }
             }
         }
+    }
+
+    /// A block of tile rows `rows` (counted across the images) as runs within one image:
+    /// `(image, its tile rows, the block's tile where they start)`.
+    fn segments(&self, rows: Range<usize>) -> impl Iterator<Item = (usize, Range<usize>, usize)> {
+        let (nty, ntx) = (self.nty, self.ntx);
+        (rows.start / nty..(rows.end - 1) / nty + 1).map(move |img| {
+            let lo = rows.start.max(img * nty);
+            let hi = rows.end.min((img + 1) * nty);
+            (img, lo - img * nty..hi - img * nty, (lo - rows.start) * ntx)
+        })
     }
 
     /// Transforms the tiles of rows `tys` of one channel's `plane`: (H, W) into `V[pos][c]`
@@ -748,11 +749,7 @@ impl Wino {
         let rows = n * self.nty;
         for r0 in (0..rows).step_by(self.rows) {
             let r1 = (r0 + self.rows).min(rows);
-            for img in r0 / self.nty..(r1 - 1) / self.nty + 1 {
-                let lo = r0.max(img * self.nty);
-                let hi = r1.min((img + 1) * self.nty);
-                let tys = lo - img * self.nty..hi - img * self.nty;
-                let t0 = (lo - r0) * self.ntx;
+            for (img, tys, t0) in self.segments(r0..r1) {
                 for c in 0..self.c {
                     let plane = &x[(img * self.c + c) * h * w..][..h * w];
                     let fresh = c == 0;
