@@ -1,0 +1,677 @@
+//! The JIT against real kernels: the crate's `kernels.cu` (names, shared memory and barriers,
+//! im2col's index math against a naive loop), every `.cu` file of dfdx 0.13 (compiled as its
+//! nvcc stand-in presents them; `sum_to`'s early-exit reduction run), the barrier rules
+//! (exited threads leave the barrier; divergent barriers abort, checked in a child process),
+//! parameter unpacking, and the cost of a launch. Needs only g++.
+
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use cuda_emu::jit::{self, LaunchStats, Module, last_launch, source_image};
+
+const KERNELS_CU: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../src/ops/cuda/kernels.cu");
+const CUDA_MOD_RS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../src/ops/cuda/mod.rs");
+
+/// The crate's kernels, compiled once per test process.
+fn ours() -> &'static Module {
+    static M: OnceLock<Module> = OnceLock::new();
+    M.get_or_init(|| {
+        let src = std::fs::read_to_string(KERNELS_CU).expect("kernels.cu");
+        Module::load(source_image("kernels.cu", &[], &src).as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// A module from a test's own source.
+fn module(name: &str, src: &str) -> Module {
+    Module::load(source_image(name, &[], src).as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A pointer to a parameter value, as `kernelParams` holds them.
+fn arg<T>(v: &T) -> *mut c_void {
+    v as *const T as *mut c_void
+}
+
+fn launch(
+    m: &Module,
+    name: &str,
+    grid: [u32; 3],
+    block: [u32; 3],
+    args: &mut [*mut c_void],
+) -> LaunchStats {
+    let f = m
+        .function(name)
+        .unwrap_or_else(|| panic!("no kernel {name}"));
+    // SAFETY: each test passes one pointer per parameter of `name`, to a value of its type, and
+    // buffers large enough for the launch.
+    unsafe { m.launch(f, grid, block, 0, args.as_mut_ptr()) }.unwrap_or_else(|e| panic!("{e}"));
+    last_launch()
+}
+
+/// `ConvGeom` in kernels.cu (and in src/ops/cuda/mod.rs).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ConvGeom {
+    batch: i32,
+    channels: i32,
+    h: i32,
+    w: i32,
+    oh: i32,
+    ow: i32,
+    kh: i32,
+    kw: i32,
+    sh: i32,
+    sw: i32,
+    ph: i32,
+    pw: i32,
+    dh: i32,
+    dw: i32,
+}
+
+#[test]
+fn kernels_cu_exports_the_kernels_the_crate_loads() {
+    // The names the crate passes to load_ptx: the quoted strings of `KERNELS` in mod.rs.
+    let rs = std::fs::read_to_string(CUDA_MOD_RS).expect("mod.rs");
+    let list = rs
+        .split("const KERNELS: &[&str] = &[")
+        .nth(1)
+        .and_then(|s| s.split("];").next())
+        .expect("KERNELS");
+    let expected: Vec<&str> = list.split('"').skip(1).step_by(2).collect();
+    assert_eq!(expected.len(), 34);
+    let m = ours();
+    let mut names: Vec<&str> = m.names().collect();
+    names.sort_unstable();
+    let mut want = expected.clone();
+    want.sort_unstable();
+    assert_eq!(names, want);
+    assert!(m.function("im2col_f32").is_some() && m.function("im2col_f16").is_none());
+    assert_eq!(m.param_count(m.function("bn_infer_f64").unwrap()), Some(11));
+}
+
+#[test]
+fn channel_sum_matches_a_loop_through_barriers() {
+    // g: (B, O, P); db: (O) += g summed over B and P. One block of 256 threads per channel, each
+    // thread strides over the channel's B * P = 300 values, then a shared-memory tree.
+    let (b, o, p) = (3usize, 5usize, 100usize);
+    let g: Vec<f32> = (0..b * o * p).map(|i| (i % 7) as f32 - 3.0).collect();
+    let mut db: Vec<f32> = (0..o).map(|c| c as f32 * 10.0).collect();
+    let mut want = db.clone();
+    for bi in 0..b {
+        for (c, w) in want.iter_mut().enumerate() {
+            *w += g[(bi * o + c) * p..][..p].iter().sum::<f32>();
+        }
+    }
+    let (gp, dp) = (g.as_ptr(), db.as_mut_ptr());
+    let (bb, oo, pp) = (b as i32, o as i32, p as i32);
+    let stats = launch(
+        ours(),
+        "channel_sum_f32",
+        [o as u32, 1, 1],
+        [256, 1, 1],
+        &mut [arg(&gp), arg(&dp), arg(&bb), arg(&oo), arg(&pp)],
+    );
+    assert_eq!(db, want);
+    // Every thread waits at 1 + log2(256) barriers: the fiber path, not the fast one.
+    assert_eq!(
+        stats,
+        LaunchStats {
+            blocks: o as u64,
+            waited: (o * 256 * 9) as u64,
+            episodes: (o * 9) as u64,
+            os_threads: 1
+        }
+    );
+}
+
+#[test]
+fn im2col_matches_a_loop() {
+    let g = ConvGeom {
+        batch: 2,
+        channels: 3,
+        h: 5,
+        w: 6,
+        oh: 3,
+        ow: 4,
+        kh: 3,
+        kw: 2,
+        sh: 2,
+        sw: 1,
+        ph: 1,
+        pw: 0,
+        dh: 1,
+        dw: 2,
+    };
+    let [bs, c, h, w, oh, ow, kh, kw] =
+        [g.batch, g.channels, g.h, g.w, g.oh, g.ow, g.kh, g.kw].map(|v| v as usize);
+    // x: (B, C, H, W); cols: (C*KH*KW, N), N = B * OH * OW
+    let x: Vec<f32> = (0..bs * c * h * w).map(|i| i as f32 + 1.0).collect();
+    let n = bs * oh * ow;
+    let mut want = vec![0.0f32; c * kh * kw * n];
+    for ci in 0..c {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                for b in 0..bs {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let iy = (oy * g.sh as usize + ky * g.dh as usize) as i64 - g.ph as i64;
+                            let ix = (ox * g.sw as usize + kx * g.dw as usize) as i64 - g.pw as i64;
+                            let inside = (0..h as i64).contains(&iy) && (0..w as i64).contains(&ix);
+                            let row = (ci * kh + ky) * kw + kx;
+                            want[row * n + b * oh * ow + oy * ow + ox] = if inside {
+                                x[((b * c + ci) * h + iy as usize) * w + ix as usize]
+                            } else {
+                                0.0
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut cols = vec![f32::NAN; want.len()];
+    let (xp, cp) = (x.as_ptr(), cols.as_mut_ptr());
+    // 3 blocks of 64 threads: the grid-stride loop goes round several times.
+    let stats = launch(
+        ours(),
+        "im2col_f32",
+        [3, 1, 1],
+        [64, 1, 1],
+        &mut [arg(&g), arg(&xp), arg(&cp)],
+    );
+    assert_eq!(cols, want);
+    assert_eq!(
+        (stats.blocks, stats.waited),
+        (3, 0),
+        "a barrier-free kernel takes the fast path"
+    );
+}
+
+/// dfdx 0.13's sources in the registry, if this machine has them.
+fn dfdx_src() -> Option<PathBuf> {
+    let homes = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+    for home in homes {
+        let Ok(regs) = std::fs::read_dir(home.join("registry/src")) else {
+            continue;
+        };
+        for reg in regs.flatten() {
+            let dir = reg.path().join("dfdx-0.13.0/src");
+            if dir.is_dir() {
+                return Some(dir);
+            }
+        }
+    }
+    None
+}
+
+fn cu_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            cu_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "cu") {
+            out.push(p);
+        }
+    }
+}
+
+/// dfdx's module `file` as its build script has nvcc compile it: `-I` for every folder holding a
+/// `.cuh` (dfdx's build.rs), plus the file's own.
+fn dfdx_module(src: &Path, file: &Path) -> Result<Module, String> {
+    let utilities = src.join("tensor_ops/utilities");
+    let dirs = [file.parent().unwrap(), utilities.as_path()];
+    let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+    let name = file.file_name().unwrap().to_string_lossy();
+    Module::load(source_image(&name, &dirs, &text).as_bytes())
+}
+
+#[test]
+fn every_dfdx_kernel_file_compiles() {
+    let Some(src) = dfdx_src() else {
+        eprintln!("skipped: dfdx-0.13.0 is not in the cargo registry (CARGO_HOME or ~/.cargo)");
+        return;
+    };
+    let mut files = Vec::new();
+    cu_files(&src, &mut files);
+    files.sort();
+    assert_eq!(files.len(), 49, "dfdx 0.13 has 49 .cu files");
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
+    let chunks: Vec<&[PathBuf]> = files.chunks(files.len().div_ceil(workers)).collect();
+    let results: Vec<(String, Result<usize, String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .iter()
+            .map(|chunk| {
+                let src = &src;
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|f| {
+                            let name = f.strip_prefix(src).unwrap().display().to_string();
+                            (name, dfdx_module(src, f).map(|m| m.names().count()))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|(name, r)| match r {
+            Err(e) => Some(format!("{name}: {e}")),
+            Ok(0) => Some(format!("{name}: no kernels found")),
+            Ok(_) => None,
+        })
+        .collect();
+    let kernels: usize = results.iter().filter_map(|(_, r)| r.as_ref().ok()).sum();
+    eprintln!(
+        "dfdx: {} of {} files compiled, {kernels} kernels",
+        results.len() - failed.len(),
+        results.len()
+    );
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
+
+#[test]
+fn dfdx_sum_to_runs_with_threads_exiting_before_its_barriers() {
+    let Some(src) = dfdx_src() else {
+        eprintln!("skipped: dfdx-0.13.0 is not in the cargo registry");
+        return;
+    };
+    let m = dfdx_module(&src, &src.join("tensor_ops/sum_to/sum_to.cu"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // out[i / chunk] += inp[i] * 0.5 for i < 1000, chunks of 100, dfdx's launch_cfg::<128>: the
+    // last block's threads past 1000 return at once, and in each block the threads of a chunk
+    // cut short by the block's edge finish their loop and return while the others still wait.
+    let (numel, chunk) = (1000usize, 100usize);
+    let inp: Vec<f32> = (0..numel).map(|i| (i % 13) as f32).collect();
+    let mut out = vec![1.0f32; numel / chunk];
+    let want: Vec<f32> = (0..numel / chunk)
+        .map(|c| 1.0 + inp[c * chunk..][..chunk].iter().sum::<f32>() * 0.5)
+        .collect();
+    let info: [usize; 2] = [numel, 1]; // dims, then strides
+    let (ip, op, infop) = (inp.as_ptr(), out.as_mut_ptr(), info.as_ptr());
+    let (num_dims, ept) = (1usize, 0.5f32);
+    let stats = launch(
+        &m,
+        "sum_to_fwd_f32",
+        [numel.div_ceil(128) as u32, 1, 1],
+        [128, 1, 1],
+        &mut [
+            arg(&numel),
+            arg(&num_dims),
+            arg(&ept),
+            arg(&chunk),
+            arg(&infop),
+            arg(&ip),
+            arg(&op),
+        ],
+    );
+    assert_eq!(out, want);
+    assert!(stats.waited > 0 && stats.episodes > 0, "{stats:?}");
+}
+
+const BARRIERS: &str = r#"
+extern "C" __global__ void early_exit(const unsigned n, float *out) {
+    __shared__ float buf[256];
+    if (threadIdx.x >= n) return;   // leaves the block: the barrier below waits for the rest
+    buf[threadIdx.x] = threadIdx.x + 1.0f;
+    __syncthreads();
+    out[blockIdx.x * blockDim.x + threadIdx.x] = buf[(threadIdx.x + 1) % n];
+}
+
+extern "C" __global__ void even_only(int *out) {
+    if (threadIdx.x % 2 == 0) __syncthreads();
+    out[threadIdx.x] = threadIdx.x;
+    __syncthreads();
+}
+
+extern "C" __global__ void unwritten_shared(float *out) {
+    __shared__ float s[128];
+    s[threadIdx.x] = 1.0f;          // entries [0, blockDim.x) only
+    __syncthreads();
+    out[blockIdx.x * blockDim.x + threadIdx.x] = s[threadIdx.x + blockDim.x];
+}
+"#;
+
+#[test]
+fn threads_that_return_leave_the_barrier() {
+    let m = module("barriers.cu", BARRIERS);
+    let n = 100u32;
+    let mut out = vec![-1.0f32; 2 * 128];
+    let op = out.as_mut_ptr();
+    let stats = launch(
+        &m,
+        "early_exit",
+        [2, 1, 1],
+        [128, 1, 1],
+        &mut [arg(&n), arg(&op)],
+    );
+    for b in 0..2 {
+        for t in 0..128 {
+            let want = if t < n as usize {
+                ((t + 1) % n as usize) as f32 + 1.0
+            } else {
+                -1.0
+            };
+            assert_eq!(out[b * 128 + t], want, "block {b} thread {t}");
+        }
+    }
+    assert_eq!((stats.waited, stats.episodes), (2 * n as u64, 2));
+}
+
+#[test]
+fn shared_memory_starts_as_nan_in_every_block() {
+    // Each block reads the half of `s` it never wrote: NaN in the first block, and in the
+    // second too (not the first block's values: the fill is per block once a kernel waits).
+    let m = module("barriers.cu", BARRIERS);
+    let mut out = vec![0.0f32; 2 * 64];
+    let op = out.as_mut_ptr();
+    launch(
+        &m,
+        "unwritten_shared",
+        [2, 1, 1],
+        [64, 1, 1],
+        &mut [arg(&op)],
+    );
+    assert!(out.iter().all(|v| v.to_bits() == u32::MAX), "{out:?}");
+}
+
+/// Set in a child process: the test named in it runs its part that must die.
+const CHILD: &str = "CUDA_EMU_JIT_TEST_CHILD";
+
+/// Runs test `name` of this binary in a child process with `CHILD` set (and `env`).
+fn child(name: &str, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env(CHILD, name)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn in_child(name: &str) -> bool {
+    std::env::var(CHILD).is_ok_and(|v| v == name)
+}
+
+#[test]
+fn divergent_barrier_aborts_naming_the_kernel() {
+    const NAME: &str = "divergent_barrier_aborts_naming_the_kernel";
+    if in_child(NAME) {
+        let m = module("barriers.cu", BARRIERS);
+        let mut out = vec![0i32; 64];
+        let op = out.as_mut_ptr();
+        launch(&m, "even_only", [1, 1, 1], [64, 1, 1], &mut [arg(&op)]);
+        return; // not reached: the launch aborts
+    }
+    let out = child(NAME, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "SIGABRT expected; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("kernel `even_only`, block (0, 0, 0): divergent __syncthreads(): thread (0, 0, 0) waits at line"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn blocks_spread_over_os_threads_give_the_same_sums() {
+    const NAME: &str = "blocks_spread_over_os_threads_give_the_same_sums";
+    if in_child(NAME) {
+        let (b, o, p) = (2usize, 64usize, 300usize);
+        let g: Vec<f64> = (0..b * o * p).map(|i| (i % 11) as f64).collect();
+        let mut db = vec![0.0f64; o];
+        let (gp, dp) = (g.as_ptr(), db.as_mut_ptr());
+        let (bb, oo, pp) = (b as i32, o as i32, p as i32);
+        let stats = launch(
+            ours(),
+            "channel_sum_f64",
+            [o as u32, 1, 1],
+            [256, 1, 1],
+            &mut [arg(&gp), arg(&dp), arg(&bb), arg(&oo), arg(&pp)],
+        );
+        for (c, v) in db.iter().enumerate() {
+            let want: f64 = (0..b)
+                .map(|bi| g[(bi * o + c) * p..][..p].iter().sum::<f64>())
+                .sum();
+            assert_eq!(*v, want, "channel {c}");
+        }
+        assert_eq!(stats.os_threads, 2);
+        assert_eq!(stats.episodes, o as u64 * 9);
+        return;
+    }
+    let out = child(NAME, &[("CUDA_EMU_BLOCK_THREADS", "2")]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const PARAMS: &str = r#"
+#include "cuda_fp16.h"
+struct Mixed { int a; double b; char c; float d[3]; };
+
+extern "C" __global__ void params_probe(const Mixed m, int i, size_t z, const double *p, float f,
+                                        double d, unsigned short u, __half h, double *out) {
+    out[0] = m.a; out[1] = m.b; out[2] = m.c; out[3] = m.d[0] + 10 * m.d[1] + 100 * m.d[2];
+    out[4] = i; out[5] = (double)z; out[6] = p[1]; out[7] = f; out[8] = d; out[9] = u;
+    out[10] = __half2float(h); out[11] = sizeof(Mixed);
+}
+
+extern "C" __global__ void indices(unsigned *out) {
+    const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    const unsigned b = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    const unsigned n = blockDim.x * blockDim.y * blockDim.z;
+    out[b * n + t] = (b << 16) | (t << 4) | (threadIdx.z << 2) | (blockIdx.z);
+}
+"#;
+
+/// `Mixed` in PARAMS: 32 bytes with C's padding.
+#[repr(C)]
+struct Mixed {
+    a: i32,
+    b: f64,
+    c: i8,
+    d: [f32; 3],
+}
+
+#[test]
+fn parameters_unpack_by_the_kernels_types() {
+    let m = module("params.cu", PARAMS);
+    let s = Mixed {
+        a: -7,
+        b: 2.5,
+        c: 65,
+        d: [1.0, 2.0, 3.0],
+    };
+    let (i, z, f, d, u) = (-123i32, (1usize << 40) + 3, 0.25f32, -1e300f64, 65535u16);
+    let h: u16 = 0x3e00; // 1.5 in binary16
+    let pdata = [0.0f64, 42.0];
+    let mut out = [0.0f64; 12];
+    let (pp, op) = (pdata.as_ptr(), out.as_mut_ptr());
+    let f_ = m.function("params_probe").unwrap();
+    assert_eq!(m.param_count(f_), Some(9));
+    launch(
+        &m,
+        "params_probe",
+        [1, 1, 1],
+        [1, 1, 1],
+        &mut [
+            arg(&s),
+            arg(&i),
+            arg(&z),
+            arg(&pp),
+            arg(&f),
+            arg(&d),
+            arg(&u),
+            arg(&h),
+            arg(&op),
+        ],
+    );
+    assert_eq!(
+        out,
+        [
+            -7.0,
+            2.5,
+            65.0,
+            321.0,
+            -123.0,
+            ((1u64 << 40) + 3) as f64,
+            42.0,
+            0.25,
+            -1e300,
+            65535.0,
+            1.5,
+            std::mem::size_of::<Mixed>() as f64
+        ]
+    );
+}
+
+#[test]
+fn three_dimensional_indices() {
+    let m = module("params.cu", PARAMS);
+    let (grid, block) = ([3u32, 2, 2], [4u32, 3, 2]);
+    let (nb, nt) = (12usize, 24usize);
+    let mut out = vec![u32::MAX; nb * nt];
+    let op = out.as_mut_ptr();
+    launch(&m, "indices", grid, block, &mut [arg(&op)]);
+    for b in 0..nb {
+        for t in 0..nt {
+            let (tz, bz) = (t / 12, b / 6);
+            assert_eq!(
+                out[b * nt + t],
+                ((b << 16) | (t << 4) | (tz << 2) | bz) as u32,
+                "block {b} thread {t}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_launches_and_images_are_errors() {
+    let m = module("params.cu", PARAMS);
+    let f = m.function("indices").unwrap();
+    let mut out = 0u32;
+    let op: *mut u32 = &mut out;
+    let mut args = [arg(&op)];
+    // SAFETY: refused before anything runs.
+    let err = unsafe { m.launch(f, [1, 1, 1], [33, 32, 1], 0, args.as_mut_ptr()) }.unwrap_err();
+    assert!(err.contains("1056 threads, more than 1024"), "{err}");
+    // SAFETY: as above.
+    let err = unsafe { m.launch(f, [0, 1, 1], [1, 1, 1], 0, args.as_mut_ptr()) }.unwrap_err();
+    assert!(err.contains("empty launch"), "{err}");
+    // SAFETY: as above.
+    let err = unsafe { m.launch(f, [1, 1, 1], [1, 1, 1], 0, std::ptr::null_mut()) }.unwrap_err();
+    assert!(
+        err.contains("takes 1 parameters but kernelParams is null"),
+        "{err}"
+    );
+    let err =
+        Module::load(b"//\n// Generated by NVIDIA NVVM Compiler\n.version 7.8\n.target sm_90\n\0")
+            .err()
+            .unwrap();
+    assert!(err.contains("not a source image"), "{err}");
+    let err = Module::load(
+        source_image(
+            "broken.cu",
+            &[],
+            "extern \"C\" __global__ void k(int *x) { x[0] = y; }\n",
+        )
+        .as_bytes(),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.contains("broken.cu:1:") && err.contains("'y' was not declared"),
+        "{err}"
+    );
+}
+
+#[test]
+fn current_kernel_is_set_only_while_running() {
+    assert_eq!(jit::current_kernel(), None);
+    let m = module("params.cu", PARAMS);
+    let mut out = vec![0u32; 1];
+    let op = out.as_mut_ptr();
+    launch(&m, "indices", [1, 1, 1], [1, 1, 1], &mut [arg(&op)]);
+    assert_eq!(jit::current_kernel(), None);
+}
+
+/// The cost of a launch: an elementwise kernel over 2^20 elements, launched as the crate does
+/// (256 threads a block, a block per 256 elements), and a barrier kernel (channel_sum). Prints
+/// the numbers (run with --nocapture); the bounds only catch a collapse.
+#[test]
+fn launch_cost() {
+    let n = 1usize << 20;
+    let a: Vec<f32> = (0..n).map(|i| (i % 5) as f32 - 2.0).collect();
+    let b: Vec<f32> = (0..n).map(|i| (i % 3) as f32).collect();
+    let mut y = vec![0.0f32; n];
+    let (ap, bp, yp) = (a.as_ptr(), b.as_ptr(), y.as_mut_ptr());
+    let m = ours();
+    let run = || {
+        launch(
+            m,
+            "add_relu_f32",
+            [(n / 256) as u32, 1, 1],
+            [256, 1, 1],
+            &mut [arg(&ap), arg(&bp), arg(&yp), arg(&n)],
+        )
+    };
+    run();
+    let reps = 10;
+    let t = Instant::now();
+    for _ in 0..reps {
+        assert_eq!(run().waited, 0);
+    }
+    let elementwise = t.elapsed() / reps;
+    assert!(
+        y.iter()
+            .zip(a.iter().zip(&b))
+            .all(|(y, (a, b))| *y == (a + b).max(0.0))
+    );
+
+    // channel_sum over (B, O, P) = (32, 64, 256): 64 blocks, 9 barriers each.
+    let (bs, o, p) = (32usize, 64usize, 256usize);
+    let g = vec![1.0f32; bs * o * p];
+    let mut db = vec![0.0f32; o];
+    let (gp, dp) = (g.as_ptr(), db.as_mut_ptr());
+    let (bb, oo, pp) = (bs as i32, o as i32, p as i32);
+    let t = Instant::now();
+    let stats = launch(
+        m,
+        "channel_sum_f32",
+        [o as u32, 1, 1],
+        [256, 1, 1],
+        &mut [arg(&gp), arg(&dp), arg(&bb), arg(&oo), arg(&pp)],
+    );
+    let barrier = t.elapsed();
+    assert!(db.iter().all(|&v| v == (bs * p) as f32));
+    eprintln!(
+        "launch cost: add_relu_f32 over 2^20 elements (4096 blocks x 256 threads, fast path): {:.2} ms \
+         ({:.1} ns a thread); channel_sum_f32 64 blocks x 256 threads x 9 barriers: {:.2} ms \
+         ({:.0} ns a thread-barrier, {} waits)",
+        elementwise.as_secs_f64() * 1e3,
+        elementwise.as_secs_f64() * 1e9 / n as f64,
+        barrier.as_secs_f64() * 1e3,
+        barrier.as_secs_f64() * 1e9 / stats.waited as f64,
+        stats.waited,
+    );
+    assert!(elementwise.as_secs_f64() < 1.0, "{elementwise:?}");
+}
