@@ -63,6 +63,13 @@
 #include <cmath>
 #include <utility>
 
+#if defined(__SANITIZE_ADDRESS__)
+// Built with CUDA_EMU_CXXFLAGS=-fsanitize=address: every stack switch is announced to ASan.
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define CUDA_EMU_ASAN 1
+#endif
+
 #define __CUDACC__ 1
 
 // ---------------------------------------------------------------------------------------------
@@ -192,6 +199,9 @@ struct Block {
     char *tls_lo;
     size_t tls_len;
     bool tls_known;
+    // The OS thread's own stack (the scheduler's), for ASan.
+    void *os_stack;
+    size_t os_stack_size;
 };
 
 // This module's scheduler on this OS thread (allocated on first launch, freed at thread exit).
@@ -203,7 +213,13 @@ static pthread_once_t block_key_once = PTHREAD_ONCE_INIT;
 static void free_block(void *p) {
     Block *b = static_cast<Block *>(p);
     for (unsigned i = 0; i <= MAX_THREADS; i++)
-        if (b->stacks[i]) munmap(b->stacks[i], b->stack_size + 4096);
+        if (b->stacks[i]) {
+#ifdef CUDA_EMU_ASAN
+            // Frames of fibers that ended by switching away are still poisoned.
+            __asan_unpoison_memory_region(b->stacks[i] + 4096, b->stack_size);
+#endif
+            munmap(b->stacks[i], b->stack_size + 4096);
+        }
     free(b);
 }
 
@@ -220,6 +236,13 @@ static Block *block() {
         if (const char *s = getenv("CUDA_EMU_STACK_KIB")) kib = strtoul(s, nullptr, 10);
         if (kib < 16) kib = 16;
         b->stack_size = kib * 1024;
+#ifdef CUDA_EMU_ASAN
+        pthread_attr_t attr;
+        if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+            pthread_attr_getstack(&attr, &b->os_stack, &b->os_stack_size);
+            pthread_attr_destroy(&attr);
+        }
+#endif
         pthread_once(&block_key_once, make_block_key);
         pthread_setspecific(block_key, b);
         tls_block = b;
@@ -243,6 +266,10 @@ static void start_fiber(Block *b, unsigned i) {
         mprotect(m, 4096, PROT_NONE); // guard page below the stack
         b->stacks[i] = static_cast<char *>(m);
     }
+#ifdef CUDA_EMU_ASAN
+    // The stack's last fiber ended by switching away: its frames' redzones are still poisoned.
+    __asan_unpoison_memory_region(b->stacks[i] + 4096, b->stack_size);
+#endif
     // cuda_emu_switch pops r15, r14, r13, r12, rbx, rbp and returns into cuda_emu_fiber_start,
     // which calls r13(r12) with the stack 16-byte aligned at the call.
     void **top = reinterpret_cast<void **>(b->stacks[i] + 4096 + b->stack_size);
@@ -258,6 +285,23 @@ static void start_fiber(Block *b, unsigned i) {
     b->fibers[i].sp = sp;
 }
 
+// Switches from the current stack (its pointer saved in *save) to fiber `to` (-1: the
+// scheduler, on the OS thread's stack). `dying`: the current fiber is never resumed.
+static inline void jump(Block *b, void **save, int to, bool dying = false) {
+    void *sp = to < 0 ? b->sched_sp : b->fibers[to].sp;
+#ifdef CUDA_EMU_ASAN
+    const void *bottom = to < 0 ? b->os_stack : b->stacks[to] + 4096;
+    const size_t size = to < 0 ? b->os_stack_size : b->stack_size;
+    void *fake = nullptr;
+    __sanitizer_start_switch_fiber(dying ? nullptr : &fake, bottom, size);
+    cuda_emu_switch(save, sp);
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+    (void)dying;
+    cuda_emu_switch(save, sp);
+#endif
+}
+
 static inline uint3 thread_index(const Block *b, unsigned t) {
     if (b->linear) return uint3{t, 0, 0};
     return uint3{t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
@@ -265,14 +309,15 @@ static inline uint3 thread_index(const Block *b, unsigned t) {
 
 // Leaves the current fiber (its stack pointer saved in *save): to the next released thread, or
 // back to the block's scheduler.
-static void leave(Block *b, void **save) {
+static void leave(Block *b, void **save, bool dying = false) {
     if (b->ready_pos < b->nready) {
-        Fiber *g = &b->fibers[b->ready[b->ready_pos++]];
+        const unsigned i = b->ready[b->ready_pos++];
+        Fiber *g = &b->fibers[i];
         b->current = g;
         threadIdx = g->idx;
-        cuda_emu_switch(save, g->sp);
+        jump(b, save, int(i), dying);
     } else {
-        cuda_emu_switch(save, b->sched_sp);
+        jump(b, save, -1, dying);
     }
 }
 
@@ -284,6 +329,7 @@ static void sync_threads(int site) {
         abort();
     }
     Fiber *f = b->current;
+    f->idx = threadIdx;
     f->site = site;
     b->wait[b->nwait++] = static_cast<unsigned short>(f - b->fibers);
     b->waited++;
@@ -292,24 +338,27 @@ static void sync_threads(int site) {
         unsigned i = b->nfibers++;
         start_fiber(b, i);
         b->current = &b->fibers[i];
-        cuda_emu_switch(&f->sp, b->fibers[i].sp);
+        jump(b, &f->sp, int(i));
     } else {
         leave(b, &f->sp);
     }
 }
 
-// Runs threads b->next, b->next + 1, ... of the block as plain calls of K::thread.
+// Runs threads b->next, b->next + 1, ... of the block as plain calls of K::thread. (The
+// thread-local's address is taken once: the fiber never changes OS threads.)
 template <class K> static void runner(Block *b) {
+#ifdef CUDA_EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
+#endif
     K *k = static_cast<K *>(b->kernel_args);
+    uint3 *const tid = &threadIdx;
     while (b->next < b->n) {
-        unsigned t = b->next++;
-        Fiber *f = b->current;
-        f->idx = thread_index(b, t);
-        threadIdx = f->idx;
+        const unsigned t = b->next++;
+        *tid = thread_index(b, t);
         k->thread();
     }
     void *done;
-    leave(b, &done);
+    leave(b, &done, true);
     __builtin_unreachable();
 }
 
@@ -377,7 +426,7 @@ static void run_block(Block *b) {
     b->nwait = b->nready = b->ready_pos = 0;
     start_fiber(b, 0);
     b->current = &b->fibers[0];
-    cuda_emu_switch(&b->sched_sp, b->fibers[0].sp);
+    jump(b, &b->sched_sp, 0);
     // Every thread has started, and each has returned or waits at a barrier.
     while (b->nwait) {
         const Fiber *first = &b->fibers[b->wait[0]];

@@ -411,7 +411,7 @@ impl Config {
 /// The flags a module is compiled with: C++17 at -O1 as a shared library; hidden symbols apart
 /// from the kernel table and no `STB_GNU_UNIQUE` (so that each module's __shared__ variables are
 /// its own); no errno from math functions and FMA contraction as nvcc does by default (`-mfma`
-/// only where the CPU has FMA); then `extra` (`CUDA_EMU_CXXFLAGS`).
+/// only where the CPU has FMA); TLS descriptors on x86-64; then `extra` (`CUDA_EMU_CXXFLAGS`).
 pub fn compile_flags(extra: Option<&str>) -> Vec<String> {
     let mut flags: Vec<String> = [
         "-std=c++17",
@@ -426,8 +426,13 @@ pub fn compile_flags(extra: Option<&str>) -> Vec<String> {
     .map(String::from)
     .into();
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("fma") {
-        flags.push("-mfma".into());
+    {
+        // TLS descriptors: threadIdx and friends are read through a short call rather than
+        // __tls_get_addr (measured: 24 -> 16 ns a thread for an elementwise kernel).
+        flags.push("-mtls-dialect=gnu2".into());
+        if std::arch::is_x86_feature_detected!("fma") {
+            flags.push("-mfma".into());
+        }
     }
     flags.extend(
         extra
