@@ -16,9 +16,12 @@
 // - When every thread has either returned or is waiting, the waiting threads are released in
 //   order (a barrier episode). A thread that has returned no longer counts (as on Volta and later:
 //   dfdx's reductions let threads i >= numel return before the barrier, and threads of a shorter
-//   chunk return while the others still loop). Waiting threads must all be at the same
-//   __syncthreads() (by source line); otherwise the process aborts naming the kernel, the block,
-//   two threads and their lines.
+//   chunk return while the others still loop). Two rules catch divergent barriers; breaking one
+//   aborts the process with the kernel's name, the block, the threads and the lines:
+//   - the threads waiting in an episode are all at the same __syncthreads() (by source line);
+//   - at the block's first episode, the threads that returned without reaching it are the
+//     block's last ones (a tail `if (i >= n) return;`), so `if (threadIdx.x % 2 == 0)
+//     __syncthreads();` aborts while dfdx's early exits pass.
 // - __shared__ is `static thread_local`: a block's threads share one OS thread, hence one copy.
 //   The module's thread-local memory (all of it __shared__ variables apart from this header's
 //   own state) is filled with 0xFF bytes (a NaN in every float format) before the first block of
@@ -177,6 +180,7 @@ enum { MAX_THREADS = 1024 };
 struct Fiber {
     void *sp;
     uint3 idx;      // the CUDA thread it runs (or last ran)
+    unsigned t;     // idx as a linear index in the block
     int site;       // the __syncthreads() line it waits at
 };
 
@@ -330,6 +334,7 @@ static void sync_threads(int site) {
     }
     Fiber *f = b->current;
     f->idx = threadIdx;
+    f->t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
     f->site = site;
     b->wait[b->nwait++] = static_cast<unsigned short>(f - b->fibers);
     b->waited++;
@@ -428,8 +433,25 @@ static void run_block(Block *b) {
     b->current = &b->fibers[0];
     jump(b, &b->sched_sp, 0);
     // Every thread has started, and each has returned or waits at a barrier.
+    bool first_episode = true;
     while (b->nwait) {
         const Fiber *first = &b->fibers[b->wait[0]];
+        // Before the first barrier, the threads that returned must be the block's last ones
+        // (a tail `if (i >= n) return;`, as dfdx's reductions have): then the waiting threads
+        // are exactly 0, 1, ..., nwait - 1 (the wait list is in thread order, see below).
+        for (unsigned i = 0; first_episode && i < b->nwait; i++) {
+            const Fiber *f = &b->fibers[b->wait[i]];
+            if (f->t != i) {
+                char msg[320];
+                snprintf(msg, sizeof msg,
+                         "divergent __syncthreads(): thread %u (linear index) returned without "
+                         "reaching the barrier at line %d that thread (%u, %u, %u) waits at "
+                         "(only a block's last threads may return before its first barrier)",
+                         i, f->site, f->idx.x, f->idx.y, f->idx.z);
+                die(b, msg);
+            }
+        }
+        first_episode = false;
         for (unsigned i = 1; i < b->nwait; i++) {
             const Fiber *f = &b->fibers[b->wait[i]];
             if (f->site != first->site) {

@@ -383,6 +383,11 @@ extern "C" __global__ void early_exit(const unsigned n, float *out) {
 extern "C" __global__ void even_only(int *out) {
     if (threadIdx.x % 2 == 0) __syncthreads();
     out[threadIdx.x] = threadIdx.x;
+}
+
+extern "C" __global__ void two_sites(int *out) {
+    if (threadIdx.x % 2 == 0) __syncthreads();
+    out[threadIdx.x] = threadIdx.x;
     __syncthreads();
 }
 
@@ -454,26 +459,56 @@ fn in_child(name: &str) -> bool {
     std::env::var(CHILD).is_ok_and(|v| v == name)
 }
 
-#[test]
-fn divergent_barrier_aborts_naming_the_kernel() {
-    const NAME: &str = "divergent_barrier_aborts_naming_the_kernel";
-    if in_child(NAME) {
+/// Runs `kernel` from BARRIERS (one block of 64 threads) in a child process and returns what
+/// it wrote to stderr, after checking that it died of SIGABRT.
+fn aborts(test: &str, kernel: &str) -> String {
+    if in_child(test) {
         let m = module("barriers.cu", BARRIERS);
         let mut out = vec![0i32; 64];
         let op = out.as_mut_ptr();
-        launch(&m, "even_only", [1, 1, 1], [64, 1, 1], &mut [arg(&op)]);
-        return; // not reached: the launch aborts
+        launch(&m, kernel, [1, 1, 1], [64, 1, 1], &mut [arg(&op)]);
+        return String::new(); // not reached: the launch aborts
     }
-    let out = child(NAME, &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = child(test, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         out.status.signal(),
         Some(6),
         "SIGABRT expected; stderr:\n{stderr}"
     );
+    stderr
+}
+
+#[test]
+fn barrier_skipped_by_odd_threads_aborts_naming_the_kernel() {
+    let stderr = aborts(
+        "barrier_skipped_by_odd_threads_aborts_naming_the_kernel",
+        "even_only",
+    );
+    if in_child("barrier_skipped_by_odd_threads_aborts_naming_the_kernel") {
+        return;
+    }
     assert!(
-        stderr.contains("kernel `even_only`, block (0, 0, 0): divergent __syncthreads(): thread (0, 0, 0) waits at line"),
+        stderr.contains(
+            "kernel `even_only`, block (0, 0, 0): divergent __syncthreads(): thread 1 (linear \
+             index) returned without reaching the barrier at line"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn barriers_at_two_sites_abort_naming_the_kernel() {
+    let stderr = aborts("barriers_at_two_sites_abort_naming_the_kernel", "two_sites");
+    if in_child("barriers_at_two_sites_abort_naming_the_kernel") {
+        return;
+    }
+    assert!(
+        stderr.contains(
+            "kernel `two_sites`, block (0, 0, 0): divergent __syncthreads(): thread (0, 0, 0) \
+             waits at line"
+        ),
         "{stderr}"
     );
 }
