@@ -25,7 +25,17 @@
 // - __shared__ is `static thread_local`: a block's threads share one OS thread, hence one copy.
 //   The module's thread-local memory (all of it __shared__ variables apart from this header's
 //   own state) is filled with 0xFF bytes (a NaN in every float format) before the first block of
-//   each launch, and before every block of a kernel that has waited at a barrier.
+//   each launch, and before every block of a kernel that has waited at a barrier. (A __shared__
+//   variable that no code ever writes may still read as 0: g++ folds its loads.)
+// - CUDA_EMU_SCHED=reverse starts a block's threads, and the grid's blocks, last first: a result
+//   that changes with the order shows a race (shared memory read before the barrier that should
+//   order it, or a float sum by atomics whose order matters).
+// - CUDA_EMU_STACK_KIB sets each fiber's stack (default 256 KiB, reserved lazily, with a guard
+//   page below it).
+//
+// Not provided: warp functions (__shfl*, __ballot*, __syncwarp), `extern __shared__`
+// (dynamic shared memory), __syncthreads_count/_and/_or, textures, cooperative groups; the fiber
+// switch is x86-64 only.
 #ifndef CUDA_EMU_H
 #define CUDA_EMU_H
 
@@ -190,6 +200,7 @@ struct Block {
     void *kernel_args;
     unsigned int n, next;    // threads in the block; the next one to start
     bool linear;             // blockDim.y == blockDim.z == 1
+    bool reverse;            // CUDA_EMU_SCHED=reverse: threads and blocks in reverse order
     Fiber *current;
     void *sched_sp;
     unsigned int nfibers;
@@ -240,6 +251,8 @@ static Block *block() {
         if (const char *s = getenv("CUDA_EMU_STACK_KIB")) kib = strtoul(s, nullptr, 10);
         if (kib < 16) kib = 16;
         b->stack_size = kib * 1024;
+        const char *sched = getenv("CUDA_EMU_SCHED");
+        b->reverse = sched && strcmp(sched, "reverse") == 0;
 #ifdef CUDA_EMU_ASAN
         pthread_attr_t attr;
         if (pthread_getattr_np(pthread_self(), &attr) == 0) {
@@ -358,7 +371,8 @@ template <class K> static void runner(Block *b) {
     K *k = static_cast<K *>(b->kernel_args);
     uint3 *const tid = &threadIdx;
     while (b->next < b->n) {
-        const unsigned t = b->next++;
+        const unsigned i = b->next++;
+        const unsigned t = b->reverse ? b->n - 1 - i : i;
         *tid = thread_index(b, t);
         k->thread();
     }
@@ -438,16 +452,18 @@ static void run_block(Block *b) {
         const Fiber *first = &b->fibers[b->wait[0]];
         // Before the first barrier, the threads that returned must be the block's last ones
         // (a tail `if (i >= n) return;`, as dfdx's reductions have): then the waiting threads
-        // are exactly 0, 1, ..., nwait - 1 (the wait list is in thread order, see below).
+        // are exactly 0, 1, ..., nwait - 1 (the wait list is in the order threads start, see
+        // below: ascending, or descending under CUDA_EMU_SCHED=reverse).
         for (unsigned i = 0; first_episode && i < b->nwait; i++) {
             const Fiber *f = &b->fibers[b->wait[i]];
-            if (f->t != i) {
+            const unsigned expected = b->reverse ? b->nwait - 1 - i : i;
+            if (f->t != expected) {
                 char msg[320];
                 snprintf(msg, sizeof msg,
                          "divergent __syncthreads(): thread %u (linear index) returned without "
                          "reaching the barrier at line %d that thread (%u, %u, %u) waits at "
                          "(only a block's last threads may return before its first barrier)",
-                         i, f->site, f->idx.x, f->idx.y, f->idx.z);
+                         expected, f->site, f->idx.x, f->idx.y, f->idx.z);
                 die(b, msg);
             }
         }
@@ -464,8 +480,8 @@ static void run_block(Block *b) {
                 die(b, msg);
             }
         }
-        // Release them in thread order: phase one starts threads in order and every release
-        // resumes them in order, so the wait list is already sorted.
+        // Release them in the order they arrived: phase one starts threads in order and every
+        // release resumes them in that order, so the wait list stays in thread order.
         unsigned short *w = b->wait;
         unsigned n = b->nwait;
         memcpy(b->ready, w, n * sizeof *w);
@@ -516,6 +532,7 @@ template <class... A, void (*F)(A...)> struct Launcher<F> {
         for (;;) {
             unsigned long long i = __atomic_fetch_add(la->next_block, 1, __ATOMIC_RELAXED);
             if (i >= la->total_blocks) break;
+            if (b->reverse) i = la->total_blocks - 1 - i;
             blockIdx = uint3{unsigned(i % gx), unsigned((i / gx) % la->grid[1]), unsigned(i / gxy)};
             if (first || b->waited) fill_shared(b);
             first = false;
@@ -536,7 +553,6 @@ struct Kernel {
 } // namespace cuda_emu
 
 #define __syncthreads() ::cuda_emu::sync_threads(__LINE__)
-#define __syncwarp(...) ((void)0)
 #define __threadfence() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 #define __threadfence_block() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 #define __threadfence_system() __atomic_thread_fence(__ATOMIC_SEQ_CST)

@@ -391,6 +391,12 @@ extern "C" __global__ void two_sites(int *out) {
     __syncthreads();
 }
 
+extern "C" __global__ void racy(float *out) {
+    __shared__ float s[64];
+    s[threadIdx.x] = threadIdx.x;
+    out[threadIdx.x] = s[(threadIdx.x + 1) % blockDim.x]; // a neighbour's entry, no barrier
+}
+
 extern "C" __global__ void unwritten_shared(float *out) {
     __shared__ float s[128];
     s[threadIdx.x] = 1.0f;          // entries [0, blockDim.x) only
@@ -440,6 +446,50 @@ fn shared_memory_starts_as_nan_in_every_block() {
         &mut [arg(&op)],
     );
     assert!(out.iter().all(|v| v.to_bits() == u32::MAX), "{out:?}");
+}
+
+/// CUDA_EMU_SCHED=reverse: the race in `racy` (reading a neighbour's shared entry without a
+/// barrier) gives other values than in the default order, while the barrier kernels and
+/// dfdx's early-exit reduction give the same.
+#[test]
+fn reverse_schedule_exposes_a_race_and_keeps_correct_kernels() {
+    const NAME: &str = "reverse_schedule_exposes_a_race_and_keeps_correct_kernels";
+    let racy = || {
+        let m = module("barriers.cu", BARRIERS);
+        let mut out = vec![0.0f32; 64];
+        let op = out.as_mut_ptr();
+        launch(&m, "racy", [1, 1, 1], [64, 1, 1], &mut [arg(&op)]);
+        out
+    };
+    let out = racy();
+    if in_child(NAME) {
+        // last thread first: each thread finds its neighbour's entry written, but thread 63's
+        // neighbour (thread 0) has not run yet
+        assert!(
+            out[..63]
+                .iter()
+                .enumerate()
+                .all(|(t, &v)| v == (t + 1) as f32),
+            "{out:?}"
+        );
+        assert!(out[63].is_nan());
+        channel_sum_matches_a_loop_through_barriers();
+        threads_that_return_leave_the_barrier();
+        dfdx_sum_to_runs_with_threads_exiting_before_its_barriers();
+        im2col_matches_a_loop();
+        return;
+    }
+    assert!(
+        out[..63].iter().all(|v| v.is_nan()) && out[63] == 0.0,
+        "{out:?}"
+    );
+    let child = child(NAME, &[("CUDA_EMU_SCHED", "reverse")]);
+    assert!(
+        child.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
 }
 
 /// Set in a child process: the test named in it runs its part that must die.
