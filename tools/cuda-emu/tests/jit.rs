@@ -207,7 +207,25 @@ fn dfdx_src() -> Option<PathBuf> {
             }
         }
     }
-    None
+    // Elsewhere (a vendored or relocated registry): where cargo says the workspace's dfdx is.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
+    let out = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--manifest-path",
+            root,
+        ])
+        .output()
+        .ok()?;
+    let json = String::from_utf8_lossy(&out.stdout);
+    let end = json.find("dfdx-0.13.0/Cargo.toml\"")?;
+    let start = json[..end].rfind('"')? + 1;
+    let dir = Path::new(&json[start..end]).join("dfdx-0.13.0/src");
+    dir.is_dir().then_some(dir)
 }
 
 fn cu_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -320,6 +338,21 @@ fn dfdx_sum_to_runs_with_threads_exiting_before_its_barriers() {
     );
     assert_eq!(out, want);
     assert!(stats.waited > 0 && stats.episodes > 0, "{stats:?}");
+}
+
+/// Host threads launching the same module at once each get their own block scheduler and
+/// __shared__ copies (the module's thread-locals).
+#[test]
+fn concurrent_launches_of_one_module() {
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..5 {
+                    channel_sum_matches_a_loop_through_barriers();
+                }
+            });
+        }
+    });
 }
 
 /// The sources dfdx compiles with NVRTC at run time (`const ...: &str = "..."` in its
