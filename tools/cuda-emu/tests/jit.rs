@@ -430,6 +430,10 @@ extern "C" __global__ void racy(float *out) {
     out[threadIdx.x] = s[(threadIdx.x + 1) % blockDim.x]; // a neighbour's entry, no barrier
 }
 
+extern "C" __global__ void barriers_only(int rounds) {
+    for (int r = 0; r < rounds; r++) __syncthreads();
+}
+
 extern "C" __global__ void unwritten_shared(float *out) {
     __shared__ float s[128];
     s[threadIdx.x] = 1.0f;          // entries [0, blockDim.x) only
@@ -932,16 +936,30 @@ fn launch_cost() {
     );
     let barrier = cpu_time() - t;
     assert!(db.iter().all(|&v| v == (bs * p) as f32));
+    // Barriers and nothing else: 64 blocks x 256 threads x 16 rounds.
+    let bm = module("barriers.cu", BARRIERS);
+    let rounds = 16i32;
+    let t = cpu_time();
+    let only = launch(
+        &bm,
+        "barriers_only",
+        [64, 1, 1],
+        [256, 1, 1],
+        &mut [arg(&rounds)],
+    );
+    let pure = cpu_time() - t;
+    assert_eq!(only.waited, 64 * 256 * 16);
     eprintln!(
-        "launch cost: add_relu_f32 over 2^20 elements (4096 blocks x 256 threads, fast path): \
-         {:.2} ms ({:.1} ns a thread; the plain loop: {:.2} ms); channel_sum_f32 64 blocks x \
-         256 threads x 9 barriers: {:.2} ms ({:.0} ns a thread-barrier, {} waits)",
+        "launch cost (thread CPU time): add_relu_f32 over 2^20 elements (4096 blocks x 256 \
+         threads, fast path): {:.2} ms, {:.1} ns a thread (the plain loop: {:.2} ms); \
+         channel_sum_f32 64 blocks x 256 threads x 9 barriers: {:.2} ms; barriers alone: \
+         {:.1} ns a thread-barrier ({} waits)",
         elementwise.as_secs_f64() * 1e3,
         elementwise.as_secs_f64() * 1e9 / n as f64,
         plain.as_secs_f64() * 1e3,
         barrier.as_secs_f64() * 1e3,
-        barrier.as_secs_f64() * 1e9 / stats.waited as f64,
-        stats.waited,
+        pure.as_secs_f64() * 1e9 / only.waited as f64,
+        only.waited,
     );
     assert!(elementwise.as_secs_f64() < 1.0, "{elementwise:?}");
 }
