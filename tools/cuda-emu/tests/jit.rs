@@ -936,6 +936,7 @@ fn launch_cost() {
     );
     let barrier = cpu_time() - t;
     assert!(db.iter().all(|&v| v == (bs * p) as f32));
+    assert_eq!(stats.waited, (o * 256 * 9) as u64);
     // Barriers and nothing else: 64 blocks x 256 threads x 16 rounds.
     let bm = module("barriers.cu", BARRIERS);
     let rounds = 16i32;
