@@ -404,6 +404,62 @@ fn dfdx_run_time_sources_compile() {
     assert_eq!(out, [0x3e00, 0xc000, 0x7bff, 0, 0x7c00]); // binary16 bits; 1e6 overflows to inf
 }
 
+/// dfdx's max_to (a barrier reduction whose result goes through `atomicMaxf`, built from
+/// atomicMax/atomicMin on the float's bits) and exp (a UNARY_OP kernel whose first parameter is
+/// an empty struct: one byte read, as the driver reads it).
+#[test]
+fn dfdx_max_to_and_exp_run() {
+    let Some(src) = dfdx_src() else {
+        eprintln!("skipped: dfdx-0.13.0 is not in the cargo registry");
+        return;
+    };
+    let m = dfdx_module(&src, &src.join("tensor_ops/max_to/max_to.cu"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (numel, chunk, num_dims) = (1000usize, 100usize, 1usize);
+    // odd chunks all negative: their maxima take atomicMaxf's atomicMin-on-unsigned branch
+    let inp: Vec<f32> = (0..numel)
+        .map(|i| ((i * 37) % 101) as f32 - if (i / chunk) % 2 == 1 { 200.0 } else { 0.0 })
+        .collect();
+    let mut out = vec![f32::NEG_INFINITY; numel / chunk];
+    let want: Vec<f32> = inp
+        .chunks(chunk)
+        .map(|c| c.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+        .collect();
+    let info: [usize; 2] = [numel, 1];
+    let (ip, op, infop) = (inp.as_ptr(), out.as_mut_ptr(), info.as_ptr());
+    launch(
+        &m,
+        "max_to_fwd_f32",
+        [numel.div_ceil(128) as u32, 1, 1],
+        [128, 1, 1],
+        &mut [
+            arg(&numel),
+            arg(&num_dims),
+            arg(&chunk),
+            arg(&infop),
+            arg(&ip),
+            arg(&op),
+        ],
+    );
+    assert_eq!(out, want);
+    assert!(want.iter().any(|&v| v < 0.0) && want.iter().any(|&v| v > 0.0));
+
+    let m = dfdx_module(&src, &src.join("tensor_ops/exp/exp.cu")).unwrap_or_else(|e| panic!("{e}"));
+    let x: Vec<f32> = (0..300).map(|i| i as f32 / 100.0 - 1.5).collect();
+    let mut y = vec![0.0f32; x.len()];
+    let (xp, yp, n, op_struct) = (x.as_ptr(), y.as_mut_ptr(), x.len(), 0u8);
+    launch(
+        &m,
+        "exp_fwd_f32",
+        [3, 1, 1],
+        [128, 1, 1],
+        &mut [arg(&op_struct), arg(&n), arg(&xp), arg(&yp)],
+    );
+    for (x, y) in x.iter().zip(&y) {
+        assert!((y - x.exp()).abs() <= 1e-6 * x.exp(), "exp({x}) = {y}");
+    }
+}
+
 const BARRIERS: &str = r#"
 extern "C" __global__ void early_exit(const unsigned n, float *out) {
     __shared__ float buf[256];
