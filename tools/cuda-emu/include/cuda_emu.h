@@ -250,6 +250,7 @@ static Block *block() {
         size_t kib = 256;
         if (const char *s = getenv("CUDA_EMU_STACK_KIB")) kib = strtoul(s, nullptr, 10);
         if (kib < 16) kib = 16;
+        kib = (kib + 3) / 4 * 4; // whole pages, so that stack tops stay page-aligned
         b->stack_size = kib * 1024;
         const char *sched = getenv("CUDA_EMU_SCHED");
         b->reverse = sched && strcmp(sched, "reverse") == 0;
@@ -288,9 +289,10 @@ static void start_fiber(Block *b, unsigned i) {
     __asan_unpoison_memory_region(b->stacks[i] + 4096, b->stack_size);
 #endif
     // cuda_emu_switch pops r15, r14, r13, r12, rbx, rbp and returns into cuda_emu_fiber_start,
-    // which calls r13(r12) with the stack 16-byte aligned at the call.
+    // which calls r13(r12) with the stack 16-byte aligned at the call, as the ABI wants: `top` is
+    // page-aligned and sp + 7 slots = top - 16.
     void **top = reinterpret_cast<void **>(b->stacks[i] + 4096 + b->stack_size);
-    void **sp = top - 8;
+    void **sp = top - 9;
     sp[0] = nullptr;                                          // r15
     sp[1] = nullptr;                                          // r14
     sp[2] = reinterpret_cast<void *>(b->runner);              // r13
@@ -298,7 +300,7 @@ static void start_fiber(Block *b, unsigned i) {
     sp[4] = nullptr;                                          // rbx
     sp[5] = nullptr;                                          // rbp (ends frame-pointer walks)
     sp[6] = reinterpret_cast<void *>(&cuda_emu_fiber_start);  // return address
-    sp[7] = nullptr;
+    sp[7] = sp[8] = nullptr;
     b->fibers[i].sp = sp;
 }
 

@@ -756,6 +756,19 @@ extern "C" __global__ void atomics(float *f, double *d, __half *h, int *i, unsig
     atomicAdd(ull + 1, 2ull);
 }
 
+__device__ __attribute__((noinline)) unsigned misalignment() {
+    alignas(16) volatile char x[16];
+    x[0] = 0;
+    return (unsigned)((size_t)x % 16);
+}
+
+// On the runner's fiber stack, then on a parked thread's own: the ABI's 16-byte alignment.
+extern "C" __global__ void stack_alignment(unsigned *out) {
+    out[threadIdx.x] = misalignment();
+    __syncthreads();
+    out[blockDim.x + threadIdx.x] = misalignment();
+}
+
 extern "C" __global__ void indices(unsigned *out) {
     const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
     const unsigned b = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
@@ -790,6 +803,21 @@ fn atomics() {
     // CAS chain: block 0's threads 0..63 step u[1] to 64, which no later thread expects.
     assert_eq!(u, [63, 64]);
     assert_eq!(ull, [7, 512]);
+}
+
+#[test]
+fn fiber_stacks_keep_the_abis_alignment() {
+    let m = module("params.cu", PARAMS);
+    let mut out = vec![u32::MAX; 2 * 32];
+    let op = out.as_mut_ptr();
+    launch(
+        &m,
+        "stack_alignment",
+        [2, 1, 1],
+        [32, 1, 1],
+        &mut [arg(&op)],
+    );
+    assert!(out.iter().all(|&v| v == 0), "{out:?}");
 }
 
 /// `Mixed` in PARAMS: 32 bytes with C's padding.
