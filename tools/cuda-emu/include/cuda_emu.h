@@ -307,6 +307,9 @@ static void start_fiber(Block *b, unsigned i) {
 // Switches from the current stack (its pointer saved in *save) to fiber `to` (-1: the
 // scheduler, on the OS thread's stack). `dying`: the current fiber is never resumed.
 static inline void jump(Block *b, void **save, int to, bool dying = false) {
+    // Other threads of the block run before this call returns: no value of memory (a __shared__
+    // array above all, whose address never escapes) may be kept in a register across it.
+    asm volatile("" ::: "memory");
     void *sp = to < 0 ? b->sched_sp : b->fibers[to].sp;
 #ifdef CUDA_EMU_ASAN
     const void *bottom = to < 0 ? b->os_stack : b->stacks[to] + 4096;
@@ -319,6 +322,7 @@ static inline void jump(Block *b, void **save, int to, bool dying = false) {
     (void)dying;
     cuda_emu_switch(save, sp);
 #endif
+    asm volatile("" ::: "memory");
 }
 
 static inline uint3 thread_index(const Block *b, unsigned t) {

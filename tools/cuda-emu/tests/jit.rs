@@ -486,6 +486,18 @@ extern "C" __global__ void racy(float *out) {
     out[threadIdx.x] = s[(threadIdx.x + 1) % blockDim.x]; // a neighbour's entry, no barrier
 }
 
+// Values cross between threads only through shared memory and barriers.
+extern "C" __global__ void exchange(int *out) {
+    __shared__ int s[64];
+    s[threadIdx.x] = threadIdx.x;
+    __syncthreads();
+    const int a = s[63 - threadIdx.x];
+    __syncthreads();
+    s[threadIdx.x] = 2 * a;
+    __syncthreads();
+    out[threadIdx.x] = s[63 - threadIdx.x];
+}
+
 extern "C" __global__ void barriers_only(int rounds) {
     for (int r = 0; r < rounds; r++) __syncthreads();
 }
@@ -522,6 +534,15 @@ fn threads_that_return_leave_the_barrier() {
         }
     }
     assert_eq!((stats.waited, stats.episodes), (2 * n as u64, 2));
+}
+
+#[test]
+fn shared_values_cross_barriers() {
+    let m = module("barriers.cu", BARRIERS);
+    let mut out = vec![-1i32; 64];
+    let op = out.as_mut_ptr();
+    launch(&m, "exchange", [1, 1, 1], [64, 1, 1], &mut [arg(&op)]);
+    assert_eq!(out, (0..64).map(|t| 2 * t).collect::<Vec<i32>>());
 }
 
 #[test]
