@@ -388,7 +388,7 @@ template <class K> static void runner(Block *b) {
 }
 
 // The module's thread-local memory on this OS thread: its __shared__ variables, and this
-// header's own thread-locals (saved and restored around the fill).
+// header's own thread-locals (which the fill steps around).
 struct TlsQuery {
     void *base;
     char *lo;
