@@ -1070,17 +1070,27 @@ fn launch_cost() {
     );
     let pure = cpu_time() - t;
     assert_eq!(only.waited, 64 * 256 * 16);
+    // A launch of one thread that does nothing: the fixed cost of a launch.
+    let pm = module("params.cu", PARAMS);
+    let f = pm.function("no_params").unwrap();
+    let t = cpu_time();
+    for _ in 0..10_000 {
+        // SAFETY: the kernel reads no parameters.
+        unsafe { pm.launch(f, [1, 1, 1], [1, 1, 1], 0, std::ptr::null_mut()) }.unwrap();
+    }
+    let empty = (cpu_time() - t) / 10_000;
     eprintln!(
         "launch cost (thread CPU time): add_relu_f32 over 2^20 elements (4096 blocks x 256 \
          threads, fast path): {:.2} ms, {:.1} ns a thread (the plain loop: {:.2} ms); \
          channel_sum_f32 64 blocks x 256 threads x 9 barriers: {:.2} ms; barriers alone: \
-         {:.1} ns a thread-barrier ({} waits)",
+         {:.1} ns a thread-barrier ({} waits); an empty one-thread launch: {:.2} us",
         elementwise.as_secs_f64() * 1e3,
         elementwise.as_secs_f64() * 1e9 / n as f64,
         plain.as_secs_f64() * 1e3,
         barrier.as_secs_f64() * 1e3,
         pure.as_secs_f64() * 1e9 / only.waited as f64,
         only.waited,
+        empty.as_secs_f64() * 1e6,
     );
     assert!(elementwise.as_secs_f64() < 1.0, "{elementwise:?}");
 }
