@@ -55,7 +55,7 @@ for s in "${steps[@]}"; do
       args=()
       for t in $TESTS; do args+=(--test "$t"); done
       log "test: cargo test --features cuda ${args[*]}"
-      timed "test" cargo test --release --features cuda "${args[@]}" || status=1
+      timed "test" cargo test --release --features cuda --no-fail-fast "${args[@]}" || status=1
       ;;
     smoke)
       log "smoke: lenet --smoke on Cuda"

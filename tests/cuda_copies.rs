@@ -10,7 +10,8 @@
 //!   host), and dfdx's launch parameters: its broadcast and reduction kernels upload their dims
 //!   and strides (a few `usize`s) per launch. Our ops upload nothing.
 //! - out: the loss (4 bytes).
-//! - on the device: nothing (no device-to-device copy).
+//! - on the device: one copy of the logits, dfdx's own: `log_softmax`'s `exp` works in place on
+//!   a buffer the tape still holds, so dfdx copies it first. None of ours.
 //!
 //! Each of our ops is also run alone, forward and backward through its kernel trait, and must
 //! make no copy at all.
@@ -222,8 +223,13 @@ where
         [
             (Dir::HtoD, B * 784 * 4), // the images
             (Dir::HtoD, B * 10 * 4),  // the one-hot labels
-            (Dir::DtoH, one),         // the loss
-            (Dir::HtoD, one),         // dfdx's 1.0 seeding backward
+            // dfdx's log_softmax (in cross_entropy_with_logits_loss): its `exp` runs in place
+            // on a buffer the tape still holds, so dfdx copies the logits first
+            // (tensor_ops/utilities/cuda_kernels.rs:92, CachableCudaSlice::clone); seen
+            // on the CUDA stand-in, which this assert had never run on before.
+            (Dir::DtoD, B * 10 * 4),
+            (Dir::DtoH, one), // the loss
+            (Dir::HtoD, one), // dfdx's 1.0 seeding backward
         ],
         "{name}: a training step copies more than the batch in and the loss out: {rest:#?}"
     );

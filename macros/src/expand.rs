@@ -686,6 +686,7 @@ fn input_impls(
     let implementation = |generics: TokenStream,
                           input: &TokenStream,
                           output: &TokenStream,
+                          empty: TokenStream,
                           body: &TokenStream| {
         // Spanned on the declared input shape, so that the compiler's "the following other
         // types implement trait" points at `[C, H, W]`.
@@ -697,6 +698,7 @@ fn input_impls(
                     // Spanned on user tokens, so lints would report there: nothing here is theirs.
                     #[allow(unused_variables, clippy::all)]
                     fn #method(net: #receiver, x: Self) -> ::core::result::Result<Self::Output, D::Err> {
+                        #empty
                         #body
                         ::core::result::Result::Ok(x)
                     }
@@ -705,11 +707,26 @@ fn input_impls(
             net.input_span,
         )
     };
-    let one = one_image.then(|| implementation(quote!(), &one_in, &one_out, body));
+    let one = one_image.then(|| implementation(quote!(), &one_in, &one_out, quote!(), body));
+    // A batch of no images gives an empty output at once, with the tape passed through: dfdx's
+    // own CUDA kernels would launch a grid of zero blocks, which the driver refuses
+    // (CUDA_ERROR_INVALID_VALUE; found on the CUDA stand-in), and nothing is computed anyway.
+    let defaults = output
+        .iter()
+        .map(|_| quote!(::core::default::Default::default()));
+    let empty = quote! {
+        let batch = #dfdx::shapes::HasShape::shape(&x).0;
+        if #dfdx::shapes::Dim::size(&batch) == 0 {
+            let (x, tape) = #dfdx::tensor::SplitTape::split_tape(x);
+            let out = #dfdx::tensor::ZerosTensor::try_zeros_like(x.device(), &(batch, #(#defaults,)*))?;
+            return ::core::result::Result::Ok(#dfdx::tensor::PutTape::put_tape(out, tape));
+        }
+    };
     let batch = implementation(
         quote!(__B: #dfdx::shapes::Dim,),
         &batch_in,
         &batch_out,
+        empty,
         body,
     );
     quote! {
