@@ -27,9 +27,10 @@
 //   own state) is filled with 0xFF bytes (a NaN in every float format) before the first block of
 //   each launch, and before every block of a kernel that has waited at a barrier. (A __shared__
 //   variable that no code ever writes may still read as 0: g++ folds its loads.)
-// - CUDA_EMU_SCHED=reverse starts a block's threads, and the grid's blocks, last first: a result
-//   that changes with the order shows a race (shared memory read before the barrier that should
-//   order it, or a float sum by atomics whose order matters).
+// - CUDA_EMU_SCHED=reverse starts a block's threads, and the grid's blocks, last first;
+//   CUDA_EMU_SCHED=random in an order drawn from CUDA_EMU_SEED (default 1; the same seed, the
+//   same order). A result that changes with the order shows a race (shared memory read before
+//   the barrier that should order it, or a float sum by atomics whose order matters).
 // - CUDA_EMU_STACK_KIB sets each fiber's stack (default 256 KiB, reserved lazily, with a guard
 //   page below it).
 //
@@ -186,6 +187,15 @@ struct LaunchArgs {
 };
 
 enum { MAX_THREADS = 1024 };
+enum { FORWARD, REVERSE, RANDOM };
+
+// splitmix64: the random orders' numbers, a function of (seed, what is ordered).
+static inline unsigned long long mix(unsigned long long x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
 
 struct Fiber {
     void *sp;
@@ -200,7 +210,9 @@ struct Block {
     void *kernel_args;
     unsigned int n, next;    // threads in the block; the next one to start
     bool linear;             // blockDim.y == blockDim.z == 1
-    bool reverse;            // CUDA_EMU_SCHED=reverse: threads and blocks in reverse order
+    int sched;               // CUDA_EMU_SCHED: FORWARD, REVERSE or RANDOM
+    unsigned long long seed; // CUDA_EMU_SEED
+    unsigned short order[MAX_THREADS]; // RANDOM: the order threads start in this block
     Fiber *current;
     void *sched_sp;
     unsigned int nfibers;
@@ -253,7 +265,12 @@ static Block *block() {
         kib = (kib + 3) / 4 * 4; // whole pages, so that stack tops stay page-aligned
         b->stack_size = kib * 1024;
         const char *sched = getenv("CUDA_EMU_SCHED");
-        b->reverse = sched && strcmp(sched, "reverse") == 0;
+        b->sched = !sched                         ? FORWARD
+                   : strcmp(sched, "reverse") == 0 ? REVERSE
+                   : strcmp(sched, "random") == 0  ? RANDOM
+                                                   : FORWARD;
+        const char *seed = getenv("CUDA_EMU_SEED");
+        b->seed = seed ? strtoull(seed, nullptr, 10) : 1;
 #ifdef CUDA_EMU_ASAN
         pthread_attr_t attr;
         if (pthread_getattr_np(pthread_self(), &attr) == 0) {
@@ -378,7 +395,8 @@ template <class K> static void runner(Block *b) {
     uint3 *const tid = &threadIdx;
     while (b->next < b->n) {
         const unsigned i = b->next++;
-        const unsigned t = b->reverse ? b->n - 1 - i : i;
+        const unsigned t =
+            b->sched == FORWARD ? i : b->sched == REVERSE ? b->n - 1 - i : b->order[i];
         *tid = thread_index(b, t);
         k->thread();
     }
@@ -446,6 +464,18 @@ static void fill_shared(Block *b) {
 
 // Runs one block (blockIdx set) to completion.
 static void run_block(Block *b) {
+    if (b->sched == RANDOM) {
+        // Fisher-Yates, drawn from (seed, block): the same block gets the same order whichever
+        // OS thread runs it.
+        unsigned long long r = mix(b->seed ^ mix(blockIdx.x + ((unsigned long long)blockIdx.y << 32) +
+                                                 ((unsigned long long)blockIdx.z << 48)));
+        for (unsigned i = 0; i < b->n; i++) b->order[i] = (unsigned short)i;
+        for (unsigned i = b->n - 1; i > 0; i--) {
+            r = mix(r);
+            const unsigned j = (unsigned)(r % (i + 1));
+            std::swap(b->order[i], b->order[j]);
+        }
+    }
     b->next = 0;
     b->nfibers = 1;
     b->nwait = b->nready = b->ready_pos = 0;
@@ -457,19 +487,21 @@ static void run_block(Block *b) {
     while (b->nwait) {
         const Fiber *first = &b->fibers[b->wait[0]];
         // Before the first barrier, the threads that returned must be the block's last ones
-        // (a tail `if (i >= n) return;`, as dfdx's reductions have): then the waiting threads
-        // are exactly 0, 1, ..., nwait - 1 (the wait list is in the order threads start, see
-        // below: ascending, or descending under CUDA_EMU_SCHED=reverse).
+        // (a tail `if (i >= n) return;`, as dfdx's reductions have): the waiting threads are
+        // then exactly 0, 1, ..., nwait - 1, so none has an index of nwait or more.
         for (unsigned i = 0; first_episode && i < b->nwait; i++) {
             const Fiber *f = &b->fibers[b->wait[i]];
-            const unsigned expected = b->reverse ? b->nwait - 1 - i : i;
-            if (f->t != expected) {
+            if (f->t >= b->nwait) {
+                bool seen[MAX_THREADS] = {};
+                for (unsigned j = 0; j < b->nwait; j++) seen[b->fibers[b->wait[j]].t] = true;
+                unsigned missing = 0;
+                while (seen[missing]) missing++;
                 char msg[320];
                 snprintf(msg, sizeof msg,
                          "divergent __syncthreads(): thread %u (linear index) returned without "
                          "reaching the barrier at line %d that thread (%u, %u, %u) waits at "
                          "(only a block's last threads may return before its first barrier)",
-                         expected, f->site, f->idx.x, f->idx.y, f->idx.z);
+                         missing, f->site, f->idx.x, f->idx.y, f->idx.z);
                 die(b, msg);
             }
         }
@@ -534,11 +566,30 @@ template <class... A, void (*F)(A...)> struct Launcher<F> {
         blockDim = dim3(la->block[0], la->block[1], la->block[2]);
         gridDim = dim3(la->grid[0], la->grid[1], la->grid[2]);
         const unsigned long long gx = la->grid[0], gxy = gx * la->grid[1];
+        const unsigned long long total = la->total_blocks;
+        // RANDOM: blocks in the order i -> (a * i + c) mod total, a bijection when a and total
+        // are coprime; drawn from (seed, total), so every OS thread of the launch agrees.
+        unsigned long long a = 1, c = 0;
+        if (b->sched == RANDOM && total > 1) {
+            unsigned long long r = mix(b->seed ^ mix(total));
+            c = r % total;
+            a = (mix(r) % total) | 1;
+            auto gcd = [](unsigned long long x, unsigned long long y) {
+                while (y) {
+                    const unsigned long long t = x % y;
+                    x = y;
+                    y = t;
+                }
+                return x;
+            };
+            while (gcd(a, total) != 1) a = (a + 2) % total;
+        }
         bool first = true;
         for (;;) {
             unsigned long long i = __atomic_fetch_add(la->next_block, 1, __ATOMIC_RELAXED);
             if (i >= la->total_blocks) break;
-            if (b->reverse) i = la->total_blocks - 1 - i;
+            if (b->sched == REVERSE) i = total - 1 - i;
+            if (b->sched == RANDOM) i = (unsigned long long)(((unsigned __int128)a * i + c) % total);
             blockIdx = uint3{unsigned(i % gx), unsigned((i / gx) % la->grid[1]), unsigned(i / gxy)};
             if (first || b->waited) fill_shared(b);
             first = false;

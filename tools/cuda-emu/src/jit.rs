@@ -33,8 +33,9 @@
 //! - `CUDA_EMU_CXXFLAGS`: appended to the compile flags, e.g. `-fsanitize=address` or `-O2`.
 //! - `CUDA_EMU_BLOCK_THREADS=N`: run a launch's blocks on N OS threads (default 1).
 //! - `CUDA_EMU_STACK_KIB`: each fiber's stack (default 256; read by the header at run time).
-//! - `CUDA_EMU_SCHED=reverse`: a block's threads and the grid's blocks run last first (read by
-//!   the header at run time), so that a race shows as a changed result.
+//! - `CUDA_EMU_SCHED=reverse` or `random`: a block's threads and the grid's blocks run last
+//!   first, or in an order drawn from `CUDA_EMU_SEED` (default 1), so that a race shows as a
+//!   changed result (read by the header at run time).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

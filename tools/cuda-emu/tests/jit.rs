@@ -562,48 +562,47 @@ fn shared_memory_starts_as_nan_in_every_block() {
     assert!(out.iter().all(|v| v.to_bits() == u32::MAX), "{out:?}");
 }
 
-/// CUDA_EMU_SCHED=reverse: the race in `racy` (reading a neighbour's shared entry without a
-/// barrier) gives other values than in the default order, while the barrier kernels and
-/// dfdx's early-exit reduction give the same.
+/// CUDA_EMU_SCHED=reverse and =random: the race in `racy` (reading a neighbour's shared entry
+/// without a barrier) gives other values than in the default order, while the barrier kernels,
+/// dfdx's reductions and a grid-stride kernel give the same.
 #[test]
-fn reverse_schedule_exposes_a_race_and_keeps_correct_kernels() {
-    const NAME: &str = "reverse_schedule_exposes_a_race_and_keeps_correct_kernels";
-    let racy = || {
-        let m = module("barriers.cu", BARRIERS);
-        let mut out = vec![0.0f32; 64];
-        let op = out.as_mut_ptr();
-        launch(&m, "racy", [1, 1, 1], [64, 1, 1], &mut [arg(&op)]);
-        out
-    };
-    let out = racy();
+fn schedules_expose_a_race_and_keep_correct_kernels() {
+    const NAME: &str = "schedules_expose_a_race_and_keep_correct_kernels";
+    let m = module("barriers.cu", BARRIERS);
+    let mut out = vec![0.0f32; 64];
+    let op = out.as_mut_ptr();
+    launch(&m, "racy", [1, 1, 1], [64, 1, 1], &mut [arg(&op)]);
+    // the default order: each thread's neighbour has not run yet, but thread 63's (thread 0) has
+    let forward = out[..63].iter().all(|v| v.is_nan()) && out[63] == 0.0;
     if in_child(NAME) {
-        // last thread first: each thread finds its neighbour's entry written, but thread 63's
-        // neighbour (thread 0) has not run yet
-        assert!(
-            out[..63]
-                .iter()
-                .enumerate()
-                .all(|(t, &v)| v == (t + 1) as f32),
-            "{out:?}"
-        );
-        assert!(out[63].is_nan());
+        assert!(!forward, "{out:?}");
+        if std::env::var("CUDA_EMU_SCHED").is_ok_and(|s| s == "reverse") {
+            // last thread first: each finds its neighbour's entry written, but thread 63's not
+            let next = |t: usize| (t + 1) as f32;
+            assert!(
+                (0..63).all(|t| out[t] == next(t)) && out[63].is_nan(),
+                "{out:?}"
+            );
+        }
         channel_sum_matches_a_loop_through_barriers();
         threads_that_return_leave_the_barrier();
+        shared_values_cross_barriers();
         dfdx_sum_to_runs_with_threads_exiting_before_its_barriers();
+        dfdx_max_to_and_exp_run();
         im2col_matches_a_loop();
+        three_dimensional_indices();
         return;
     }
-    assert!(
-        out[..63].iter().all(|v| v.is_nan()) && out[63] == 0.0,
-        "{out:?}"
-    );
-    let child = child(NAME, &[("CUDA_EMU_SCHED", "reverse")]);
-    assert!(
-        child.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&child.stdout),
-        String::from_utf8_lossy(&child.stderr)
-    );
+    assert!(forward, "{out:?}");
+    for sched in ["reverse", "random"] {
+        let child = child(NAME, &[("CUDA_EMU_SCHED", sched)]);
+        assert!(
+            child.status.success(),
+            "CUDA_EMU_SCHED={sched}:\n{}{}",
+            String::from_utf8_lossy(&child.stdout),
+            String::from_utf8_lossy(&child.stderr)
+        );
+    }
 }
 
 /// Set in a child process: the test named in it runs its part that must die.
