@@ -1,8 +1,10 @@
 //! The JIT against real kernels: the crate's `kernels.cu` (names, shared memory and barriers,
-//! im2col's index math against a naive loop), every `.cu` file of dfdx 0.13 (compiled as its
-//! nvcc stand-in presents them; `sum_to`'s early-exit reduction run), the barrier rules
-//! (exited threads leave the barrier; divergent barriers abort, checked in a child process),
-//! parameter unpacking, and the cost of a launch. Needs only g++.
+//! im2col's index math against a naive loop), every `.cu` file of dfdx 0.13 compiled as its
+//! nvcc stand-in presents them and its run-time NVRTC sources, dfdx's reductions run (`sum_to`'s
+//! early exits, `max_to`'s float atomics); the barrier rules (returned threads leave the
+//! barrier; divergent barriers abort, checked in child processes); the schedules that expose
+//! races, blocks on several OS threads, the ASan mode; parameter unpacking, atomics, 3-D
+//! indices, the fibers' stack alignment; and the cost of a launch. Needs only g++.
 
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
