@@ -35,8 +35,7 @@
 //   page below it).
 //
 // Not provided: warp functions (__shfl*, __ballot*, __syncwarp), `extern __shared__`
-// (dynamic shared memory), __syncthreads_count/_and/_or, textures, cooperative groups; the fiber
-// switch is x86-64 only.
+// (dynamic shared memory), textures, cooperative groups; the fiber switch is x86-64 only.
 #ifndef CUDA_EMU_H
 #define CUDA_EMU_H
 
@@ -202,6 +201,7 @@ struct Fiber {
     uint3 idx;      // the CUDA thread it runs (or last ran)
     unsigned t;     // idx as a linear index in the block
     int site;       // the __syncthreads() line it waits at
+    int pred;       // its predicate (__syncthreads_count/_and/_or)
 };
 
 struct Block {
@@ -218,6 +218,7 @@ struct Block {
     unsigned int nfibers;
     unsigned int nwait, nready, ready_pos;
     unsigned long long waited, episodes;
+    unsigned count;          // the released episode's count of true predicates
     Fiber fibers[MAX_THREADS + 1];
     unsigned short wait[MAX_THREADS], ready[MAX_THREADS];
     char *stacks[MAX_THREADS + 1];
@@ -361,8 +362,9 @@ static void leave(Block *b, void **save, bool dying = false) {
     }
 }
 
-// __syncthreads(): park this thread until every thread of the block waits or has returned.
-static void sync_threads(int site) {
+// __syncthreads(): park this thread until every thread of the block waits or has returned;
+// returns how many of the waiting threads passed a true `pred`.
+static unsigned sync_threads(int site, int pred = 0) {
     Block *b = tls_block;
     if (!b || !b->current) {
         fprintf(stderr, "cuda-emu: __syncthreads() called outside a kernel\n");
@@ -372,6 +374,7 @@ static void sync_threads(int site) {
     f->idx = threadIdx;
     f->t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
     f->site = site;
+    f->pred = pred != 0;
     b->wait[b->nwait++] = static_cast<unsigned short>(f - b->fibers);
     b->waited++;
     if (b->next < b->n) {
@@ -383,6 +386,8 @@ static void sync_threads(int site) {
     } else {
         leave(b, &f->sp);
     }
+    // Released: b->count is this episode's until every thread released has waited again.
+    return b->count;
 }
 
 // Runs threads b->next, b->next + 1, ... of the block as plain calls of K::thread. (The
@@ -522,6 +527,8 @@ static void run_block(Block *b) {
         // release resumes them in that order, so the wait list stays in thread order.
         unsigned short *w = b->wait;
         unsigned n = b->nwait;
+        b->count = 0;
+        for (unsigned i = 0; i < n; i++) b->count += b->fibers[w[i]].pred;
         memcpy(b->ready, w, n * sizeof *w);
         b->nready = n;
         b->ready_pos = 0;
@@ -609,7 +616,10 @@ struct Kernel {
 
 } // namespace cuda_emu
 
-#define __syncthreads() ::cuda_emu::sync_threads(__LINE__)
+#define __syncthreads() ((void)::cuda_emu::sync_threads(__LINE__))
+#define __syncthreads_count(pred) ((int)::cuda_emu::sync_threads(__LINE__, (pred)))
+#define __syncthreads_and(pred) ((int)(::cuda_emu::sync_threads(__LINE__, !(pred)) == 0))
+#define __syncthreads_or(pred) ((int)(::cuda_emu::sync_threads(__LINE__, (pred)) != 0))
 #define __threadfence() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 #define __threadfence_block() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 #define __threadfence_system() __atomic_thread_fence(__ATOMIC_SEQ_CST)

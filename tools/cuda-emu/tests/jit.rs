@@ -500,6 +500,15 @@ extern "C" __global__ void exchange(int *out) {
     out[threadIdx.x] = s[63 - threadIdx.x];
 }
 
+// __syncthreads_count/_and/_or over the block's 64 threads, twice in a row.
+extern "C" __global__ void votes(int *out) {
+    const int c = __syncthreads_count(threadIdx.x % 3 == 0);
+    const int a = __syncthreads_and(threadIdx.x < 64);
+    const int o = __syncthreads_or(threadIdx.x == 5);
+    const int none = __syncthreads_or(0);
+    if (threadIdx.x == 7) { out[0] = c; out[1] = a; out[2] = o; out[3] = none; }
+}
+
 extern "C" __global__ void barriers_only(int rounds) {
     for (int r = 0; r < rounds; r++) __syncthreads();
 }
@@ -545,6 +554,15 @@ fn shared_values_cross_barriers() {
     let op = out.as_mut_ptr();
     launch(&m, "exchange", [1, 1, 1], [64, 1, 1], &mut [arg(&op)]);
     assert_eq!(out, (0..64).map(|t| 2 * t).collect::<Vec<i32>>());
+}
+
+#[test]
+fn barrier_votes() {
+    let m = module("barriers.cu", BARRIERS);
+    let mut out = vec![-1i32; 4];
+    let op = out.as_mut_ptr();
+    launch(&m, "votes", [1, 1, 1], [64, 1, 1], &mut [arg(&op)]);
+    assert_eq!(out, [22, 1, 1, 0]); // 0, 3, ..., 63: 22 multiples of 3
 }
 
 #[test]
