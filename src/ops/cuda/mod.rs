@@ -34,7 +34,9 @@ use dfdx::tensor::{Cuda, CudaError, NoneTape, Storage, Tensor};
 use dfdx::tensor_ops::ReshapeTo;
 use std::sync::{Arc, Mutex};
 
-const MODULE: &str = "cnn_ops";
+/// The name `kernels.cu`'s module is loaded under on a cudarc device: its kernels are
+/// `CudaDevice::get_func(MODULE, "<kernel>_f32")` once [`load_kernels`] has run.
+pub const MODULE: &str = "cnn_ops";
 /// Threads per block of every launch: `kernels.cu`'s shared arrays have this many entries, and
 /// `scripts/nvrtc-check.py` checks each kernel's registers against it.
 const BLOCK: u32 = 256;
