@@ -251,12 +251,17 @@ write_run_sh() {
 # PyTorch's side of each comparison, on the GPU machine (no cargo, no network), from the repo
 # root, in one call:
 #
-#   bash .gpu/run.sh [tests] [smoke] [resnet18] [bench] [lenet]     (no argument: all five)
+#   bash .gpu/run.sh [probe] [tests] [smoke] [resnet18] [bench] [lenet]     (no argument: all six)
 #
+# First it prints the driver's CUDA version (cuDriverGetVersion) and NVRTC's (nvrtcVersion): a
+# driver older than NVRTC cannot JIT NVRTC's PTX (src/ops/cuda/load.rs).
 # Phases run in that order (the order of what matters most) against one deadline, DEADLINE
 # seconds after the start (default 450: the call must end within 8 minutes); each step's time
 # limit is cut to what is left, and a step with under 20 s left is skipped, saying so.
-# - tests: every test binary (but the two that run cargo), each in turn.
+# - probe: tests/cuda_probe.rs (seconds): builds the device, loads the crate's kernels and says
+#   how (CUBIN or PTX), and what a 0-byte allocation and a 0-block launch return. If it fails,
+#   nothing else can work: run.sh stops there (FORCE=1 goes on).
+# - tests: every other test binary (but the two that run cargo), each in turn.
 # - smoke: `lenet --smoke` (two epochs on 12,000 images; fails unless the loss falls).
 # - resnet18: one epoch of d2l's ResNet-18 at 96x96, ours (`resnet --resnet18 --epochs 1`) then
 #   PyTorch's (bench/torch_resnet18.py --device cuda), same data, same GPU.
@@ -310,6 +315,32 @@ fi
 export LD_LIBRARY_PATH=$B/lib:${libdirs%:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 note "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 
+# The driver's CUDA version and NVRTC's, before anything else can fail on them.
+$PY - <<'PY' 2>&1 | tee -a "$SUMMARY"
+import ctypes
+def loaded(name):
+    with open("/proc/self/maps") as maps:
+        return next((l.split()[-1] for l in maps if name in l), "?")
+driver = nvrtc = None
+try:
+    v = ctypes.c_int()
+    r = ctypes.CDLL("libcuda.so.1").cuDriverGetVersion(ctypes.byref(v))
+    driver = (v.value // 1000, v.value % 1000 // 10)
+    print(f"driver: CUDA {driver[0]}.{driver[1]} (cuDriverGetVersion {v.value}, result {r}; {loaded('libcuda.so')})")
+except OSError as e:
+    print(f"driver: no libcuda.so.1 ({e})")
+try:
+    a, b = ctypes.c_int(), ctypes.c_int()
+    r = ctypes.CDLL("libnvrtc.so.13").nvrtcVersion(ctypes.byref(a), ctypes.byref(b))
+    nvrtc = (a.value, b.value)
+    print(f"NVRTC {a.value}.{b.value} (result {r}; {loaded('libnvrtc.so')})")
+except OSError as e:
+    print(f"NVRTC: no libnvrtc.so.13 ({e})")
+if driver and nvrtc and nvrtc > driver:
+    print(f"note: NVRTC {nvrtc[0]}.{nvrtc[1]} is newer than the driver's CUDA {driver[0]}.{driver[1]}: "
+          "its PTX would not load here; the crate loads a CUBIN, and says so if it falls back")
+PY
+
 # dfdx compiles a few kernels with NVRTC at run time (to_dtype, concat, stack, reshape of a
 # non-contiguous tensor), with the include folder of the build machine baked in: make it exist.
 inc=$(cat "$B/cuda-include-dir")
@@ -353,12 +384,29 @@ step() {
   fi
 }
 
+if on probe; then
+  probe=$(awk -F'\t' '$3 == "cuda_probe" { print $1 }' "$B/manifest.tsv")
+  if [ -z "$probe" ]; then
+    note "FAIL probe: no cuda_probe test binary in $B/manifest.tsv"
+    status=1
+  else
+    step probe.log 60 "$B/$probe" --nocapture
+    grep -a '^probe:' "$OUT/probe.log" | tee -a "$SUMMARY"
+    if ! grep -aq '^test result: ok' "$OUT/probe.log" && [ -z "${FORCE:-}" ]; then
+      note "probe failed: the crate's kernels cannot run here, so nothing after it can; stopping (FORCE=1 goes on)"
+      note "status 1, $((SECONDS - START)) s"
+      exit 1
+    fi
+  fi
+fi
 if on tests; then
   t_all=$SECONDS
   while IFS=$'\t' read -r file dir name kind; do
     case $name in
       # They run cargo (trybuild, and `cargo build` of small crates): no cargo here.
       macro_ui | layer_shape_errors) note "SKIP $file (needs cargo)"; continue ;;
+      # It ran first, in the probe phase.
+      cuda_probe) continue ;;
     esac
     # The training examples and the bench run in their own phases below.
     case $file in examples/lenet | examples/resnet | examples/bench) continue ;; esac

@@ -1,6 +1,7 @@
 //! What the ops' `cuda_kernel.rs` files share: the device kernels of `kernels.cu` (compiled once
-//! per device with NVRTC), row-major gemms on cuBLAS, and the bridge between dfdx tensors and
-//! device buffers (`bridge.rs`).
+//! per device with NVRTC, to a CUBIN for the device's architecture, with PTX as the fallback:
+//! `load.rs` says why; the structs they take by value are in `abi.rs`), row-major gemms on
+//! cuBLAS, and the bridge between dfdx tensors and device buffers (`bridge.rs`).
 //!
 //! Every op reads its operands where dfdx keeps them and writes its output into the tensor it
 //! returns (`hold`, `new_tensor`: see `bridge.rs`); what it keeps for backward is either its own
@@ -9,15 +10,21 @@
 //! batch in, the loss out) and dfdx's own (the 1 that seeds backward, and its kernels' dims and
 //! strides); `tests/cuda_copies.rs` counts them at the driver.
 
+mod abi;
 mod bridge;
 pub(crate) mod debug_prefix;
+mod load;
 
+pub(crate) use abi::PoolGeom;
+use abi::{BnStep, ConvGeom};
 pub use bridge::Held;
 pub(crate) use bridge::{Buf, hold, new_tensor};
+pub use load::{KernelImage, KernelLoad};
 
 use crate::Float;
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
+use cudarc::driver::sys::CUresult;
 use cudarc::driver::{
     CudaDevice, CudaFunction, CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, DeviceSlice,
     DriverError, LaunchAsync, LaunchConfig, ValidAsZeroBits,
@@ -27,7 +34,12 @@ use dfdx::tensor::{Cuda, CudaError, NoneTape, Storage, Tensor};
 use dfdx::tensor_ops::ReshapeTo;
 use std::sync::{Arc, Mutex};
 
-const MODULE: &str = "cnn_ops";
+/// The name `kernels.cu`'s module is loaded under on a cudarc device: its kernels are
+/// `CudaDevice::get_func(MODULE, "<kernel>_f32")` once [`load_kernels`] has run.
+pub const MODULE: &str = "cnn_ops";
+/// Threads per block of every launch: `kernels.cu`'s shared arrays have this many entries, and
+/// `scripts/nvrtc-check.py` checks each kernel's registers against it.
+const BLOCK: u32 = 256;
 const SOURCE: &str = include_str!("kernels.cu");
 const KERNELS: &[&str] = &[
     "im2col_f32",
@@ -150,27 +162,33 @@ fn cuda_device<E: CudaFloat>(cuda: &Cuda) -> Result<Arc<CudaDevice>, CudaError> 
     Ok(probe.device())
 }
 
+/// Compiles and loads the crate's device kernels onto `cuda`'s device now, unless they are there
+/// already (else the first op that needs one does), and says how: as a CUBIN for the device's
+/// architecture, or as PTX for the driver to JIT-compile, and why (see `load.rs`).
+pub fn load_kernels(cuda: &Cuda) -> Result<KernelLoad, CudaError> {
+    load::ensure(&device_of::<f32>(cuda)?)
+}
+
 /// A kernel of `kernels.cu` for element type `E`, compiling and loading the module the first
 /// time a device asks for one.
 fn kernel<E: CudaFloat>(dev: &Arc<CudaDevice>, name: &str) -> Result<CudaFunction, CudaError> {
     let name = format!("{name}_{}", E::SUFFIX);
     if !dev.has_func(MODULE, &name) {
-        // Our own source: a compile error is a bug in this crate, reported with NVRTC's log.
-        let ptx = cudarc::nvrtc::compile_ptx(SOURCE)
-            .unwrap_or_else(|e| panic!("NVRTC could not compile src/ops/cuda/kernels.cu: {e:?}"));
-        dev.load_ptx(ptx, MODULE, KERNELS)?;
+        load::ensure(dev)?;
     }
-    Ok(dev
-        .get_func(MODULE, &name)
-        .unwrap_or_else(|| panic!("kernels.cu has no kernel `{name}`")))
+    // Loading got every name in KERNELS, or failed: only a name missing from it lands here.
+    dev.get_func(MODULE, &name)
+        .ok_or(CudaError::Driver(DriverError(
+            CUresult::CUDA_ERROR_NOT_FOUND,
+        )))
 }
 
 /// Launch shape for a grid-stride kernel over `n` elements.
 fn launch_cfg(n: usize) -> LaunchConfig {
-    let blocks = n.div_ceil(256).clamp(1, 65_535) as u32;
+    let blocks = n.div_ceil(BLOCK as usize).clamp(1, 65_535) as u32;
     LaunchConfig {
         grid_dim: (blocks, 1, 1),
-        block_dim: (256, 1, 1),
+        block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     }
 }
@@ -258,27 +276,9 @@ pub(crate) fn alloc<E: DeviceRepr>(
     unsafe { dev.alloc::<E>(n.max(1)) }
 }
 
-/// `ConvGeom` of `kernels.cu`: the numbers `im2col` and `col2im` need.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-struct ConvGeom {
-    batch: i32,
-    channels: i32,
-    h: i32,
-    w: i32,
-    oh: i32,
-    ow: i32,
-    kh: i32,
-    kw: i32,
-    sh: i32,
-    sw: i32,
-    ph: i32,
-    pw: i32,
-    dh: i32,
-    dw: i32,
-}
-
-// SAFETY: a `repr(C)` struct of `i32`s, laid out as `ConvGeom` in kernels.cu; passed by value.
+// SAFETY (these three): each is a `repr(C)` struct laid out as its namesake in kernels.cu and
+// passed by value (abi.rs; scripts/nvrtc-check.py checks sizes and fields against NVRTC's).
+// `ConvGeom`: fourteen `int`s.
 unsafe impl DeviceRepr for ConvGeom {}
 
 impl From<&crate::ops::Conv2DGeometry> for ConvGeom {
@@ -302,41 +302,10 @@ impl From<&crate::ops::Conv2DGeometry> for ConvGeom {
     }
 }
 
-/// `BnStep` of `kernels.cu`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-struct BnStep {
-    batch: i32,
-    channels: i32,
-    plane: i32,
-    shares: i32,
-    eps: f64,
-    momentum: f64,
-}
-
-// SAFETY: a `repr(C)` struct laid out as `BnStep` in kernels.cu (four `int`s, then two
-// `double`s at offset 16); passed by value.
+// SAFETY: see `ConvGeom`'s; four `int`s, then two `double`s at offset 16.
 unsafe impl DeviceRepr for BnStep {}
 
-/// `PoolGeom` of `kernels.cu`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct PoolGeom {
-    planes: i32,
-    h: i32,
-    w: i32,
-    oh: i32,
-    ow: i32,
-    kh: i32,
-    kw: i32,
-    sh: i32,
-    sw: i32,
-    ph: i32,
-    pw: i32,
-    kind: i32,
-}
-
-// SAFETY: a `repr(C)` struct of `i32`s, laid out as `PoolGeom` in kernels.cu; passed by value.
+// SAFETY: see `ConvGeom`'s; twelve `int`s.
 unsafe impl DeviceRepr for PoolGeom {}
 
 impl PoolGeom {
@@ -496,9 +465,9 @@ pub(crate) fn channel_sum<E: CudaFloat>(
     assert!(g.len() >= bcp.0 * bcp.1 * bcp.2 && db.len() >= bcp.1);
     let (b, c, p) = ints(bcp);
     let cfg = LaunchConfig {
-        // one block of 256 threads per channel (the kernel's shared array has 256 entries)
+        // one block per channel
         grid_dim: (c as u32, 1, 1),
-        block_dim: (256, 1, 1),
+        block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     };
     let args = (*g.device_ptr(), *db.device_ptr_mut(), b, c, p);
@@ -515,8 +484,7 @@ fn bn_grid(bcp: Bcp) -> (LaunchConfig, i32) {
     let shares = n.div_ceil(4096).clamp(1, 256);
     let cfg = LaunchConfig {
         grid_dim: (int(bcp.1) as u32, shares as u32, 1),
-        // 256: the kernels' shared arrays
-        block_dim: (256, 1, 1),
+        block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     };
     (cfg, int(shares))
