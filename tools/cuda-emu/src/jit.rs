@@ -244,16 +244,18 @@ impl Module {
         let results = if workers <= 1 {
             vec![run(args)]
         } else {
+            // The pool's threads take blocks from the same counter as this one.
             let shared = SendArgs(args);
             let shared = &shared;
-            std::thread::scope(|s| {
-                let handles: Vec<_> = (1..workers)
-                    .map(|_| s.spawn(move || run(shared.0)))
-                    .collect();
-                let mut out = vec![run(args)];
-                out.extend(handles.into_iter().map(|h| h.join().unwrap_or((-1, 0, 0))));
-                out
-            })
+            let out = Mutex::new(Vec::new());
+            let job = || {
+                let r = run(shared.get());
+                out.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+            };
+            on_pool(workers as usize - 1, &job);
+            let mut out = out.into_inner().unwrap_or_else(|e| e.into_inner());
+            out.resize(workers as usize, (-1, 0, 0)); // a job that panicked counts as failed
+            out
         };
         let mut stats = LaunchStats {
             blocks,
@@ -272,13 +274,72 @@ impl Module {
     }
 }
 
-/// `LaunchArgs` handed to worker threads: the pointers in it stay valid for the scope.
+/// `LaunchArgs` handed to the pool's threads: the pointers in it stay valid until `launch`
+/// returns, which waits for them.
 struct SendArgs(LaunchArgs);
 
 // SAFETY: the pointees (kernelParams, the block counter, the kernel's name) outlive the scoped
 // threads and are only read by them (the counter is atomic); the kernel code is reentrant (each
 // OS thread has its own scheduler and __shared__ copies).
 unsafe impl Sync for SendArgs {}
+
+impl SendArgs {
+    fn get(&self) -> LaunchArgs {
+        self.0
+    }
+}
+
+/// A job for the pool: a closure borrowed from a `launch` that waits for it (hence `'static`
+/// only in name), and the count of jobs that launch still waits for.
+struct Job {
+    work: &'static (dyn Fn() + Sync),
+    left: Arc<(Mutex<usize>, std::sync::Condvar)>,
+}
+
+/// Runs `work` on `n` of the pool's threads (started on first use, kept for the process) and
+/// on this one, and returns when all have finished.
+fn on_pool(n: usize, work: &(dyn Fn() + Sync)) {
+    static POOL: Mutex<Vec<std::sync::mpsc::Sender<Job>>> = Mutex::new(Vec::new());
+    // SAFETY: this function does not return before every job holding `work` has finished (the
+    // count below reaches 0 only after each worker's call returned or unwound), so the
+    // reference never outlives the closure it points to.
+    let work: &'static (dyn Fn() + Sync) = unsafe { std::mem::transmute(work) };
+    let left = Arc::new((Mutex::new(n), std::sync::Condvar::new()));
+    {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        while pool.len() < n {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name(format!("cuda-emu-blocks-{}", pool.len() + 1))
+                .spawn(move || {
+                    for job in rx {
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job.work));
+                        let (count, cv) = &*job.left;
+                        *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                        cv.notify_all();
+                    }
+                })
+                .expect("cuda-emu: cannot start a block thread");
+            pool.push(tx);
+        }
+        for tx in &pool[..n] {
+            let job = Job {
+                work,
+                left: Arc::clone(&left),
+            };
+            if tx.send(job).is_err() {
+                // the worker is gone (it cannot be: workers never exit); do its share here
+                *left.0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+            }
+        }
+    }
+    work();
+    let (count, cv) = &*left;
+    let mut count = count.lock().unwrap_or_else(|e| e.into_inner());
+    while *count > 0 {
+        count = cv.wait(count).unwrap_or_else(|e| e.into_inner());
+    }
+}
 
 /// Sets [`current_kernel`] for one launch on this thread.
 struct Current(Option<Arc<str>>);
