@@ -47,7 +47,7 @@ fi
 
 # The tests that run on a device (TestDevice = Cuda under the feature); macro_ui and
 # layer_shape_errors run cargo themselves and use no device.
-TESTS=${CUDA_EMU_TESTS:-ops batch_norm blocks empty_batch cuda_copies nn conv_transpose checkpoint train}
+TESTS=${CUDA_EMU_TESTS:-ops batch_norm blocks empty_batch cuda_copies nn conv_transpose checkpoint train cuda_probe}
 status=0
 for s in "${steps[@]}"; do
   case $s in
