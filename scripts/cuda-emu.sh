@@ -15,7 +15,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
-EMU=$REPO/target/cuda-emu
+# Everything the stand-in builds and writes; CUDA_EMU_DIR moves it (e.g. a second checkout
+# sharing one build of dfdx).
+EMU=${CUDA_EMU_DIR:-$REPO/target/cuda-emu}
 ROOT=$EMU/root
 export CUDA_EMU_LOG=$EMU/launches.log CUDA_EMU_CACHE=$EMU/jit
 log() { printf '\n== %s\n' "$*" >&2; }
