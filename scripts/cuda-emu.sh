@@ -2,13 +2,17 @@
 # Runs the crate's CUDA path on the CPU stand-in for the CUDA driver, cuBLAS and NVRTC
 # (tools/cuda-emu): no GPU, no NVIDIA download. From the project root:
 #
-#   bash scripts/cuda-emu.sh [test] [smoke] [coverage]      (no argument: all three, in order)
+#   bash scripts/cuda-emu.sh [test] [smoke] [streams] [coverage]    (no argument: all, in order)
 #
 # - test: `cargo test --features cuda` of the test binaries in $CUDA_EMU_TESTS (default: all of
 #   the root package's integration tests that use a device), each kernel module compiled for the
 #   CPU by g++ the first time it is loaded (cached in target/cuda-emu/jit).
 # - smoke: the lenet example's smoke run on `Cuda` (two short epochs; it exits non-zero unless
 #   the loss falls).
+# - streams: the tests in $CUDA_EMU_STREAM_TESTS again with CUDA_EMU_STREAMS=deferred: every
+#   stream's work waits in its queue and independent streams run in a seeded random order
+#   (CUDA_EMU_SEED, default 1), so a missing event or wait between streams changes the numbers
+#   the tests compare with the CPU's.
 # - coverage: fails unless every kernel in src/ops/cuda/mod.rs's KERNELS was launched by the
 #   steps above (the stand-in's launch log).
 # Exits 0 only when every step passed. Builds go to target/cuda-emu (their own target dir).
@@ -25,7 +29,7 @@ log() { printf '\n== %s\n' "$*" >&2; }
 timed() { local name=$1 t0=$SECONDS rc=0; shift; "$@" || rc=$?; log "$name: $((SECONDS - t0)) s (exit $rc)"; return $rc; }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(test smoke coverage)
+[ ${#steps[@]} -gt 0 ] || steps=(test smoke streams coverage)
 
 log "stand-in: cargo build -p cuda-emu --release"
 cargo build -q -p cuda-emu --release
@@ -63,6 +67,13 @@ for s in "${steps[@]}"; do
       log "smoke: lenet --smoke on Cuda"
       timed "smoke" cargo run --release --features cuda --example lenet -- --smoke --out "$EMU/smoke" || status=1
       ;;
+    streams)
+      args=()
+      for t in ${CUDA_EMU_STREAM_TESTS:-ops batch_norm blocks cuda_copies nn}; do args+=(--test "$t"); done
+      log "streams: cargo test --features cuda ${args[*]} with CUDA_EMU_STREAMS=deferred"
+      CUDA_EMU_STREAMS=deferred CUDA_EMU_SEED=${CUDA_EMU_SEED:-1} \
+        timed "streams" cargo test --release --features cuda --no-fail-fast "${args[@]}" || status=1
+      ;;
     coverage)
       log "coverage: every kernel of src/ops/cuda/mod.rs launched"
       missing=$(sed -n '/^const KERNELS/,/^];/p' src/ops/cuda/mod.rs | grep -o '"[a-z0-9_]*"' | tr -d '"' |
@@ -75,7 +86,7 @@ for s in "${steps[@]}"; do
         echo "all of KERNELS launched ($launched distinct kernels in all, dfdx's included)"
       fi
       ;;
-    *) echo "usage: $0 [test] [smoke] [coverage]" >&2; exit 2 ;;
+    *) echo "usage: $0 [test] [smoke] [streams] [coverage]" >&2; exit 2 ;;
   esac
 done
 exit $status

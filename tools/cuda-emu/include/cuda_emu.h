@@ -557,6 +557,8 @@ struct Params<std::index_sequence<I...>, A...> : Slot<I, A>... {
 template <auto F> struct Launcher;
 template <class... A, void (*F)(A...)> struct Launcher<F> {
     static constexpr size_t arity = sizeof...(A);
+    // Each parameter's size: what a deferred launch copies out of kernelParams at enqueue time.
+    static constexpr size_t sizes[sizeof...(A) + 1] = {sizeof(A)..., 0};
     Params<std::index_sequence_for<A...>, A...> params;
     explicit Launcher(void **p) : params(p) {}
     void thread() const { params.call(F); }
@@ -612,6 +614,7 @@ struct Kernel {
     const char *name;
     int (*launch)(LaunchArgs *);
     size_t params; // how many kernelParams entries launch reads
+    const size_t *sizes; // and the size of each
 };
 
 } // namespace cuda_emu
@@ -626,13 +629,14 @@ struct Kernel {
 
 // What the JIT appends after the module's source: the table it reads with dlsym.
 #define CUDA_EMU_TABLE_BEGIN                                                                  \
-    extern "C" __attribute__((visibility("default"))) const int cuda_emu_abi = 1;            \
+    extern "C" __attribute__((visibility("default"))) const int cuda_emu_abi = 2;            \
     extern "C" __attribute__((visibility("default"))) const ::cuda_emu::Kernel               \
         cuda_emu_kernels[] = {
 #define CUDA_EMU_REGISTER(name)                                                               \
-    {#name, &::cuda_emu::Launcher<&name>::run, ::cuda_emu::Launcher<&name>::arity},
+    {#name, &::cuda_emu::Launcher<&name>::run, ::cuda_emu::Launcher<&name>::arity,          \
+     ::cuda_emu::Launcher<&name>::sizes},
 #define CUDA_EMU_TABLE_END                                                                    \
-    { nullptr, nullptr }                                                                      \
+    { nullptr, nullptr, 0, nullptr }                                                          \
     }                                                                                         \
     ;
 

@@ -71,7 +71,11 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
 
 /// Prints `message` and aborts the process (what a GPU's sticky error amounts to for a test).
 pub fn die(message: &str) -> ! {
-    eprintln!("cuda-emu: {message}");
+    // Straight to file descriptor 2: the test harness captures `eprintln!` per test and would
+    // lose the message with the process.
+    let line = format!("cuda-emu: {message}\n");
+    // SAFETY: writing a live buffer of its own length to stderr.
+    unsafe { libc::write(2, line.as_ptr() as *const libc::c_void, line.len()) };
     // SAFETY: restoring the default action so that abort's SIGABRT (and any later fault) ends
     // the process instead of re-entering the handler.
     unsafe {

@@ -68,7 +68,7 @@ pub fn source_image(name: &str, include_dirs: &[&Path], source: &str) -> String 
 pub const MAX_BLOCK_THREADS: u64 = 1024;
 
 /// The version of the table the header's `CUDA_EMU_TABLE_BEGIN` exports.
-const ABI: c_int = 1;
+const ABI: c_int = 2;
 
 /// A loaded module: its kernels by name.
 pub struct Module {
@@ -80,6 +80,7 @@ struct Kernel {
     name: Arc<str>,
     c_name: CString,
     params: usize,
+    sizes: Vec<usize>,
     launch: LaunchFn,
 }
 
@@ -106,6 +107,7 @@ struct TableEntry {
     name: *const c_char,
     launch: Option<LaunchFn>,
     params: usize,
+    sizes: *const usize,
 }
 
 /// What the last [`Module::launch`] on this thread did, so that a test meaning to exercise a
@@ -179,6 +181,11 @@ impl Module {
     /// The number of parameters kernel `f` takes (the entries `launch` reads from `params`).
     pub fn param_count(&self, f: usize) -> Option<usize> {
         self.kernels.get(f).map(|k| k.params)
+    }
+
+    /// The size in bytes of each of kernel `f`'s parameters, in order.
+    pub fn param_sizes(&self, f: usize) -> Option<&[usize]> {
+        self.kernels.get(f).map(|k| &*k.sizes)
     }
 
     /// Runs kernel `f` over the whole grid and returns when every block has finished.
@@ -683,10 +690,16 @@ fn open(lib: &Path, name: &str) -> Result<Module, String> {
         let launch = e
             .launch
             .ok_or_else(|| format!("cuda-emu: module `{name}`: null launcher"))?;
+        if e.sizes.is_null() {
+            return Err(format!("cuda-emu: module `{name}`: no parameter sizes"));
+        }
+        // SAFETY: `sizes` is the launcher's static array of `params` sizes (and a 0).
+        let sizes = unsafe { std::slice::from_raw_parts(e.sizes, e.params) }.to_vec();
         kernels.push(Kernel {
             name: c_name.to_string_lossy().into(),
             c_name,
             params: e.params,
+            sizes,
             launch,
         });
         // SAFETY: still within the table (this entry was not the terminator).

@@ -28,15 +28,17 @@
 //! name and process), so CI can require that every kernel the crate defines ran.
 //!
 //! # Streams
-//! Every operation runs when it is enqueued, on the calling thread: streams and events are
-//! accepted and checked for validity, and the order is the host's order, which is one of the
-//! orders a GPU may run them in.
+//! By default every operation runs when it is enqueued, on the calling thread (the host's
+//! order, one of the orders a GPU may choose); with `CUDA_EMU_STREAMS=deferred` operations wait
+//! in their streams and independent streams interleave in a seeded random order, keeping only
+//! the order CUDA promises (`streams.rs`).
 //!
 //! # Environment
 //! - `CUDA_EMU_LOG=FILE`: the launch log.
 //! - `CUDA_EMU_NO_POOLS=1`: the device says it has no memory pools, so cudarc takes its
 //!   synchronous `_v2` allocation path.
 //! - `CUDA_EMU_QUIET=1`: no message on stderr for errors returned to the caller.
+//! - `CUDA_EMU_STREAMS=eager|deferred`, `CUDA_EMU_SEED=N`: the stream mode (`streams.rs`).
 //! - The JIT's own (`jit.rs`).
 
 // The entry points' contracts are the CUDA API's own (pointers the caller owns, handles this
@@ -48,6 +50,7 @@ mod fault;
 pub mod jit;
 pub mod memory;
 pub mod nvrtc;
+mod streams;
 
 use std::collections::HashSet;
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
@@ -282,6 +285,7 @@ pub unsafe extern "C" fn cuCtxGetCurrent(ctx: *mut Handle) -> CUresult {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuCtxSynchronize() -> CUresult {
+    streams::synchronize_all();
     CUDA_SUCCESS
 }
 
@@ -353,14 +357,20 @@ fn check_event(entry: &str, event: Handle) -> Result<(), CUresult> {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuStreamCreate(stream: *mut Handle, _flags: c_uint) -> CUresult {
+pub unsafe extern "C" fn cuStreamCreate(stream: *mut Handle, flags: c_uint) -> CUresult {
+    let h = new_handle(&STREAMS);
+    // CU_STREAM_NON_BLOCKING = 1: no implicit synchronisation with the legacy stream.
+    streams::create(h as usize, flags & 1 != 0);
     // SAFETY: the caller passes a writable CUstream.
-    unsafe { *stream = new_handle(&STREAMS) };
+    unsafe { *stream = h };
     CUDA_SUCCESS
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuStreamDestroy_v2(stream: Handle) -> CUresult {
+    if check_stream("cuStreamDestroy_v2", stream).is_ok() && !stream.is_null() {
+        streams::destroy(stream as usize);
+    }
     if drop_handle(&STREAMS, stream) {
         CUDA_SUCCESS
     } else {
@@ -375,7 +385,10 @@ pub extern "C" fn cuStreamDestroy_v2(stream: Handle) -> CUresult {
 #[unsafe(no_mangle)]
 pub extern "C" fn cuStreamSynchronize(stream: Handle) -> CUresult {
     match check_stream("cuStreamSynchronize", stream) {
-        Ok(()) => CUDA_SUCCESS,
+        Ok(()) => {
+            streams::synchronize(stream as usize);
+            CUDA_SUCCESS
+        }
         Err(e) => e,
     }
 }
@@ -385,7 +398,10 @@ pub extern "C" fn cuStreamWaitEvent(stream: Handle, event: Handle, _flags: c_uin
     match check_stream("cuStreamWaitEvent", stream)
         .and_then(|()| check_event("cuStreamWaitEvent", event))
     {
-        Ok(()) => CUDA_SUCCESS,
+        Ok(()) => {
+            streams::wait(stream as usize, event as usize);
+            CUDA_SUCCESS
+        }
         Err(e) => e,
     }
 }
@@ -399,6 +415,7 @@ pub unsafe extern "C" fn cuEventCreate(event: *mut Handle, _flags: c_uint) -> CU
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuEventDestroy_v2(event: Handle) -> CUresult {
+    streams::forget(event as usize);
     if drop_handle(&EVENTS, event) {
         CUDA_SUCCESS
     } else {
@@ -413,7 +430,10 @@ pub extern "C" fn cuEventDestroy_v2(event: Handle) -> CUresult {
 #[unsafe(no_mangle)]
 pub extern "C" fn cuEventRecord(event: Handle, stream: Handle) -> CUresult {
     match check_event("cuEventRecord", event).and_then(|()| check_stream("cuEventRecord", stream)) {
-        Ok(()) => CUDA_SUCCESS,
+        Ok(()) => {
+            streams::record(event as usize, stream as usize);
+            CUDA_SUCCESS
+        }
         Err(e) => e,
     }
 }
@@ -421,7 +441,10 @@ pub extern "C" fn cuEventRecord(event: Handle, stream: Handle) -> CUresult {
 #[unsafe(no_mangle)]
 pub extern "C" fn cuEventQuery(event: Handle) -> CUresult {
     match check_event("cuEventQuery", event) {
-        Ok(()) => CUDA_SUCCESS,
+        Ok(()) => {
+            streams::reach(event as usize);
+            CUDA_SUCCESS
+        }
         Err(e) => e,
     }
 }
@@ -490,20 +513,90 @@ pub extern "C" fn cuMemFreeAsync(ptr: CUdeviceptr, stream: Handle) -> CUresult {
     if let Err(e) = check_stream("cuMemFreeAsync", stream) {
         return e;
     }
-    free("cuMemFreeAsync", ptr)
+    if !streams::deferred() {
+        return free("cuMemFreeAsync", ptr);
+    }
+    if let Err(e) = memory::check_range(ptr, usize::from(ptr != 0), "pointer") {
+        return fail("cuMemFreeAsync", CUDA_ERROR_INVALID_VALUE, e);
+    }
+    streams::submit(
+        stream as usize,
+        Box::new(move || {
+            if free("cuMemFreeAsync", ptr) != CUDA_SUCCESS {
+                fault::die(&format!("cuMemFreeAsync of {ptr:#x} failed in its stream"));
+            }
+        }),
+    );
+    CUDA_SUCCESS
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemFree_v2(ptr: CUdeviceptr) -> CUresult {
+    streams::synchronize_all();
     free("cuMemFree_v2", ptr)
+}
+
+/// When a copy runs: after everything before it (`Sync`, the `_v2` calls), after its stream's
+/// work (`ToHost`), or in its stream (`InStream`, reading a host source at once).
+#[derive(Clone, Copy)]
+enum When {
+    Sync,
+    ToHost(Handle),
+    InStream(Handle),
 }
 
 /// A copy of `bytes` bytes, both ends checked: device ends against the live allocations, host
 /// ends for null.
-fn copy(entry: &str, dst: u64, dst_dev: bool, src: u64, src_dev: bool, bytes: usize) -> CUresult {
+fn copy(
+    entry: &str,
+    dst: u64,
+    dst_dev: bool,
+    src: u64,
+    src_dev: bool,
+    bytes: usize,
+    when: When,
+) -> CUresult {
     if bytes == 0 {
         return CUDA_SUCCESS;
     }
+    if let Err(e) = check_copy(dst, dst_dev, src, src_dev, bytes) {
+        return fail(entry, CUDA_ERROR_INVALID_VALUE, e);
+    }
+    match when {
+        When::Sync => streams::synchronize_all(),
+        When::ToHost(stream) => streams::synchronize(stream as usize),
+        When::InStream(stream) if streams::deferred() => {
+            let job: streams::Job = if src_dev {
+                // SAFETY: both ranges are inside live allocations (checked), and the stream
+                // runs the copy before any later free of them.
+                Box::new(move || unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, bytes) })
+            } else {
+                // The driver stages a pageable host source before it returns: read it now.
+                // SAFETY: the caller's host range, as the driver's contract says.
+                let data = unsafe { std::slice::from_raw_parts(src as *const u8, bytes) }.to_vec();
+                // SAFETY: the destination is inside a live allocation (checked).
+                Box::new(move || unsafe {
+                    std::ptr::copy_nonoverlapping(data.as_ptr(), dst as *mut u8, bytes)
+                })
+            };
+            streams::submit(stream as usize, job);
+            return CUDA_SUCCESS;
+        }
+        When::InStream(_) => {}
+    }
+    // SAFETY: the device ranges are inside live allocations (checked above); the host ranges
+    // are the caller's, as the driver's contract says. `copy` (memmove) allows overlap.
+    unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, bytes) };
+    CUDA_SUCCESS
+}
+
+fn check_copy(
+    dst: u64,
+    dst_dev: bool,
+    src: u64,
+    src_dev: bool,
+    bytes: usize,
+) -> Result<(), String> {
     for (p, dev, what) in [(dst, dst_dev, "destination"), (src, src_dev, "source")] {
         let checked = if dev {
             memory::check_range(p, bytes, what)
@@ -512,14 +605,9 @@ fn copy(entry: &str, dst: u64, dst_dev: bool, src: u64, src_dev: bool, bytes: us
         } else {
             Ok(())
         };
-        if let Err(e) = checked {
-            return fail(entry, CUDA_ERROR_INVALID_VALUE, e);
-        }
+        checked?;
     }
-    // SAFETY: the device ranges are inside live allocations (checked above); the host ranges
-    // are the caller's, as the driver's contract says. `copy` (memmove) allows overlap.
-    unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, bytes) };
-    CUDA_SUCCESS
+    Ok(())
 }
 
 #[unsafe(no_mangle)]
@@ -532,12 +620,28 @@ pub extern "C" fn cuMemcpyHtoDAsync_v2(
     if let Err(e) = check_stream("cuMemcpyHtoDAsync_v2", stream) {
         return e;
     }
-    copy("cuMemcpyHtoDAsync_v2", dst, true, src as u64, false, bytes)
+    copy(
+        "cuMemcpyHtoDAsync_v2",
+        dst,
+        true,
+        src as u64,
+        false,
+        bytes,
+        When::InStream(stream),
+    )
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemcpyHtoD_v2(dst: CUdeviceptr, src: *const c_void, bytes: usize) -> CUresult {
-    copy("cuMemcpyHtoD_v2", dst, true, src as u64, false, bytes)
+    copy(
+        "cuMemcpyHtoD_v2",
+        dst,
+        true,
+        src as u64,
+        false,
+        bytes,
+        When::Sync,
+    )
 }
 
 #[unsafe(no_mangle)]
@@ -550,12 +654,28 @@ pub extern "C" fn cuMemcpyDtoHAsync_v2(
     if let Err(e) = check_stream("cuMemcpyDtoHAsync_v2", stream) {
         return e;
     }
-    copy("cuMemcpyDtoHAsync_v2", dst as u64, false, src, true, bytes)
+    copy(
+        "cuMemcpyDtoHAsync_v2",
+        dst as u64,
+        false,
+        src,
+        true,
+        bytes,
+        When::ToHost(stream),
+    )
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemcpyDtoH_v2(dst: *mut c_void, src: CUdeviceptr, bytes: usize) -> CUresult {
-    copy("cuMemcpyDtoH_v2", dst as u64, false, src, true, bytes)
+    copy(
+        "cuMemcpyDtoH_v2",
+        dst as u64,
+        false,
+        src,
+        true,
+        bytes,
+        When::Sync,
+    )
 }
 
 #[unsafe(no_mangle)]
@@ -568,21 +688,44 @@ pub extern "C" fn cuMemcpyDtoDAsync_v2(
     if let Err(e) = check_stream("cuMemcpyDtoDAsync_v2", stream) {
         return e;
     }
-    copy("cuMemcpyDtoDAsync_v2", dst, true, src, true, bytes)
+    copy(
+        "cuMemcpyDtoDAsync_v2",
+        dst,
+        true,
+        src,
+        true,
+        bytes,
+        When::InStream(stream),
+    )
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemcpyDtoD_v2(dst: CUdeviceptr, src: CUdeviceptr, bytes: usize) -> CUresult {
-    copy("cuMemcpyDtoD_v2", dst, true, src, true, bytes)
+    copy("cuMemcpyDtoD_v2", dst, true, src, true, bytes, When::Sync)
 }
 
-fn memset(entry: &str, dst: CUdeviceptr, value: u8, bytes: usize) -> CUresult {
+fn memset(
+    entry: &str,
+    dst: CUdeviceptr,
+    value: u8,
+    bytes: usize,
+    stream: Option<Handle>,
+) -> CUresult {
     if let Err(e) = memory::check_range(dst, bytes, "destination") {
         return fail(entry, CUDA_ERROR_INVALID_VALUE, e);
     }
     if bytes > 0 {
-        // SAFETY: [dst, dst + bytes) is inside a live allocation (checked above).
-        unsafe { std::ptr::write_bytes(dst as *mut u8, value, bytes) };
+        // SAFETY: [dst, dst + bytes) is inside a live allocation (checked above), which the
+        // stream's later work cannot free before this runs.
+        let job: streams::Job =
+            Box::new(move || unsafe { std::ptr::write_bytes(dst as *mut u8, value, bytes) });
+        match stream {
+            Some(s) => streams::submit(s as usize, job),
+            None => {
+                streams::synchronize_all();
+                job()
+            }
+        }
     }
     CUDA_SUCCESS
 }
@@ -597,12 +740,12 @@ pub extern "C" fn cuMemsetD8Async(
     if let Err(e) = check_stream("cuMemsetD8Async", stream) {
         return e;
     }
-    memset("cuMemsetD8Async", dst, value, bytes)
+    memset("cuMemsetD8Async", dst, value, bytes, Some(stream))
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemsetD8_v2(dst: CUdeviceptr, value: u8, bytes: usize) -> CUresult {
-    memset("cuMemsetD8_v2", dst, value, bytes)
+    memset("cuMemsetD8_v2", dst, value, bytes, None)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -696,6 +839,7 @@ fn module_handle(entry: &str, h: Handle) -> Result<&'static ModuleHandle, CUresu
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuModuleUnload(h: Handle) -> CUresult {
+    streams::synchronize_all();
     if !registry(&MODULES)
         .get_or_insert_default()
         .remove(&(h as usize))
@@ -862,20 +1006,68 @@ pub unsafe extern "C" fn cuLaunchKernel(
     }
     log_launch(&name);
     fault::alt_stack();
-    // SAFETY: params is the caller's kernelParams, one pointer per parameter of this kernel.
-    let ran = unsafe {
-        function
-            .module
-            .launch(function.index, grid, block, shared, params)
-    };
-    if let Err(e) = ran {
-        return fail(ENTRY, CUDA_ERROR_LAUNCH_FAILED, format!("`{name}`: {e}"));
+    if !streams::deferred() {
+        // SAFETY: params is the caller's kernelParams, one pointer per parameter of this kernel.
+        let ran = unsafe {
+            function
+                .module
+                .launch(function.index, grid, block, shared, params)
+        };
+        if let Err(e) = ran {
+            return fail(ENTRY, CUDA_ERROR_LAUNCH_FAILED, format!("`{name}`: {e}"));
+        }
+        if let Err(e) = memory::check_canaries() {
+            fault::die(&format!(
+                "kernel `{name}` (grid {grid:?}, block {block:?}): {e}"
+            ));
+        }
+        return CUDA_SUCCESS;
     }
-    if let Err(e) = memory::check_canaries() {
-        fault::die(&format!(
-            "kernel `{name}` (grid {grid:?}, block {block:?}): {e}"
-        ));
+    // Deferred: the arguments are copied now, as the driver does (the caller's values are gone
+    // when the kernel runs).
+    let sizes = function
+        .module
+        .param_sizes(function.index)
+        .unwrap_or(&[])
+        .to_vec();
+    if !sizes.is_empty() && params.is_null() {
+        return fail(
+            ENTRY,
+            CUDA_ERROR_INVALID_VALUE,
+            format!("`{name}`: null kernelParams"),
+        );
     }
+    let args: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        // SAFETY: kernelParams[i] points to a value of parameter i's type, of this size.
+        .map(|(i, &n)| {
+            unsafe { std::slice::from_raw_parts(*params.add(i) as *const u8, n) }.to_vec()
+        })
+        .collect();
+    let module = function.module.clone();
+    let index = function.index;
+    streams::submit(
+        stream as usize,
+        Box::new(move || {
+            fault::alt_stack();
+            let mut args = args;
+            let mut ptrs: Vec<*mut c_void> = args
+                .iter_mut()
+                .map(|a| a.as_mut_ptr() as *mut c_void)
+                .collect();
+            // SAFETY: one pointer per parameter, each to a copy of the caller's value.
+            let ran = unsafe { module.launch(index, grid, block, shared, ptrs.as_mut_ptr()) };
+            if let Err(e) = ran {
+                fault::die(&format!("kernel `{name}` failed in its stream: {e}"));
+            }
+            if let Err(e) = memory::check_canaries() {
+                fault::die(&format!(
+                    "kernel `{name}` (grid {grid:?}, block {block:?}): {e}"
+                ));
+            }
+        }),
+    );
     CUDA_SUCCESS
 }
 
