@@ -3,13 +3,32 @@
 //! The pipeline: `ast` is the syntax (every node keeps its tokens for spans), `check` the shapes
 //! and rules (the only place that decides), `expand` the generated code (`quote!` only).
 
+// The macro must never panic (a panic is "proc macro panicked" with no location) nor compute a
+// wrong number silently (a release build of the macro does not check overflow): outside tests,
+// arithmetic that can overflow, indexing, and `unwrap`/`expect`/`panic!`/`unreachable!` are
+// refused by clippy. Sizes go through `check::size`, which reports an overflow at the user's
+// tokens.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 mod ast;
 mod check;
 mod expand;
 mod ir;
+mod size;
 
 use proc_macro::TokenStream;
-use syn::parse_macro_input;
 
 /// Declares convolutional networks whose shapes the compiler checks.
 ///
@@ -316,9 +335,21 @@ use syn::parse_macro_input;
 /// vectors. `tests/ui/` has one case each.
 #[proc_macro]
 pub fn cnn(input: TokenStream) -> TokenStream {
-    let ast = parse_macro_input!(input as ast::Input);
-    check::net(&ast)
-        .map(|plan| expand::net(&plan))
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    expand(input.into()).into()
 }
+
+/// The whole macro on `proc_macro2` tokens, so that tests (and the fuzz test) run it as an
+/// ordinary function.
+fn expand(input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+    front_end(input).unwrap_or_else(syn::Error::into_compile_error)
+}
+
+/// The brackets' depth checked, then parse -> check -> expand.
+fn front_end(input: proc_macro2::TokenStream) -> syn::Result<proc_macro2::TokenStream> {
+    ast::check_nesting(&input)?;
+    let ast = syn::parse2::<ast::Input>(input)?;
+    check::net(&ast).map(|plan| expand::net(&plan))
+}
+
+#[cfg(test)]
+mod fuzz;

@@ -31,6 +31,7 @@ use proc_macro2::Span;
 
 use crate::ast::{self};
 use crate::ir::{Mode, NetPlan, Plan};
+use crate::size;
 
 #[cfg(test)]
 pub use layers::LAYERS;
@@ -41,6 +42,7 @@ pub const OPTIONS: &[&str] = &["input_grad"];
 /// Checks every network of the invocation (and the blocks they call).
 pub fn net(input: &ast::Input) -> syn::Result<Plan<'_>> {
     let mut errors = Errors::default();
+    names::networks(&input.nets, &mut errors);
     let blocks = errors.ok(defs::Blocks::new(&input.blocks));
     let nets = match blocks {
         Some(blocks) => input
@@ -69,17 +71,18 @@ pub fn conv_out(
     p_end: usize,
     d: usize,
 ) -> Option<usize> {
-    if k == 0 || s == 0 || d == 0 {
+    if d == 0 {
         return None;
     }
-    let span = d.checked_mul(k - 1)?.checked_add(1)?;
+    let span = size::dilated(k, d)?;
     let padded = n.checked_add(p_begin)?.checked_add(p_end)?;
-    padded.checked_sub(span).map(|room| room / s + 1)
+    padded.checked_sub(span)?.checked_div(s)?.checked_add(1)
 }
 
 /// Output length along one axis of a transposed convolution:
 /// `(n - 1)*s - 2*p + d*(k - 1) + op + 1`. `None` when `k`, `s` or `d` is 0, when `op` is not
-/// smaller than `s` or `d` (PyTorch's rule), or when the padding removes the whole output.
+/// smaller than `s` or `d` (PyTorch's rule), when the padding removes the whole output, or when
+/// the length overflows.
 pub fn conv_transpose_out(
     n: usize,
     k: usize,
@@ -88,23 +91,41 @@ pub fn conv_transpose_out(
     op: usize,
     d: usize,
 ) -> Option<usize> {
-    if n == 0 || k == 0 || s == 0 || d == 0 || (op >= s && op >= d) {
+    if s == 0 || (op >= s && op >= d) {
         return None;
     }
-    let full = (n - 1)
+    conv_transpose_full(n, k, s, op, d)?
+        .checked_sub(p.checked_mul(2)?)
+        .filter(|&out| out > 0)
+}
+
+/// `(n - 1)*s + d*(k - 1) + op + 1`: a transposed convolution's output before padding is taken
+/// off; `None` when `n`, `k` or `d` is 0 or it overflows.
+pub fn conv_transpose_full(n: usize, k: usize, s: usize, op: usize, d: usize) -> Option<usize> {
+    if d == 0 {
+        return None;
+    }
+    n.checked_sub(1)?
         .checked_mul(s)?
-        .checked_add(d.checked_mul(k - 1)?)?
-        .checked_add(op + 1)?;
-    full.checked_sub(p.checked_mul(2)?).filter(|&out| out > 0)
+        .checked_add(size::dilated(k, d)?)?
+        .checked_add(op)
 }
 
 /// Padding `(begin, end)` of `padding = same` along one axis: the output is `ceil(n / s)`, and
 /// an odd total puts the extra row or column at the end (bottom/right), as TensorFlow and Keras.
-pub fn same_padding(n: usize, k: usize, s: usize, d: usize) -> (usize, usize) {
-    let out = n.div_ceil(s);
-    let span = d * (k - 1) + 1;
-    let total = ((out - 1) * s + span).saturating_sub(n);
-    (total / 2, total - total / 2)
+/// `None` when `s` is 0 or the padded length overflows.
+pub fn same_padding(n: usize, k: usize, s: usize, d: usize) -> Option<(usize, usize)> {
+    let out = n
+        .checked_div(s)?
+        .checked_add(usize::from(n.checked_rem(s)? != 0))?;
+    let span = size::dilated(k, d)?;
+    let total = out
+        .saturating_sub(1)
+        .checked_mul(s)?
+        .checked_add(span)?
+        .saturating_sub(n);
+    let begin = total / 2;
+    Some((begin, total.checked_sub(begin)?))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -177,20 +198,44 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// The receptive field after a window `kernel` (dilated by `dilation`) moved by `stride`;
+    /// an overflow is an error at `span` (the layer).
     pub fn through(
         &mut self,
+        span: Span,
         kernel: (usize, usize),
         dilation: (usize, usize),
         stride: (usize, usize),
-    ) {
-        let k_eff = |k: usize, d: usize| d * (k - 1) + 1;
-        self.field = self.field.map(|f| Field2 {
-            r: (
-                f.r.0 + (k_eff(kernel.0, dilation.0) - 1) * f.j.0,
-                f.r.1 + (k_eff(kernel.1, dilation.1) - 1) * f.j.1,
-            ),
-            j: (f.j.0 * stride.0, f.j.1 * stride.1),
+    ) -> syn::Result<()> {
+        let Some(f) = self.field else {
+            return Ok(());
+        };
+        let axis = |r: usize, j: usize, k: usize, d: usize, s: usize| {
+            let grow = size::dilated(k, d).and_then(|k_eff| k_eff.checked_sub(1)?.checked_mul(j));
+            Some((r.checked_add(grow?)?, j.checked_mul(s)?))
+        };
+        let (Some((rh, jh)), Some((rw, jw))) = (
+            axis(f.r.0, f.j.0, kernel.0, dilation.0, stride.0),
+            axis(f.r.1, f.j.1, kernel.1, dilation.1, stride.1),
+        ) else {
+            return Err(error(
+                span,
+                format!(
+                    "the receptive field overflows here: {} pixels with units {} pixels apart, \
+                     through kernel {}, dilation {}, stride {}",
+                    fmt_pair(f.r),
+                    fmt_pair(f.j),
+                    fmt_pair(kernel),
+                    fmt_pair(dilation),
+                    fmt_pair(stride)
+                ),
+            ));
+        };
+        self.field = Some(Field2 {
+            r: (rh, rw),
+            j: (jh, jw),
         });
+        Ok(())
     }
 }
 
@@ -268,33 +313,42 @@ fn one_net<'a>(net: &'a ast::Net, blocks: &defs::Blocks<'_>) -> syn::Result<NetP
     }
 
     let rows = walked.rows;
-    let total = |f: fn(&crate::ir::Row) -> usize| {
-        rows.iter()
-            .filter(|r| r.depth == 0)
-            .map(f)
-            .try_fold(0usize, usize::checked_add)
-    };
-    let (Some(params), Some(non_trainable), Some(macs)) = (
-        total(|r| r.params),
-        total(|r| r.non_trainable),
-        total(|r| r.macs),
-    ) else {
-        return Err(error(
+    let total = |what: &str, f: fn(&crate::ir::Row) -> usize| {
+        let terms: Vec<usize> = rows.iter().filter(|r| r.depth == 0).map(f).collect();
+        size::sum(
+            format_args!("the {what} of `{}`", net.ident),
             net.ident.span(),
-            "the parameter or multiply-add count overflows usize",
-        ));
+            &terms,
+        )
     };
+    let params = errors.ok(total("parameter count", |r| r.params));
+    let non_trainable = errors.ok(total("non-trainable parameter count", |r| r.non_trainable));
+    let macs = errors.ok(total("multiply-add count", |r| r.macs));
+    // The summary adds both kinds of parameters.
+    if let (Some(params), Some(non_trainable)) = (params, non_trainable) {
+        errors.ok(size::sum(
+            format_args!(
+                "the parameter count of `{}` with its running statistics",
+                net.ident
+            ),
+            net.ident.span(),
+            &[params, non_trainable],
+        ));
+    }
     errors.finish(())?;
+    // (No error, so every one of these is known; `None` only after an error.)
+    let (Some(input), Some(output), Some(params), Some(non_trainable), Some(macs)) =
+        (input, walked.output, params, non_trainable, macs)
+    else {
+        return Err(error(net.ident.span(), "the network's shapes are unknown"));
+    };
     Ok(NetPlan {
         attrs: &net.attrs,
         vis: &net.vis,
         ident: &net.ident,
-        input: input.expect("no error, so the input was read"),
+        input,
         input_span: net.input.span(),
-        output: walked
-            .output
-            .expect("no error, so the shapes are known")
-            .dims(),
+        output: output.dims(),
         fields: walked.fields,
         scopes: walked.scopes,
         steps: walked.steps,
@@ -353,8 +407,15 @@ fn options(net: &ast::Net) -> syn::Result<Options> {
 fn input_shape(dims: &ast::Dims) -> syn::Result<[usize; 3]> {
     let values = dims_values(dims)?;
     match values[..] {
-        // Rule: every dimension is at least 1.
-        [c, h, w] if c > 0 && h > 0 && w > 0 => Ok([c, h, w]),
+        // Rule: every dimension is at least 1, and one image fits in a tensor.
+        [c, h, w] if c > 0 && h > 0 && w > 0 => {
+            size::elements(
+                format_args!("the input image {}", fmt_dims(&values)),
+                dims.span(),
+                &values,
+            )?;
+            Ok([c, h, w])
+        }
         [_, _, _] => Err(error(
             dims.span(),
             format!(
