@@ -12,7 +12,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Delimiter, TokenStream, TokenTree};
 
 /// Less than the 8 MiB of rustc's main thread, where proc macros run, to leave a margin.
 const STACK: usize = 4 << 20;
@@ -243,4 +243,368 @@ fn at_the_limits() {
         assert!(result.is_ok(), "{src:.200}: {result:?}");
         assert!(took < Duration::from_secs(10), "took {took:?}: {src:.200}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fuzzer
+
+/// xorshift64*: a seeded generator, so that a failure can be replayed with `CNN_FUZZ_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// Numbers at the edges of what the macro computes with.
+const NUMBERS: &[&str] = &[
+    "0",
+    "1",
+    "2",
+    "3",
+    "7",
+    "65536",
+    "4294967296",
+    "9223372036854775807",
+    "9223372036854775808",
+    "18446744073709551615",
+    "18446744073709551616",
+    "170141183460469231731687303715884105727",
+    "1e400",
+    "0.0",
+    "1.5",
+    "0.5",
+    "1e-400",
+];
+
+/// Words of the grammar, and names that clash with generated ones.
+const WORDS: &[&str] = &[
+    "conv2d",
+    "conv_transpose2d",
+    "linear",
+    "flatten",
+    "batch_norm2d",
+    "batch_norm1d",
+    "max_pool2d",
+    "avg_pool2d",
+    "adaptive_avg_pool2d",
+    "global_avg_pool2d",
+    "leaky_relu",
+    "dropout",
+    "relu",
+    "repeat",
+    "residual",
+    "shortcut",
+    "concat",
+    "sum",
+    "scale",
+    "if",
+    "else",
+    "identity",
+    "block",
+    "struct",
+    "pub",
+    "C",
+    "H",
+    "W",
+    "E",
+    "D",
+    "same",
+    "valid",
+    "true",
+    "false",
+    "kernel",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "bias",
+    "output_padding",
+    "_0",
+    "_1",
+    "__marker",
+    "N",
+    "NInput",
+];
+
+const PUNCT: &[&str] = &[
+    "+", "-", "*", "/", "==", "<", "&&", "||", "=>", "->", ":", ",", "=", ".", "!",
+];
+
+/// Every `cnn! { ... }` body in the crate's tests, examples and sources: the valid networks
+/// (and the ui cases' invalid ones) that the mutations start from.
+fn seeds() -> Vec<Vec<String>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    for dir in ["tests", "tests/ui", "examples", "src", "src/nn"] {
+        if let Ok(entries) = std::fs::read_dir(root.join(dir)) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+    }
+    files.sort();
+    let mut seeds = Vec::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let Ok(tokens) = text.parse::<TokenStream>() else {
+            continue;
+        };
+        find_invocations(tokens, &mut seeds);
+    }
+    seeds
+}
+
+/// The bodies of `cnn! { ... }` in `tokens`, at any depth, flattened to token texts.
+fn find_invocations(tokens: TokenStream, seeds: &mut Vec<Vec<String>>) {
+    let trees: Vec<TokenTree> = tokens.into_iter().collect();
+    for (i, tree) in trees.iter().enumerate() {
+        if let TokenTree::Group(group) = tree {
+            let before = |n: usize| i.checked_sub(n).map(|j| &trees[j]);
+            let is_call = matches!(
+                (before(2), before(1)),
+                (Some(TokenTree::Ident(name)), Some(TokenTree::Punct(bang)))
+                    if name == "cnn" && bang.as_char() == '!'
+            );
+            if is_call && group.delimiter() == Delimiter::Brace {
+                let mut flat = Vec::new();
+                flatten(group.stream(), &mut flat);
+                seeds.push(flat);
+            } else {
+                find_invocations(group.stream(), seeds);
+            }
+        }
+    }
+}
+
+fn flatten(tokens: TokenStream, out: &mut Vec<String>) {
+    // Whether the last token was a punctuation joined to the next (`=` of `=>`).
+    let mut joint = false;
+    for tree in tokens {
+        if let (TokenTree::Punct(p), true) = (&tree, joint) {
+            if let Some(last) = out.last_mut() {
+                last.push(p.as_char());
+            }
+            joint = p.spacing() == proc_macro2::Spacing::Joint;
+            continue;
+        }
+        joint = matches!(&tree, TokenTree::Punct(p) if p.spacing() == proc_macro2::Spacing::Joint);
+        match tree {
+            TokenTree::Group(group) => {
+                let (open, close) = match group.delimiter() {
+                    Delimiter::Brace => ("{", "}"),
+                    Delimiter::Parenthesis => ("(", ")"),
+                    Delimiter::Bracket => ("[", "]"),
+                    Delimiter::None => ("", ""),
+                };
+                out.push(open.into());
+                flatten(group.stream(), out);
+                out.push(close.into());
+            }
+            TokenTree::Punct(p) => out.push(p.as_char().to_string()),
+            other => out.push(other.to_string()),
+        }
+    }
+}
+
+fn is_bracket(token: &str) -> bool {
+    matches!(token, "{" | "}" | "(" | ")" | "[" | "]")
+}
+
+/// Whether `tokens` closes every bracket it opens, and no other.
+fn balanced(tokens: &[String]) -> bool {
+    let mut open = Vec::new();
+    for t in tokens {
+        match t.as_str() {
+            "{" | "(" | "[" => open.push(t.as_str()),
+            "}" | ")" | "]" => {
+                let matching = match t.as_str() {
+                    "}" => "{",
+                    ")" => "(",
+                    _ => "[",
+                };
+                if open.pop() != Some(matching) {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    open.is_empty()
+}
+
+/// One to four random edits of `tokens`.
+fn mutate(rng: &mut Rng, tokens: &mut Vec<String>, seeds: &[Vec<String>]) {
+    let edits = if rng.below(2) == 0 {
+        1
+    } else {
+        1 + rng.below(4)
+    };
+    for _ in 0..edits {
+        let len = tokens.len().max(1);
+        let at = rng.below(len).min(tokens.len());
+        match rng.below(10) {
+            // (Brackets are kept balanced: an unbalanced input does not even lex.)
+            0 if at < tokens.len() && !is_bracket(&tokens[at]) => {
+                tokens.remove(at);
+            }
+            1 if at < tokens.len() && !is_bracket(&tokens[at]) => {
+                let copy = tokens[at].clone();
+                tokens.insert(at, copy);
+            }
+            2 | 3 => {
+                // The next literal from `at` replaced (else one inserted).
+                let number = rng.pick(NUMBERS).to_string();
+                let next = (at..tokens.len())
+                    .find(|&i| tokens[i].starts_with(|c: char| c.is_ascii_digit()));
+                match next {
+                    Some(i) => tokens[i] = number,
+                    None => tokens.insert(at, number),
+                }
+            }
+            4 => {
+                let word = rng.pick(WORDS).to_string();
+                if at < tokens.len() && !is_bracket(&tokens[at]) {
+                    tokens[at] = word;
+                } else {
+                    tokens.push(word);
+                }
+            }
+            5 => tokens.insert(at, rng.pick(PUNCT).to_string()),
+            6 => {
+                // Deep nesting around a stretch: groups, or parentheses.
+                let depth = 1 + rng.below(80);
+                let mut end = (at + rng.below(8)).min(tokens.len());
+                if !balanced(&tokens[at..end]) {
+                    end = at;
+                }
+                let (open, close) = if rng.below(2) == 0 {
+                    ("{", "}")
+                } else {
+                    ("(", ")")
+                };
+                for _ in 0..depth {
+                    tokens.insert(end, close.into());
+                }
+                for _ in 0..depth {
+                    tokens.insert(at, open.into());
+                }
+            }
+            7 => {
+                // A repeat around a stretch.
+                let mut end = (at + rng.below(8)).min(tokens.len());
+                if !balanced(&tokens[at..end]) {
+                    end = at;
+                }
+                tokens.insert(end, "}".into());
+                let head = ["repeat", "(", *rng.pick(NUMBERS), ")", "{"];
+                for (i, t) in head.iter().enumerate() {
+                    tokens.insert(at + i, t.to_string());
+                }
+            }
+            8 => {
+                // A long expression.
+                let terms = 1 + rng.below(100);
+                for _ in 0..terms {
+                    tokens.insert(at, rng.pick(&["+", "*", "-", "/"]).to_string());
+                    tokens.insert(at, rng.pick(NUMBERS).to_string());
+                }
+            }
+            _ => {
+                // A stretch of another seed.
+                let other = rng.pick(seeds);
+                if !other.is_empty() {
+                    let from = rng.below(other.len());
+                    let to = (from + 1 + rng.below(20)).min(other.len());
+                    let stretch = &other[from..to];
+                    if !balanced(stretch) {
+                        continue;
+                    }
+                    for (i, t) in stretch.iter().enumerate() {
+                        tokens.insert(at + i, t.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Random mutations of every `cnn!` input in the crate, for a few seconds: none panics, none
+/// takes long, and some still expand (else the mutations would test nothing but the parser).
+#[test]
+fn fuzz() {
+    let seconds: u64 = std::env::var("CNN_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let seed: u64 = std::env::var("CNN_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(21);
+    let seeds = seeds();
+    assert!(seeds.len() >= 50, "only {} seeds found", seeds.len());
+    // Most cases start from a valid network, so that mutations reach the checker's later rules.
+    let valid: Vec<Vec<String>> = seeds
+        .iter()
+        .filter(|s| run(&s.join(" ")).is_ok())
+        .cloned()
+        .collect();
+    assert!(valid.len() >= 20, "only {} valid seeds", valid.len());
+    let mut rng = Rng(seed.max(1));
+    let start = Instant::now();
+    let (mut cases, mut expanded, mut slowest) = (0usize, 0usize, Duration::ZERO);
+    let mut crashes = Vec::new();
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let from = if rng.below(4) == 0 { &seeds } else { &valid };
+        let mut tokens = rng.pick(from).clone();
+        mutate(&mut rng, &mut tokens, &seeds);
+        let src = tokens.join(" ");
+        let began = Instant::now();
+        let result = run(&src);
+        let took = began.elapsed();
+        slowest = slowest.max(took);
+        cases += 1;
+        match result {
+            Ok(_) => expanded += 1,
+            Err(errors) => {
+                if std::env::var("CNN_FUZZ_SHOW").is_ok() {
+                    println!("ERR {:.50}", errors.first().cloned().unwrap_or_default());
+                }
+                if errors.first().is_some_and(|e| e.starts_with("panic: ")) {
+                    crashes.push(format!("{errors:?}\n{src}"));
+                }
+            }
+        }
+        assert!(
+            took < Duration::from_secs(5),
+            "took {took:?} (seed {seed}):\n{src}"
+        );
+    }
+    println!("fuzz: {cases} cases, {expanded} expanded, slowest {slowest:?} (seed {seed})");
+    assert!(
+        crashes.is_empty(),
+        "{} panics (seed {seed}), the first:\n{}",
+        crashes.len(),
+        crashes.join("\n\n")
+    );
+    assert!(cases >= 20, "only {cases} cases ran");
+    assert!(expanded > 0, "no mutated input expanded in {cases} cases");
 }
