@@ -11,7 +11,7 @@ use proc_macro2::{Group, Literal, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote};
 use syn::Ident;
 
-use crate::check::fmt_dims;
+use crate::fmt::{fmt_dims, thousands};
 use crate::ir::{
     Act, Conv, ConvTranspose, Field, FieldLayer, FieldTy, Linear, Mode, NetPlan, Path, Plan, Pool,
     PoolKind, Row, Scope, Step, Unit,
@@ -1178,19 +1178,6 @@ fn struct_doc(net: &NetPlan) -> String {
         }
     }
     doc
-}
-
-/// `61706` -> `61,706`.
-pub fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && digits.len().saturating_sub(i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -20,9 +20,14 @@ const STACK: usize = 4 << 20;
 /// Runs the front end on `src` on a thread with [`STACK`] bytes of stack: `Ok` with the code,
 /// `Err` with the error messages; a panic is `Err` with `"panic: ..."` first.
 fn run(src: &str) -> Result<String, Vec<String>> {
+    run_on(src, STACK)
+}
+
+/// [`run`] on a thread with `stack` bytes of stack.
+fn run_on(src: &str, stack: usize) -> Result<String, Vec<String>> {
     let src = src.to_string();
     std::thread::Builder::new()
-        .stack_size(STACK)
+        .stack_size(stack)
         .spawn(move || {
             let tokens: TokenStream = match src.parse() {
                 Ok(tokens) => tokens,
@@ -219,7 +224,9 @@ fn regressions() {
 }
 
 /// Valid inputs at the limits are accepted, and fast: an adaptive pool over a billion rows (no
-/// table of its windows), a repeat at the largest count, nesting at the deepest.
+/// table of its windows), a repeat at the largest count, nesting at the deepest, brackets and
+/// expressions at theirs; and on a eighth of the stack rustc gives (1 MiB: the margin for a
+/// macro built without optimisation, whose frames are larger than this test's).
 #[test]
 fn at_the_limits() {
     for src in [
@@ -236,9 +243,20 @@ fn at_the_limits() {
             src + &net("B0")
         },
         net(&format!("flatten, linear({}1)", "1 + ".repeat(63))),
+        net(&format!(
+            "flatten, linear({}1{})",
+            "(".repeat(61),
+            ")".repeat(61)
+        )),
+        net(
+            &format!("{}relu{}", "{".repeat(31), "}".repeat(31)).replace(
+                "relu",
+                &format!("conv2d({}1{}, kernel = 1)", "(".repeat(30), ")".repeat(30)),
+            ),
+        ),
     ] {
         let start = Instant::now();
-        let result = run(&src);
+        let result = run_on(&src, 1 << 20);
         let took = start.elapsed();
         assert!(result.is_ok(), "{src:.200}: {result:?}");
         assert!(took < Duration::from_secs(10), "took {took:?}: {src:.200}");

@@ -25,6 +25,7 @@
 mod ast;
 mod check;
 mod expand;
+mod fmt;
 mod ir;
 mod size;
 

@@ -33,6 +33,8 @@ use crate::ast::{self};
 use crate::ir::{Mode, NetPlan, Plan};
 use crate::size;
 
+pub use crate::fmt::{fmt_dims, fmt_pair};
+
 #[cfg(test)]
 pub use layers::LAYERS;
 
@@ -435,24 +437,6 @@ fn input_shape(dims: &ast::Dims) -> syn::Result<[usize; 3]> {
 
 fn dims_values(dims: &ast::Dims) -> syn::Result<Vec<usize>> {
     dims.dims.iter().map(|lit| lit.base10_parse()).collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Formatting
-
-/// `[16, 5, 5]`
-pub fn fmt_dims(dims: &[usize]) -> String {
-    let inner: Vec<_> = dims.iter().map(usize::to_string).collect();
-    format!("[{}]", inner.join(", "))
-}
-
-/// `5` for a square window, `3x5` (height x width) otherwise.
-pub fn fmt_pair((h, w): (usize, usize)) -> String {
-    if h == w {
-        h.to_string()
-    } else {
-        format!("{h}x{w}")
-    }
 }
 
 #[cfg(test)]

@@ -1111,7 +1111,7 @@ fn join_fields(flow: &mut Flow, branches: &[&Flow], made_by: &str) {
 fn field_doc(row: &Row) -> String {
     let mut doc = format!("`{}`: output {}", row.kind, fmt_dims(&row.output));
     if row.params > 0 {
-        doc += &format!(", {} parameters", crate::expand::thousands(row.params));
+        doc += &format!(", {} parameters", crate::fmt::thousands(row.params));
     }
     if !row.path.is_empty() {
         doc += &format!("; checkpoint key `{}`", row.path);
