@@ -133,14 +133,24 @@ pub fn same_padding(n: usize, k: usize, s: usize, d: usize) -> Option<(usize, us
 // ---------------------------------------------------------------------------------------------
 // Errors
 
+/// The errors of one check, collected so that independent mistakes are reported together
+/// (serde_derive's `Ctxt`). Every `Errors` ends in [`finish`](Self::finish) or
+/// [`into_error`](Self::into_error), whose result is returned or absorbed into another: one
+/// dropped unread would lose its errors silently, so in debug builds (the macro's tests, the
+/// fuzz test, and `cargo check` of a crate using it) dropping one unread is a panic, a bug in
+/// the macro that every test path would show.
 #[derive(Default)]
-pub struct Errors(Option<syn::Error>);
+#[must_use = "errors are reported by `finish` or `into_error`"]
+pub struct Errors {
+    error: Option<syn::Error>,
+    read: bool,
+}
 
 impl Errors {
     pub fn push(&mut self, error: syn::Error) {
-        match &mut self.0 {
+        match &mut self.error {
             Some(all) => all.combine(error),
-            None => self.0 = Some(error),
+            None => self.error = Some(error),
         }
     }
 
@@ -148,10 +158,33 @@ impl Errors {
         result.map_err(|e| self.push(e)).ok()
     }
 
+    /// Takes in the errors of `other`, which is read.
+    pub fn absorb(&mut self, other: Errors) {
+        if let Some(error) = other.into_error() {
+            self.push(error);
+        }
+    }
+
+    /// `value`, or every error so far.
     pub fn finish<T>(self, value: T) -> syn::Result<T> {
-        match self.0 {
+        match self.into_error() {
             Some(error) => Err(error),
             None => Ok(value),
+        }
+    }
+
+    /// Every error so far, combined; `None` if there was none.
+    pub fn into_error(mut self) -> Option<syn::Error> {
+        self.read = true;
+        self.error.take()
+    }
+}
+
+impl Drop for Errors {
+    #[allow(clippy::panic)]
+    fn drop(&mut self) {
+        if cfg!(debug_assertions) && !self.read && !std::thread::panicking() {
+            panic!("cnn!: a check's errors were dropped without being read (a bug in the macro)");
         }
     }
 }
@@ -279,9 +312,7 @@ fn one_net<'a>(net: &'a ast::Net, blocks: &defs::Blocks<'_>) -> syn::Result<NetP
         .as_ref()
         .is_none_or(|options| options.no_input_grad.is_none());
     let walked = walk::network(net, blocks, flow, input_grad);
-    if let Some(e) = walked.errors.0 {
-        errors.push(e);
-    }
+    errors.absorb(walked.errors);
 
     // Rule: `input_grad = false` needs a conv2d first, the one layer that can skip its input's
     // gradient.

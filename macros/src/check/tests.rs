@@ -1055,3 +1055,23 @@ fn receptive_field_through_scale() {
         assert_eq!(last.receptive_field, Some((12, 12)));
     });
 }
+
+/// A check's errors dropped unread would be lost silently: in debug builds that is a panic, so
+/// that any path of the macro that forgets them fails its tests.
+#[test]
+#[should_panic(expected = "dropped without being read")]
+fn errors_dropped_unread_are_a_bug() {
+    let mut errors = Errors::default();
+    errors.push(syn::Error::new(proc_macro2::Span::call_site(), "lost"));
+}
+
+/// Read ones are not.
+#[test]
+fn errors_read_are_fine() {
+    let mut errors = Errors::default();
+    errors.push(syn::Error::new(proc_macro2::Span::call_site(), "kept"));
+    let mut outer = Errors::default();
+    outer.absorb(errors);
+    assert_eq!(outer.finish(()).unwrap_err().to_string(), "kept");
+    assert!(Errors::default().into_error().is_none());
+}

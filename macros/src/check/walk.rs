@@ -539,11 +539,7 @@ impl Walker<'_, '_> {
     ) {
         // Where no shape is known (after an error), `C`, `H`, `W` mean nothing: such
         // arguments are not reported again.
-        let mut arg_errors = Errors::default();
-        let args = eval_args(op, env, &mut arg_errors);
-        if let Some(e) = arg_errors.0 {
-            self.errors.push(e);
-        }
+        let args = eval_args(op, env, &mut self.errors);
         let Some(args) = args else {
             // (The layer's own rules would only report the argument as missing.)
             flow.shape = None;
@@ -621,11 +617,7 @@ impl Walker<'_, '_> {
         depth: usize,
     ) -> Vec<Step> {
         let block = def.ident.to_string();
-        let mut arg_errors = Errors::default();
-        let args = eval_args(op, env, &mut arg_errors);
-        if let Some(e) = arg_errors.0 {
-            self.errors.push(e);
-        }
+        let args = eval_args(op, env, &mut self.errors);
         let name = match scope.field_name(entry.name.as_ref(), op.ident.span()) {
             Ok(name) => name,
             Err(e) => {
@@ -680,7 +672,7 @@ impl Walker<'_, '_> {
             false,
         );
         self.calls.pop();
-        if let Some(inner) = std::mem::replace(&mut self.errors, outer).0 {
+        if let Some(inner) = std::mem::replace(&mut self.errors, outer).into_error() {
             self.errors.push(blocks::in_call(
                 inner,
                 op.ident.span(),
@@ -934,7 +926,7 @@ impl Walker<'_, '_> {
         let input = flow.shape.clone();
         let outer = std::mem::take(&mut self.errors);
         walk(self, flow);
-        match std::mem::replace(&mut self.errors, outer).0 {
+        match std::mem::replace(&mut self.errors, outer).into_error() {
             Some(inner) => {
                 self.errors
                     .push(blocks::in_repetition(inner, at, i, n, &input));
