@@ -187,6 +187,13 @@ fn regressions() {
             },
             "nested more than 32 levels deep",
         ),
+        (
+            (0..6)
+                .map(|i| format!("struct N{i}: [1, 8, 8] {{ repeat(1000) {{ relu, relu, relu, relu, relu, relu, relu, relu }} }}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            "this invocation's networks expand to more than 50000 layers",
+        ),
         // Names the macro reports itself.
         (net("_0: relu, conv2d(1, kernel = 1)"), "layer name `_0` is reserved"),
         (net("__marker: relu"), "layer name `__marker` is reserved"),

@@ -354,6 +354,7 @@ use proc_macro::TokenStream;
 ///   recursion limit (128; `tests/limits.rs` compiles networks at the limit);
 /// - more than 10,000 rows in a network's summary (layers, block calls, groups, constructs and
 ///   copies, as expanded): ten times the largest torchvision classifiers (under 1,000 layers);
+///   and more than 50,000 for all the networks of one invocation;
 /// - a `repeat` count above 1,000 (real networks repeat a block a few dozen times);
 /// - an expression with more than 64 operators and parentheses;
 /// - a tensor with more than `isize::MAX / 8` elements (the input image, a layer's output for

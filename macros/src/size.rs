@@ -27,6 +27,12 @@ pub const MAX_ELEMENTS: usize = (isize::MAX as usize) / 8;
 /// times, and the size of the generated code.
 pub const MAX_ENTRIES: usize = 10_000;
 
+/// The most rows all the networks of one invocation may have together: five networks at
+/// [`MAX_ENTRIES`] (a crate holding many large networks writes them in several invocations).
+/// Without it, a thousand short networks each calling a block that fans out would each be
+/// within their own limit, and together exhaust memory.
+pub const MAX_INVOCATION_ENTRIES: usize = 5 * MAX_ENTRIES;
+
 /// The largest `repeat(n)` count. Real networks repeat a block a few dozen times at most
 /// (DenseNet's largest dense block has 48 layers); a larger count is an error at its tokens,
 /// before any copy is walked.

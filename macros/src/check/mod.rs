@@ -46,11 +46,13 @@ pub fn net(input: &ast::Input) -> syn::Result<Plan<'_>> {
     let mut errors = Errors::default();
     names::networks(&input.nets, &mut errors);
     let blocks = errors.ok(defs::Blocks::new(&input.blocks));
+    // The rows every network may still take: `MAX_INVOCATION_ENTRIES` in all.
+    let mut budget = size::MAX_INVOCATION_ENTRIES;
     let nets = match blocks {
         Some(blocks) => input
             .nets
             .iter()
-            .filter_map(|net| errors.ok(one_net(net, &blocks)))
+            .filter_map(|net| errors.ok(one_net(net, &blocks, &mut budget)))
             .collect(),
         None => Vec::new(),
     };
@@ -277,7 +279,11 @@ impl Flow {
 // ---------------------------------------------------------------------------------------------
 // One network
 
-fn one_net<'a>(net: &'a ast::Net, blocks: &defs::Blocks<'_>) -> syn::Result<NetPlan<'a>> {
+fn one_net<'a>(
+    net: &'a ast::Net,
+    blocks: &defs::Blocks<'_>,
+    budget: &mut usize,
+) -> syn::Result<NetPlan<'a>> {
     let mut errors = Errors::default();
 
     // Rule: the network is not named `E` or `D`, the struct's own type parameters
@@ -311,7 +317,8 @@ fn one_net<'a>(net: &'a ast::Net, blocks: &defs::Blocks<'_>) -> syn::Result<NetP
     let input_grad = options
         .as_ref()
         .is_none_or(|options| options.no_input_grad.is_none());
-    let walked = walk::network(net, blocks, flow, input_grad);
+    let walked = walk::network(net, blocks, flow, input_grad, *budget);
+    *budget = budget.saturating_sub(walked.rows.len());
     errors.absorb(walked.errors);
 
     // Rule: `input_grad = false` needs a conv2d first, the one layer that can skip its input's

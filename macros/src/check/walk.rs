@@ -17,7 +17,7 @@ use super::names::{Name, ScopeNames};
 use super::{Errors, Flow, Shape, error, fmt_dims};
 use crate::ast::{self, Entry, Item, Op};
 use crate::ir::{Field, FieldTy, Mode, Row, Scope, Step};
-use crate::size::{self, MAX_DEPTH, MAX_ENTRIES, ordinal};
+use crate::size::{self, MAX_DEPTH, MAX_ENTRIES, MAX_INVOCATION_ENTRIES, ordinal};
 
 /// What the walk of one network found.
 pub struct Walked {
@@ -33,7 +33,14 @@ pub struct Walked {
     pub starts_with_conv: bool,
 }
 
-pub fn network(net: &ast::Net, blocks: &Blocks<'_>, mut flow: Flow, input_grad: bool) -> Walked {
+/// Walks `net`, which may take at most `budget` rows (what is left of the invocation's).
+pub fn network(
+    net: &ast::Net,
+    blocks: &Blocks<'_>,
+    mut flow: Flow,
+    input_grad: bool,
+    budget: usize,
+) -> Walked {
     let mut walker = Walker {
         blocks,
         net: net.ident.to_string(),
@@ -44,6 +51,7 @@ pub fn network(net: &ast::Net, blocks: &Blocks<'_>, mut flow: Flow, input_grad: 
         rows: Vec::new(),
         errors: Errors::default(),
         level: 0,
+        budget,
         exhausted: false,
         idents: BTreeSet::new(),
     };
@@ -83,6 +91,8 @@ struct Walker<'b, 'a> {
     errors: Errors,
     /// How deeply the entry being walked is nested, as expanded (at most `MAX_DEPTH`).
     level: usize,
+    /// The rows left to the invocation when this network's walk began.
+    budget: usize,
     /// Whether the walk passed `MAX_ENTRIES` rows (reported once; nothing more is walked).
     exhausted: bool,
     /// The generated structs' names so far, kept unique.
@@ -133,17 +143,23 @@ impl Walker<'_, '_> {
             flow.shape = None;
             return;
         }
-        if self.rows.len() >= MAX_ENTRIES {
+        if self.rows.len() >= MAX_ENTRIES.min(self.budget) {
             self.exhausted = true;
-            self.errors.push(error(
-                entry.item.span(),
+            let message = if self.budget < MAX_ENTRIES {
+                format!(
+                    "this invocation's networks expand to more than {MAX_INVOCATION_ENTRIES} \
+                     layers, block calls, groups and copies in all; that is the limit, which \
+                     keeps the macro and the compiler fast: split them among invocations"
+                )
+            } else {
                 format!(
                     "`{}` expands to more than {MAX_ENTRIES} layers, block calls, groups and \
-                     copies; that is the limit (ten times the largest real networks), which keeps \
-                     the macro and the compiler fast",
+                     copies; that is the limit (ten times the largest real networks), which \
+                     keeps the macro and the compiler fast",
                     self.net
-                ),
-            ));
+                )
+            };
+            self.errors.push(error(entry.item.span(), message));
             flow.shape = None;
             return;
         }
