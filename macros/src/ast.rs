@@ -2,14 +2,16 @@
 //! its errors at them; nothing here knows which layers or blocks exist, what their arguments
 //! mean, or what an expression is worth.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{ToTokens, TokenStreamExt};
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::{
-    Attribute, Ident, Lit, LitBool, LitFloat, LitInt, Token, Visibility, braced, bracketed,
+    Attribute, Ident, LitBool, LitFloat, LitInt, Token, Visibility, braced, bracketed,
     parenthesized, token,
 };
+
+use crate::size::{MAX_BRACKETS, MAX_EXPR_OPS};
 
 /// The words that open a construct rather than name a layer or a block.
 pub mod kw {
@@ -526,8 +528,51 @@ impl Parse for Arg {
 
 impl Parse for Expr {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        parse_binary(input, 0)
+        let mut budget = MAX_EXPR_OPS;
+        parse_binary(input, 0, &mut budget)
     }
+}
+
+/// Rule: an expression has at most `MAX_EXPR_OPS` operators and parentheses (see `size`):
+/// `budget` is what is left of them, spent here at `input`'s next token.
+fn spend(input: ParseStream, budget: &mut usize) -> syn::Result<()> {
+    match budget.checked_sub(1) {
+        Some(left) => {
+            *budget = left;
+            Ok(())
+        }
+        None => Err(input.error(format!(
+            "this expression has more than {MAX_EXPR_OPS} operators and parentheses, the limit \
+             on one expression; work part of it out by hand"
+        ))),
+    }
+}
+
+/// Rule: brackets (`{}`, `()`, `[]`) nest at most `MAX_BRACKETS` deep (see `size`), checked on
+/// the tokens with a loop before anything recurses over them.
+pub fn check_nesting(tokens: &TokenStream) -> syn::Result<()> {
+    let mut open = vec![tokens.clone().into_iter()];
+    while let Some(top) = open.last_mut() {
+        match top.next() {
+            Some(TokenTree::Group(group)) => {
+                if open.len() > MAX_BRACKETS {
+                    return Err(syn::Error::new(
+                        group.span_open(),
+                        format!(
+                            "brackets nested more than {MAX_BRACKETS} deep; that is the limit, \
+                             which keeps the macro within its stack (networks nest a few levels)"
+                        ),
+                    ));
+                }
+                open.push(group.stream().into_iter());
+            }
+            Some(_) => {}
+            None => {
+                open.pop();
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The operator at the head of `input` and its precedence level (0 binds loosest), if any.
@@ -583,11 +628,12 @@ fn parse_op(input: ParseStream) -> syn::Result<BinOp> {
 
 /// Precedence climbing: operators of level `min` and tighter, left-associative; comparisons do
 /// not chain.
-fn parse_binary(input: ParseStream, min: usize) -> syn::Result<Expr> {
-    let mut lhs = parse_atom(input)?;
+fn parse_binary(input: ParseStream, min: usize, budget: &mut usize) -> syn::Result<Expr> {
+    let mut lhs = parse_atom(input, budget)?;
     while let Some(level) = peek_op(input).filter(|&level| level >= min) {
+        spend(input, budget)?;
         let op = parse_op(input)?;
-        let rhs = parse_binary(input, level + 1)?;
+        let rhs = parse_binary(input, level.saturating_add(1), budget)?;
         lhs = Expr::Binary {
             lhs: Box::new(lhs),
             op,
@@ -600,17 +646,14 @@ fn parse_binary(input: ParseStream, min: usize) -> syn::Result<Expr> {
     Ok(lhs)
 }
 
-fn parse_atom(input: ParseStream) -> syn::Result<Expr> {
+fn parse_atom(input: ParseStream, budget: &mut usize) -> syn::Result<Expr> {
     let lookahead = input.lookahead1();
     if lookahead.peek(LitInt) {
         Ok(Expr::Int(input.parse()?))
     } else if lookahead.peek(LitFloat) {
         Ok(Expr::Float(input.parse()?))
     } else if lookahead.peek(LitBool) {
-        match input.parse()? {
-            Lit::Bool(b) => Ok(Expr::Bool(b)),
-            _ => unreachable!("peeked a bool literal"),
-        }
+        Ok(Expr::Bool(input.parse()?))
     } else if lookahead.peek(Ident) {
         let ident: Ident = input.parse()?;
         if input.peek(Token![.]) && input.peek2(LitInt) {
@@ -624,9 +667,10 @@ fn parse_atom(input: ParseStream) -> syn::Result<Expr> {
         }
         Ok(Expr::Ident(ident))
     } else if lookahead.peek(token::Paren) {
+        spend(input, budget)?;
         let content;
         let paren = parenthesized!(content in input);
-        let first: Expr = content.parse()?;
+        let first = parse_binary(&content, 0, budget)?;
         if content.is_empty() {
             return Ok(Expr::Paren {
                 paren,
@@ -634,7 +678,7 @@ fn parse_atom(input: ParseStream) -> syn::Result<Expr> {
             });
         }
         let comma = content.parse()?;
-        let w = content.parse()?;
+        let w = parse_binary(&content, 0, budget)?;
         content.parse::<Option<Token![,]>>()?;
         if !content.is_empty() {
             return Err(content.error("expected a pair `(h, w)`"));

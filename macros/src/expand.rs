@@ -11,7 +11,7 @@ use proc_macro2::{Group, Literal, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote};
 use syn::Ident;
 
-use crate::check::fmt_dims;
+use crate::fmt::{fmt_dims, thousands};
 use crate::ir::{
     Act, Conv, ConvTranspose, Field, FieldLayer, FieldTy, Linear, Mode, NetPlan, Path, Plan, Pool,
     PoolKind, Row, Scope, Step, Unit,
@@ -175,10 +175,14 @@ fn scope_struct(net: &NetPlan, scope: &Scope) -> TokenStream {
 fn field_ty(net: &NetPlan, ty: &FieldTy) -> TokenStream {
     match ty {
         FieldTy::Layer(layer) => layer_ty(layer),
-        FieldTy::Scope(index) => {
-            let ident = &net.scopes[*index].ident;
-            quote!(#ident<E, D>)
-        }
+        FieldTy::Scope(index) => match net.scopes.get(*index) {
+            Some(scope) => {
+                let ident = &scope.ident;
+                quote!(#ident<E, D>)
+            }
+            // (`check` makes every index one of `scopes`.)
+            None => quote!(::core::compile_error!("cnn!: a field's struct is missing")),
+        },
     }
 }
 
@@ -259,7 +263,7 @@ fn conv_ty(conv: &Conv) -> TokenStream {
         dilation.0,
         dilation.1,
         *groups,
-        in_c / groups,
+        in_c.checked_div(*groups).unwrap_or(0),
         pad_end.0,
         pad_end.1,
     ]
@@ -323,7 +327,7 @@ fn conv_transpose_ty(t: &ConvTranspose) -> TokenStream {
         dilation.0,
         dilation.1,
         *groups,
-        out_c / groups,
+        out_c.checked_div(*groups).unwrap_or(0),
     ]
     .map(lit);
     quote! {
@@ -414,19 +418,20 @@ fn act_type(act: Act) -> &'static str {
     }
 }
 
-/// The value a field without tensors is built with.
-fn field_init(layer: &FieldLayer) -> TokenStream {
+/// The value a field without tensors is built with; `None` for one with tensors (which the
+/// module visitor builds).
+fn field_init(layer: &FieldLayer) -> Option<TokenStream> {
     match layer {
-        FieldLayer::Unit(unit) => unit_value(unit),
+        FieldLayer::Unit(unit) => Some(unit_value(unit)),
         FieldLayer::Dropout(p) => {
             let dfdx = dfdx();
             let p = Literal::f32_suffixed(*p as f32);
-            quote!(#dfdx::nn::modules::Dropout { p: #p })
+            Some(quote!(#dfdx::nn::modules::Dropout { p: #p }))
         }
         FieldLayer::Conv(_)
         | FieldLayer::ConvTranspose(_)
         | FieldLayer::Linear(_)
-        | FieldLayer::BatchNorm { .. } => unreachable!("fields with tensors are visited"),
+        | FieldLayer::BatchNorm { .. } => None,
     }
 }
 
@@ -453,14 +458,18 @@ fn tensor_collection(name: &Ident, fields: &[Field], marker: bool) -> TokenStrea
             })
             .collect(),
     );
-    let inits = fields.iter().filter(|f| !f.has_tensors()).map(|field| {
-        let ident = &field.ident;
-        let FieldTy::Layer(layer) = &field.ty else {
-            unreachable!("nested scopes are visited")
-        };
-        let value = field_init(layer);
-        quote!(#ident: #value)
-    });
+    // (Every field without tensors is a layer: nested scopes are visited.)
+    let inits = fields
+        .iter()
+        .filter(|f| !f.has_tensors())
+        .filter_map(|field| {
+            let ident = &field.ident;
+            let FieldTy::Layer(layer) = &field.ty else {
+                return None;
+            };
+            let value = field_init(layer)?;
+            Some(quote!(#ident: #value))
+        });
     let visited_idents = visited.iter().map(|f| &f.ident);
     let marker = marker.then(|| quote!(__marker: ::core::marker::PhantomData,));
     quote! {
@@ -928,20 +937,20 @@ fn seq(steps: &[Step], mutable: bool) -> TokenStream {
             }
             Step::Sum { branches, relu } => {
                 let (forks, outs) = branch_values(branches, mutable, &fork);
-                let first = &outs[0];
-                let (rest, last) = outs[1..].split_at(outs.len() - 2);
+                // (`check` gives a sum two branches or more.)
+                let (first, rest) = outs.split_first()?;
+                let (last, rest) = rest.split_last()?;
                 let last_add = if *relu { &add_relu } else { &add };
                 quote!({
                     #forks
                     let x = #first;
                     #( let x = #add(x, #rest)?; )*
-                    #last_add(x, #(#last)*)
+                    #last_add(x, #last)
                 })
             }
             Step::Concat { branches, channels } => {
                 let (forks, outs) = branch_values(branches, mutable, &fork);
-                let first = &outs[0];
-                let rest = &outs[1..];
+                let (first, rest) = outs.split_first()?;
                 let channels = lit(*channels);
                 quote!({
                     #forks
@@ -1134,14 +1143,15 @@ fn struct_doc(net: &NetPlan) -> String {
             doc,
             "| {name} | {kind} | `{}` | {} | {} | {rf} |",
             fmt_dims(&row.output),
-            thousands(row.params + row.non_trainable),
+            // (No larger than the network's total, which `check` found to fit.)
+            thousands(row.params.saturating_add(row.non_trainable)),
             thousands(row.macs),
         );
     }
     let _ = writeln!(
         doc,
         "| **total** | | `{output}` | {} | {} | |\n",
-        thousands(net.params + net.non_trainable),
+        thousands(net.params.saturating_add(net.non_trainable)),
         thousands(net.macs)
     );
     let _ = writeln!(
@@ -1185,19 +1195,6 @@ fn struct_doc(net: &NetPlan) -> String {
         }
     }
     doc
-}
-
-/// `61706` -> `61,706`.
-pub fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]

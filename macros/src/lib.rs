@@ -3,13 +3,33 @@
 //! The pipeline: `ast` is the syntax (every node keeps its tokens for spans), `check` the shapes
 //! and rules (the only place that decides), `expand` the generated code (`quote!` only).
 
+// The macro must never panic (a panic is "proc macro panicked" with no location) nor compute a
+// wrong number silently (a release build of the macro does not check overflow): outside tests,
+// arithmetic that can overflow, indexing, and `unwrap`/`expect`/`panic!`/`unreachable!` are
+// refused by clippy. Sizes go through `check::size`, which reports an overflow at the user's
+// tokens.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 mod ast;
 mod check;
 mod expand;
+mod fmt;
 mod ir;
+mod size;
 
 use proc_macro::TokenStream;
-use syn::parse_macro_input;
 
 /// Declares convolutional networks whose shapes the compiler checks.
 ///
@@ -313,12 +333,49 @@ use syn::parse_macro_input;
 /// repeat count is at least 1. An error inside a block points at the layer in the block and at
 /// the call it was checked for (with the call's input shape), and an error inside a repeat
 /// names the repetition. `adaptive_avg_pool2d` does not grow an image; `batch_norm1d` takes
-/// vectors. `tests/ui/` has one case each.
+/// vectors. Names: every name in an expression is defined where it is written (a block's
+/// parameters, a default only the ones before it, and `C`, `H`, `W`; `same` and `valid` are
+/// words for `padding`); a field is not named `_N` (an unnamed entry's) nor `__...` (the
+/// macro's); the networks of one invocation have distinct names, none `{Other}Input` or
+/// `{Other}TrainInput` (the traits generated for another). Numbers: every count and size the
+/// macro works out (parameters, multiply-adds, receptive fields, expressions) fits in `usize`
+/// (`i128` in expressions), every float is finite, and every tensor fits in memory (below).
+/// `tests/ui/` has one case each.
+///
+/// # Limits
+///
+/// So that no input makes the macro (or rustc after it) crash, hang or run out of memory, it
+/// refuses, each time with an error at the tokens that pass the limit:
+///
+/// - brackets nested more than 64 deep, and a network nested more than 32 levels as expanded
+///   (groups, block calls, repeats and the other constructs; a block's body is a level inside
+///   its call, a named repeat's copies two). Real networks nest 3 to 6 levels. A group, call
+///   or repeat is a struct holding the next level's, and 32 keeps them well within rustc's
+///   recursion limit (128; `tests/limits.rs` compiles networks at the limit);
+/// - more than 10,000 rows in a network's summary (layers, block calls, groups, constructs and
+///   copies, as expanded): ten times the largest torchvision classifiers (under 1,000 layers);
+///   and more than 50,000 for all the networks of one invocation;
+/// - a `repeat` count above 1,000 (real networks repeat a block a few dozen times);
+/// - an expression with more than 64 operators and parentheses;
+/// - a tensor with more than `isize::MAX / 8` elements (the input image, a layer's output for
+///   one image, a weight): more bytes than one allocation can hold, in `f64`.
 #[proc_macro]
 pub fn cnn(input: TokenStream) -> TokenStream {
-    let ast = parse_macro_input!(input as ast::Input);
-    check::net(&ast)
-        .map(|plan| expand::net(&plan))
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    expand(input.into()).into()
 }
+
+/// The whole macro on `proc_macro2` tokens, so that tests (and the fuzz test) run it as an
+/// ordinary function.
+fn expand(input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+    front_end(input).unwrap_or_else(syn::Error::into_compile_error)
+}
+
+/// The brackets' depth checked, then parse -> check -> expand.
+fn front_end(input: proc_macro2::TokenStream) -> syn::Result<proc_macro2::TokenStream> {
+    ast::check_nesting(&input)?;
+    let ast = syn::parse2::<ast::Input>(input)?;
+    check::net(&ast).map(|plan| expand::net(&plan))
+}
+
+#[cfg(test)]
+mod fuzz;

@@ -23,9 +23,13 @@ pub struct EvalArg {
     pub span: Span,
 }
 
-/// Works out every argument of `op`; each one that fails is reported, and left out.
-pub fn eval_args(op: &Op, env: &Env, errors: &mut Errors) -> Vec<EvalArg> {
-    op.args()
+/// Works out every argument of `op`; `None` when one fails. Each failure is reported, but for
+/// those that use `C`, `H` or `W` where no shape is known (after an earlier error, which they
+/// would only repeat).
+pub fn eval_args(op: &Op, env: &Env, errors: &mut Errors) -> Option<Vec<EvalArg>> {
+    let mut failed = false;
+    let args = op
+        .args()
         .filter_map(|arg| {
             let span = arg.span();
             let result = match arg {
@@ -47,9 +51,25 @@ pub fn eval_args(op: &Op, env: &Env, errors: &mut Errors) -> Vec<EvalArg> {
                     })
                 }
             };
-            errors.ok(result)
+            match result {
+                Ok(arg) => Some(arg),
+                Err(e) => {
+                    failed = true;
+                    let values = match arg {
+                        Arg::Named { value, .. } => vec![value],
+                        Arg::Positional { from, value } => {
+                            from.iter().map(|(from, _)| from).chain([value]).collect()
+                        }
+                    };
+                    if !values.iter().any(|v| env.needs_shape(v)) {
+                        errors.push(e);
+                    }
+                    None
+                }
+            }
         })
-        .collect()
+        .collect();
+    (!failed).then_some(args)
 }
 
 #[derive(Clone, Copy)]

@@ -55,7 +55,12 @@ fn shortcut_fix(input: &Shape, output: &Shape) -> Option<String> {
     else {
         return None;
     };
-    let stride = |n: usize, o: usize| (1..=n).find(|&s| conv_out(n, 1, s, 0, 0, 1) == Some(o));
+    // The smallest stride s with (n - 1) / s == o - 1: s > (n - 1) / o, so s = (n - 1) / o + 1,
+    // which fits when the quotient is right (no table of strides, so no loop over `n`).
+    let stride = |n: usize, o: usize| {
+        let s = n.checked_sub(1)?.checked_div(o)?.checked_add(1)?;
+        (conv_out(n, 1, s, 0, 0, 1) == Some(o)).then_some(s)
+    };
     let (sh, sw) = (stride(h, oh)?, stride(w, ow)?);
     Some(match (sh, sw) {
         (1, 1) => format!("conv2d({oc}, kernel = 1)"),
@@ -74,8 +79,10 @@ pub struct Branch {
 
 /// Rule: the branches of a `concat` give images of one height and width (their channels are
 /// stacked) or all give vectors (their features are). Returns the stacked shape.
-pub fn concat(branches: &[Branch]) -> syn::Result<Shape> {
-    let first = &branches[0];
+pub fn concat(at: Span, branches: &[Branch]) -> syn::Result<Shape> {
+    let Some(first) = branches.first() else {
+        return Err(error(at, "concat needs at least two branches"));
+    };
     let mut total = 0usize;
     for branch in branches {
         let fits = match (&first.shape, &branch.shape) {
@@ -106,20 +113,31 @@ pub fn concat(branches: &[Branch]) -> syn::Result<Shape> {
         let c = match branch.shape {
             Shape::Image { c, .. } | Shape::Flat(c) => c,
         };
-        total = total
-            .checked_add(c)
-            .ok_or_else(|| error(branch.span, "sizes overflow usize"))?;
+        total = crate::size::sum(
+            format_args!("the channel count of `concat` after {}", branch.label),
+            branch.span,
+            &[total, c],
+        )?;
     }
-    Ok(match first.shape {
+    let shape = match first.shape {
         Shape::Image { h, w, .. } => Shape::Image { c: total, h, w },
         Shape::Flat(_) => Shape::Flat(total),
-    })
+    };
+    // Rule: the stacked output fits in a tensor.
+    crate::size::elements(
+        format_args!("the output {} of `concat`", fmt_dims(&shape.dims())),
+        at,
+        &shape.dims(),
+    )?;
+    Ok(shape)
 }
 
 /// Rule: the branches of a `sum` give one shape (they are added).
-pub fn sum(branches: &[Branch]) -> syn::Result<Shape> {
-    let first = &branches[0];
-    for branch in &branches[1..] {
+pub fn sum(at: Span, branches: &[Branch]) -> syn::Result<Shape> {
+    let Some((first, rest)) = branches.split_first() else {
+        return Err(error(at, "sum needs at least two branches"));
+    };
+    for branch in rest {
         if branch.shape != first.shape {
             return Err(error(
                 branch.span,
@@ -175,12 +193,20 @@ pub fn scale(at: Span, input: &Shape, gate: &Shape) -> syn::Result<bool> {
     }
 }
 
-/// Rule: a repeat count is an integer, at least 1.
+/// Rule: a repeat count is an integer, at least 1 and at most `MAX_REPEAT` (see `size`).
 pub fn repeat_count(count: &Spanned) -> syn::Result<usize> {
+    use crate::size::MAX_REPEAT;
     match count.val {
-        Val::Int(n) if n >= 1 => {
-            usize::try_from(n).map_err(|_| error(count.span, "count out of range"))
-        }
+        Val::Int(n) if n >= 1 => match usize::try_from(n) {
+            Ok(n) if n <= MAX_REPEAT => Ok(n),
+            _ => Err(error(
+                count.span,
+                format!(
+                    "repeat count {n} is more than {MAX_REPEAT}, the limit (real networks repeat \
+                     a block a few dozen times at most)"
+                ),
+            )),
+        },
         Val::Int(n) => Err(error(
             count.span,
             format!("repeat count must be at least 1, not {n}"),
@@ -205,7 +231,7 @@ pub fn in_repetition(
         .map_or_else(String::new, |s| format!(" (input {})", fmt_dims(&s.dims())));
     error.combine(syn::Error::new(
         at,
-        format!("in repetition {} of {n}{input}", i + 1),
+        format!("in repetition {} of {n}{input}", crate::size::ordinal(i)),
     ));
     error
 }

@@ -139,13 +139,13 @@ pub fn bind(
                             "`{name}` takes {} argument{}, but this is argument {} (it is `{signature}`)",
                             params.len(),
                             if params.len() == 1 { "" } else { "s" },
-                            positional + 1
+                            crate::size::ordinal(positional)
                         ),
                     ));
-                    positional += 1;
+                    positional = crate::size::ordinal(positional);
                     continue;
                 };
-                positional += 1;
+                positional = crate::size::ordinal(positional);
                 (param.ident.to_string(), arg.span)
             }
         };
@@ -160,7 +160,9 @@ pub fn bind(
             ));
         }
     }
-    let mut env = base.clone();
+    let mut env = base
+        .clone()
+        .in_block(params.iter().map(|p| p.ident.to_string()).collect());
     let mut bound = Vec::new();
     for param in &params {
         let p = param.ident.to_string();

@@ -44,11 +44,18 @@ impl fmt::Display for Val {
     }
 }
 
+/// The words a layer argument may be without being a name: `padding = same`, `padding = valid`.
+/// Any other identifier that is not a name in scope is an error where it is written.
+const WORDS: &[&str] = &["same", "valid"];
+
 /// The names an expression can use.
 #[derive(Clone, Default)]
 pub struct Env {
     /// Block parameters, by name.
     vars: BTreeMap<String, Val>,
+    /// Inside a block, its parameters in declared order, for "not defined" errors (some may
+    /// not be bound yet, while defaults are worked out).
+    params: Option<Vec<String>>,
     /// What `C`, `H` and `W` are: the block's input, or the shape flowing into the network's
     /// entry; `None` where no shape is known (after an earlier error).
     shape: Option<Shape>,
@@ -58,8 +65,15 @@ impl Env {
     pub fn with_shape(&self, shape: Option<Shape>) -> Env {
         Env {
             vars: self.vars.clone(),
+            params: self.params.clone(),
             shape,
         }
+    }
+
+    /// The environment of a block with parameters `params` (bound with [`Self::bind`]).
+    pub fn in_block(mut self, params: Vec<String>) -> Env {
+        self.params = Some(params);
+        self
     }
 
     pub fn bind(&mut self, name: String, val: Val) {
@@ -74,10 +88,14 @@ impl Env {
             "C" => 0,
             "H" => 1,
             "W" => 2,
-            _ => return Ok(Val::Word(name.to_string())),
+            _ if WORDS.contains(&name) => return Ok(Val::Word(name.to_string())),
+            _ => return Err(self.undefined(name, span)),
         };
         match &self.shape {
-            Some(Shape::Image { c, h, w }) => Ok(Val::Int([*c, *h, *w][axis] as i128)),
+            Some(Shape::Image { c, h, w }) => {
+                let n = [*c, *h, *w].get(axis).copied().unwrap_or(0);
+                Ok(Val::Int(n as i128))
+            }
             Some(Shape::Flat(n)) if axis == 0 => Ok(Val::Int(*n as i128)),
             Some(Shape::Flat(n)) => Err(error(
                 span,
@@ -87,11 +105,60 @@ impl Env {
         }
     }
 
+    /// Whether `expr` uses `C`, `H` or `W` (not shadowed by a parameter) where no shape is
+    /// known: its errors would only repeat an earlier one.
+    pub fn needs_shape(&self, expr: &Expr) -> bool {
+        if self.shape.is_some() {
+            return false;
+        }
+        let named = |ident: &syn::Ident| {
+            let name = ident.to_string();
+            ["C", "H", "W"].contains(&name.as_str()) && !self.vars.contains_key(&name)
+        };
+        // (Expressions are at most `MAX_EXPR_OPS` deep.)
+        match expr {
+            Expr::Ident(ident) | Expr::Part { base: ident, .. } => named(ident),
+            Expr::Binary { lhs, rhs, .. } | Expr::Pair { h: lhs, w: rhs, .. } => {
+                self.needs_shape(lhs) || self.needs_shape(rhs)
+            }
+            Expr::Paren { inner, .. } => self.needs_shape(inner),
+            Expr::Int(_) | Expr::Float(_) | Expr::Bool(_) => false,
+        }
+    }
+
+    /// Rule: an expression uses only names defined where it is written.
+    fn undefined(&self, name: &str, span: Span) -> syn::Error {
+        let message = match &self.params {
+            Some(params) if params.iter().any(|p| p == name) => format!(
+                "`{name}` is not defined yet: a default can use only the parameters before it, \
+                 and `C`, `H`, `W`"
+            ),
+            Some(params) if params.is_empty() => format!(
+                "`{name}` is not defined here; the block has no parameters (its names are `C`, \
+                 `H`, `W`, the shape of its input)"
+            ),
+            Some(params) => format!(
+                "`{name}` is not defined here; the block's parameters are {} (and `C`, `H`, `W` \
+                 are the shape of its input)",
+                params
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => format!(
+                "`{name}` is not defined here; outside blocks the only names are `C`, `H`, `W`, \
+                 the shape flowing in"
+            ),
+        };
+        error(span, message)
+    }
+
     pub fn eval(&self, expr: &Expr) -> syn::Result<Spanned> {
         let span = expr.span();
         let val = match expr {
             Expr::Int(lit) => Val::Int(lit.base10_parse()?),
-            Expr::Float(lit) => Val::Float(lit.base10_parse()?),
+            Expr::Float(lit) => Val::Float(finite(lit.base10_parse()?, expr)?),
             Expr::Bool(lit) => Val::Bool(lit.value),
             Expr::Ident(ident) => self.lookup(&ident.to_string(), ident.span())?,
             Expr::Part { base, index, .. } => {
@@ -126,10 +193,26 @@ impl Env {
             }
             Expr::Binary { lhs, op, rhs } => {
                 let (a, b) = (self.eval(lhs)?, self.eval(rhs)?);
-                binary(a, *op, b, span)?
+                match binary(a, *op, b, span)? {
+                    Val::Float(x) => Val::Float(finite(x, expr)?),
+                    val => val,
+                }
             }
         };
         Ok(Spanned { val, span })
+    }
+}
+
+/// Rule: a number is finite (`1e400`, `0.0 / 0.0` are not).
+fn finite(x: f64, expr: &Expr) -> syn::Result<f64> {
+    if x.is_finite() {
+        Ok(x)
+    } else {
+        let text = quote::ToTokens::to_token_stream(expr).to_string();
+        Err(error(
+            expr.span(),
+            format!("`{text}` is {x:?}, not a finite number"),
+        ))
     }
 }
 
@@ -151,7 +234,9 @@ fn binary(a: Spanned, op: BinOp, b: Spanned, span: Span) -> syn::Result<Val> {
         )
     };
     Ok(match (op, &a.val, &b.val) {
-        (BinOp::Add(_), Int(x), Int(y)) => Int(x + y),
+        (BinOp::Add(_), Int(x), Int(y)) => {
+            Int(x.checked_add(*y).ok_or_else(|| overflow(x, "+", y, span))?)
+        }
         (BinOp::Sub(_), Int(x), Int(y)) => {
             // Sizes are never negative: say so where it happens.
             if x < y {
@@ -160,13 +245,17 @@ fn binary(a: Spanned, op: BinOp, b: Spanned, span: Span) -> syn::Result<Val> {
                     format!("{x} - {y} is below zero; sizes and counts cannot be negative"),
                 ));
             }
-            Int(x - y)
+            Int(x.checked_sub(*y).ok_or_else(|| overflow(x, "-", y, span))?)
         }
-        (BinOp::Mul(_), Int(x), Int(y)) => Int(x * y),
+        (BinOp::Mul(_), Int(x), Int(y)) => {
+            Int(x.checked_mul(*y).ok_or_else(|| overflow(x, "*", y, span))?)
+        }
         (BinOp::Div(_), Int(_), Int(0)) => {
             return Err(error(b.span, format!("{} / 0 divides by zero", a.val)));
         }
-        (BinOp::Div(_), Int(x), Int(y)) => Int(x / y),
+        (BinOp::Div(_), Int(x), Int(y)) => {
+            Int(x.checked_div(*y).ok_or_else(|| overflow(x, "/", y, span))?)
+        }
         (BinOp::Add(_), Float(x), Float(y)) => Float(x + y),
         (BinOp::Sub(_), Float(x), Float(y)) => Float(x - y),
         (BinOp::Mul(_), Float(x), Float(y)) => Float(x * y),
@@ -183,6 +272,16 @@ fn binary(a: Spanned, op: BinOp, b: Spanned, span: Span) -> syn::Result<Val> {
     })
 }
 
+fn overflow(x: &i128, symbol: &str, y: &i128, span: Span) -> syn::Error {
+    error(
+        span,
+        format!(
+            "{x} {symbol} {y} overflows: the result is beyond {}",
+            i128::MAX
+        ),
+    )
+}
+
 fn same_kind(a: &Val, b: &Val) -> bool {
     std::mem::discriminant(a) == std::mem::discriminant(b)
 }
@@ -192,7 +291,7 @@ fn describe_kind(val: &Val) -> String {
         Val::Int(n) => format!("the integer {n}"),
         Val::Float(x) => format!("the number {x:?}"),
         Val::Bool(b) => format!("`{b}`"),
-        Val::Word(w) => format!("the unknown name `{w}`"),
+        Val::Word(w) => format!("the word `{w}`"),
         Val::Pair(h, w) => format!("the pair ({h}, {w})"),
     }
 }

@@ -43,9 +43,11 @@ pub fn fuse(items: Vec<Item>) -> Vec<Step> {
             }
             Item::Layer { field, placing } => (field, placing),
         };
+        // (The walk passes a layer with tensors only with its field: a layer without one had
+        // a naming error, and generates nothing.)
         let step = match placing {
             Placing::Conv(_) => {
-                let field = field.expect("every conv2d has a field");
+                let Some(field) = field else { continue };
                 let bn = rest
                     .next_if(|next| {
                         matches!(
@@ -105,13 +107,17 @@ pub fn fuse(items: Vec<Item>) -> Vec<Step> {
                 }
             }
             Placing::ConvTranspose(_) | Placing::Linear(_) => {
-                Step::Field(field.expect("every layer with parameters has a field"))
+                let Some(field) = field else { continue };
+                Step::Field(field)
             }
-            Placing::BatchNorm { channels, image } => Step::BatchNorm {
-                field: field.expect("every batch norm has a field"),
-                features: (!image).then_some(channels),
-                relu: rest.next_if(is_relu).is_some(),
-            },
+            Placing::BatchNorm { channels, image } => {
+                let Some(field) = field else { continue };
+                Step::BatchNorm {
+                    field,
+                    features: (!image).then_some(channels),
+                    relu: rest.next_if(is_relu).is_some(),
+                }
+            }
             Placing::Dropout(p) => Step::Dropout { field, p },
             Placing::Unit(unit) => match field {
                 Some(field) => Step::Field(field),

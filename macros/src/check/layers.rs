@@ -9,6 +9,7 @@ use super::args::{Args, EvalArg, Num, Pair, float, pair, probability};
 use super::{Flow, Shape, error, fmt_dims, fmt_pair};
 use crate::ast::Op;
 use crate::ir::{Act, Conv, ConvTranspose, Linear, Mode, Pool, PoolKind, Unit};
+use crate::size;
 
 /// Every layer keyword, in the order the "unknown layer" error lists them.
 pub const LAYERS: &[&str] = &[
@@ -171,7 +172,7 @@ pub fn spec(op: &Op, args: &[EvalArg]) -> syn::Result<LayerSpec> {
                 a.at_least_one("the output size", size);
             }
             a.finish()?;
-            LayerSpec::AdaptiveAvg(size.expect("checked by finish"))
+            LayerSpec::AdaptiveAvg(size.ok_or_else(|| unread(op))?)
         }
         "linear" => LayerSpec::Linear(linear_spec(op, args)?),
         "flatten" => {
@@ -213,7 +214,7 @@ pub fn spec(op: &Op, args: &[EvalArg]) -> syn::Result<LayerSpec> {
             let (_, act) = ACTIVATIONS
                 .iter()
                 .find(|(keyword, _)| *keyword == name)
-                .expect("`spec` is called with a layer keyword");
+                .ok_or_else(|| error(op.ident.span(), format!("unknown layer `{name}`")))?;
             Args::read(op, args, &[], 0).finish()?;
             LayerSpec::Act(*act)
         }
@@ -263,16 +264,28 @@ fn conv_spec(op: &Op, args: &[EvalArg]) -> syn::Result<ConvSpec> {
     let bias = a.bool_or("bias", true);
     a.conv_at_least_one([kernel, stride, dilation], groups, out_c);
     a.finish()?;
-    let some = "checked by finish";
+    // (Each `None` had its error, so after `finish` all are `Some`.)
+    let (
+        Some(out_c),
+        Some(kernel),
+        Some(stride),
+        Some(padding),
+        Some(dilation),
+        Some(groups),
+        Some(bias),
+    ) = (out_c, kernel, stride, padding, dilation, groups, bias)
+    else {
+        return Err(unread(op));
+    };
     Ok(ConvSpec {
         in_c,
-        out_c: out_c.expect(some).value,
-        kernel: kernel.expect(some),
-        stride: stride.expect(some),
-        padding: padding.expect(some),
-        dilation: dilation.expect(some),
-        groups: groups.expect(some),
-        bias: bias.expect(some),
+        out_c: out_c.value,
+        kernel,
+        stride,
+        padding,
+        dilation,
+        groups,
+        bias,
     })
 }
 
@@ -319,17 +332,38 @@ fn conv_transpose_spec(op: &Op, args: &[EvalArg]) -> syn::Result<ConvTransposeSp
         }
     }
     a.finish()?;
-    let some = "checked by finish";
+    let (
+        Some(out_c),
+        Some(kernel),
+        Some(stride),
+        Some(padding),
+        Some(output_padding),
+        Some(dilation),
+        Some(groups),
+        Some(bias),
+    ) = (
+        out_c,
+        kernel,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        groups,
+        bias,
+    )
+    else {
+        return Err(unread(op));
+    };
     Ok(ConvTransposeSpec {
         in_c,
-        out_c: out_c.expect(some).value,
-        kernel: kernel.expect(some),
-        stride: stride.expect(some),
-        padding: padding.expect(some),
-        output_padding: output_padding.expect(some),
-        dilation: dilation.expect(some),
-        groups: groups.expect(some),
-        bias: bias.expect(some),
+        out_c: out_c.value,
+        kernel,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        groups,
+        bias,
     })
 }
 
@@ -378,11 +412,13 @@ fn pool_spec(op: &Op, args: &[EvalArg]) -> syn::Result<PoolSpec> {
         }
     }
     a.finish()?;
-    let some = "checked by finish";
+    let (Some(kernel), Some(stride), Some(padding)) = (kernel, stride, padding) else {
+        return Err(unread(op));
+    };
     Ok(PoolSpec {
-        kernel: kernel.expect(some),
-        stride: stride.expect(some),
-        padding: padding.expect(some),
+        kernel,
+        stride,
+        padding,
     })
 }
 
@@ -395,11 +431,13 @@ fn linear_spec(op: &Op, args: &[EvalArg]) -> syn::Result<LinearSpec> {
             .push(error(span, "out-features must be at least 1, not 0"));
     }
     a.finish()?;
-    let some = "checked by finish";
+    let (Some(out_f), Some(bias)) = (out_f, bias) else {
+        return Err(unread(op));
+    };
     Ok(LinearSpec {
         in_f,
-        out_f: out_f.expect(some).value,
-        bias: bias.expect(some),
+        out_f: out_f.value,
+        bias,
     })
 }
 
@@ -424,22 +462,21 @@ pub struct Placed {
 }
 
 /// Works out the layer's output from `flow` (updated in place: shape, receptive field, what
-/// made the count, mode). `label` names the layer in later "made by" messages.
+/// made the count, mode). `label` names the layer in later "made by" messages, `text` (the
+/// layer as written, its expressions worked out) in errors about its sizes.
 pub fn place(
     op: &Op,
     spec: &LayerSpec,
     flow: &mut Flow,
     shape: Shape,
     label: &str,
+    text: &str,
 ) -> syn::Result<Placed> {
     let keyword = op.ident.to_string();
-    let too_big = || syn::Error::new_spanned(op, "sizes overflow usize");
-    let product = |factors: &[usize]| {
-        factors
-            .iter()
-            .try_fold(1usize, |acc, &f| acc.checked_mul(f))
-            .ok_or_else(too_big)
-    };
+    let span = syn::spanned::Spanned::span(op);
+    let params_of = format!("the parameter count of `{text}`");
+    let macs_of = format!("the multiply-add count of `{text}`");
+    let weight_of = format!("the weight of `{text}`");
     let needs_image = |shape: &Shape| match *shape {
         Shape::Image { c, h, w } => Ok((c, h, w)),
         // Rule: convolution, pooling and 2-d batch norm work on images, so not after `flatten`.
@@ -458,8 +495,21 @@ pub fn place(
             let (k, s, d) = (conv.kernel, conv.stride, conv.dilation);
             let (pad, pad_end) = match conv.padding {
                 Padding::Same => {
-                    let (top, bottom) = super::same_padding(h, k.h, s.h, d.h);
-                    let (left, right) = super::same_padding(w, k.w, s.w, d.w);
+                    let (Some((top, bottom)), Some((left, right))) = (
+                        super::same_padding(h, k.h, s.h, d.h),
+                        super::same_padding(w, k.w, s.w, d.w),
+                    ) else {
+                        return Err(syn::Error::new_spanned(
+                            op,
+                            format!(
+                                "`padding = same` overflows for input {h}x{w}: kernel {}, \
+                                 stride {}, dilation {}",
+                                fmt_pair((k.h, k.w)),
+                                fmt_pair((s.h, s.w)),
+                                fmt_pair((d.h, d.w))
+                            ),
+                        ));
+                    };
                     ((top, left), (bottom, right))
                 }
                 Padding::Explicit(p) => ((p.h, p.w), (p.h, p.w)),
@@ -484,10 +534,13 @@ pub fn place(
                 groups: conv.groups.value,
                 bias: conv.bias,
             };
-            let per_out = (c / conv.groups) * k.h * k.w;
-            params = product(&[conv.out_c, per_out])? + if conv.bias { conv.out_c } else { 0 };
-            macs = product(&[conv.out_c, oh, ow, per_out])?;
-            flow.through(conv.kernel, conv.dilation, conv.stride);
+            // weight: (OUT, IN / G, KH, KW)
+            let per_group = size::per_group(c, conv.groups);
+            let weight = size::elements(&weight_of, span, &[conv.out_c, per_group, k.h, k.w])?;
+            let bias = if conv.bias { conv.out_c } else { 0 };
+            params = size::sum(&params_of, span, &[weight, bias])?;
+            macs = size::product(&macs_of, span, &[conv.out_c, oh, ow, per_group, k.h, k.w])?;
+            flow.through(span, conv.kernel, conv.dilation, conv.stride)?;
             flow.made_by = label.to_string();
             (
                 Shape::Image {
@@ -508,8 +561,26 @@ pub fn place(
                 super::conv_transpose_out(h, k.h, s.h, p.h, op_.h, d.h),
                 super::conv_transpose_out(w, k.w, s.w, p.w, op_.w, d.w),
             ) else {
-                let full = |n: usize, k: usize, s: usize, op: usize, d: usize| {
-                    (n - 1) * s + d * (k - 1) + op + 1
+                let (Some(full_h), Some(full_w)) = (
+                    super::conv_transpose_full(h, k.h, s.h, op_.h, d.h),
+                    super::conv_transpose_full(w, k.w, s.w, op_.w, d.w),
+                ) else {
+                    return Err(syn::Error::new_spanned(
+                        op,
+                        format!(
+                            "the output of `{text}` overflows: (n - 1)*stride + dilation*(kernel - 1) \
+                             + output_padding + 1 on input {h}x{w} is more than usize holds"
+                        ),
+                    ));
+                };
+                let twice = |p: usize| {
+                    p.checked_mul(2)
+                        .map_or_else(|| format!("2 x {p}"), |p| p.to_string())
+                };
+                let off = if p.h == p.w {
+                    twice(p.h)
+                } else {
+                    format!("{}x{}", twice(p.h), twice(p.w))
                 };
                 return Err(error(
                     p.span,
@@ -517,13 +588,13 @@ pub fn place(
                         "padding {} leaves no output: input {h}x{w} gives {}x{} before padding \
                          (kernel {}, stride {}, dilation {}, output_padding {}), and padding takes off {}",
                         fmt_pair((p.h, p.w)),
-                        full(h, k.h, s.h, op_.h, d.h),
-                        full(w, k.w, s.w, op_.w, d.w),
+                        full_h,
+                        full_w,
                         fmt_pair((k.h, k.w)),
                         fmt_pair((s.h, s.w)),
                         fmt_pair((d.h, d.w)),
                         fmt_pair((op_.h, op_.w)),
-                        fmt_pair((2 * p.h, 2 * p.w)),
+                        off,
                     ),
                 ));
             };
@@ -542,16 +613,19 @@ pub fn place(
             };
             // Every input pixel scatters into OUT / G channels through every kernel tap:
             // PyTorch's weight (IN, OUT / G, KH, KW) once per input pixel.
-            let per_in = (t.out_c / t.groups) * k.h * k.w;
-            params = product(&[c, per_in])? + if t.bias { t.out_c } else { 0 };
-            macs = product(&[c, per_in, h, w])?;
+            // weight: (IN, OUT / G, KH, KW)
+            let per_group = size::per_group(t.out_c, t.groups);
+            let weight = size::elements(&weight_of, span, &[c, per_group, k.h, k.w])?;
+            let bias = if t.bias { t.out_c } else { 0 };
+            params = size::sum(&params_of, span, &[weight, bias])?;
+            macs = size::product(&macs_of, span, &[c, per_group, k.h, k.w, h, w])?;
             // Receptive field: with stride 1 a transposed conv is a conv (kernel flipped,
             // padding d*(k-1) - p), so the conv rule holds exactly. With a larger stride its
             // output units are 1/s input pixels apart, and the extent that one unit sees
             // depends on where it falls between input pixels; no single integer is right,
             // so the column shows `-` from there on (as after `flatten`).
             if t.stride == (1, 1) {
-                flow.through(t.kernel, t.dilation, (1, 1));
+                flow.through(span, t.kernel, t.dilation, (1, 1))?;
             } else {
                 flow.field = None;
             }
@@ -582,7 +656,7 @@ pub fn place(
                 stride: (s.h, s.w),
                 pad: (p.h, p.w),
             };
-            flow.through(pool.kernel, (1, 1), pool.stride);
+            flow.through(span, pool.kernel, (1, 1), pool.stride)?;
             (
                 Shape::Image { c, h: oh, w: ow },
                 Placing::Unit(Unit::Pool(pool)),
@@ -591,7 +665,7 @@ pub fn place(
         LayerSpec::GlobalPool(kind) => {
             let (c, h, w) = needs_image(&shape)?;
             // Every output sees the whole image.
-            flow.through((h, w), (1, 1), (h, w));
+            flow.through(span, (h, w), (1, 1), (h, w))?;
             (Shape::Flat(c), Placing::Unit(Unit::GlobalPool(*kind)))
         }
         LayerSpec::AdaptiveAvg(size) => {
@@ -608,16 +682,14 @@ pub fn place(
                     ),
                 ));
             }
-            // PyTorch's windows: rows floor(i*H/OH) .. ceil((i+1)*H/OH); the largest spans
-            // ceil(H/OH) (+1 when they overlap unevenly).
-            let span = |n: usize, o: usize| {
-                (0..o)
-                    .map(|i| ((i + 1) * n).div_ceil(o) - i * n / o)
-                    .max()
-                    .unwrap_or(1)
-            };
-            let window = (span(h, size.h), span(w, size.w));
-            flow.through(window, (1, 1), (h / size.h, w / size.w));
+            // PyTorch's windows: rows floor(i*H/OH) .. ceil((i+1)*H/OH); the largest, worked
+            // out without a table of them (`size::adaptive_window`).
+            let window = (
+                size::adaptive_window(h, size.h),
+                size::adaptive_window(w, size.w),
+            );
+            let stride = (size::per_group(h, size.h), size::per_group(w, size.w));
+            flow.through(span, window, (1, 1), stride)?;
             (
                 Shape::Image {
                     c,
@@ -632,7 +704,7 @@ pub fn place(
         }
         LayerSpec::Flatten => {
             let (c, h, w) = needs_image(&shape)?;
-            let n = product(&[c, h, w])?;
+            let n = size::elements(format_args!("the output of `{text}`"), span, &[c, h, w])?;
             flow.made_by = format!("flatten: {c}x{h}x{w} = {n}");
             flow.field = None;
             (Shape::Flat(n), Placing::Unit(Unit::Flatten(n)))
@@ -664,8 +736,11 @@ pub fn place(
                     ),
                 ));
             }
-            params = product(&[n, linear.out_f])? + if linear.bias { linear.out_f } else { 0 };
-            macs = product(&[n, linear.out_f])?;
+            // weight: (OUT, IN)
+            let weight = size::elements(&weight_of, span, &[linear.out_f, n])?;
+            let bias = if linear.bias { linear.out_f } else { 0 };
+            params = size::sum(&params_of, span, &[weight, bias])?;
+            macs = weight;
             flow.made_by = label.to_string();
             (
                 Shape::Flat(linear.out_f),
@@ -702,8 +777,8 @@ pub fn place(
                 ));
             }
             // Scale and bias train; the running mean and variance do not.
-            params = 2 * c;
-            non_trainable = 2 * c;
+            params = size::product(&params_of, span, &[2, c])?;
+            non_trainable = params;
             flow.mode = flow.mode.max(Mode::BatchNorm);
             (
                 shape.clone(),
@@ -719,6 +794,12 @@ pub fn place(
         }
         LayerSpec::Act(act) => (shape.clone(), Placing::Unit(Unit::Act(*act))),
     };
+    // Rule: the layer's output fits in a tensor.
+    size::elements(
+        format_args!("the output {} of `{text}`", fmt_dims(&next.dims())),
+        span,
+        &next.dims(),
+    )?;
     flow.shape = Some(next);
     Ok(Placed {
         placing,
@@ -726,6 +807,15 @@ pub fn place(
         non_trainable,
         macs,
     })
+}
+
+/// The error for arguments that were not all read although none was reported (which `Args`
+/// rules out: every argument it leaves `None` has its error).
+fn unread(op: &Op) -> syn::Error {
+    syn::Error::new_spanned(
+        op,
+        format!("the arguments of {} could not be read", op.ident),
+    )
 }
 
 /// Rule: an explicit in-channel count is the actual one, and groups divide both channel counts.
@@ -746,7 +836,7 @@ fn channels_fit(
         ));
     }
     for (what, n) in [("in-channels", in_c), ("out-channels", out_c)] {
-        if n % groups.value != 0 {
+        if n.checked_rem(groups.value) != Some(0) {
             return Err(error(
                 groups.span,
                 format!("groups {} does not divide {what} {n}", groups.value),
@@ -773,40 +863,54 @@ fn does_not_fit(
     if let Some(d) = dilation {
         let _ = write!(message, ", dilation {}", fmt_pair(d));
         if d != (1, 1) {
-            let spans = (d.0 * (kernel.0 - 1) + 1, d.1 * (kernel.1 - 1) + 1);
-            let _ = write!(message, ": the kernel spans {}", fmt_pair(spans));
+            match (size::dilated(kernel.0, d.0), size::dilated(kernel.1, d.1)) {
+                (Some(h), Some(w)) => {
+                    let _ = write!(message, ": the kernel spans {}", fmt_pair((h, w)));
+                }
+                _ => message.push_str(": the dilated kernel spans more than usize holds"),
+            }
         }
     }
     message.push(')');
     syn::Error::new_spanned(op, message)
 }
 
-/// The closest of `names` to `name`, when it is close enough to be a typo.
+/// The closest of `names` to `name`, when it is close enough to be a typo. (Names longer than
+/// any layer or block by far get no suggestion: the distance takes their lengths' product.)
 pub fn closest<'a>(name: &str, names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (name.len() / 3).max(1);
+    if name.len() > 256 {
+        return None;
+    }
     names
         .into_iter()
+        .filter(|candidate| candidate.len().abs_diff(name.len()) <= limit)
         .map(|candidate| (edit_distance(name, candidate), candidate))
         .filter(|&(d, _)| d <= limit)
         .min_by_key(|&(d, _)| d)
         .map(|(_, candidate)| candidate)
 }
 
-/// Levenshtein distance, ignoring case.
+/// Levenshtein distance, ignoring case: one row of the table at a time.
 fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.to_lowercase().chars().collect();
     let b: Vec<char> = b.to_lowercase().chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.iter().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (prev + usize::from(ca != cb))
-                .min(row[j] + 1)
-                .min(row[j + 1] + 1);
-            prev = row[j + 1];
-            row[j + 1] = next;
+        // `diag`, `up` and `left`: the cells above-left, above and left of the one computed.
+        let mut diag = i;
+        let mut left = i.saturating_add(1);
+        let mut next = Vec::with_capacity(row.len());
+        next.push(left);
+        for (cb, &up) in b.iter().zip(row.iter().skip(1)) {
+            let cell = diag
+                .saturating_add(usize::from(ca != cb))
+                .min(up.saturating_add(1))
+                .min(left.saturating_add(1));
+            next.push(cell);
+            (diag, left) = (up, cell);
         }
+        row = next;
     }
-    row[b.len()]
+    row.last().copied().unwrap_or(0)
 }

@@ -31,6 +31,9 @@ use proc_macro2::Span;
 
 use crate::ast::{self};
 use crate::ir::{Mode, NetPlan, Plan};
+use crate::size;
+
+pub use crate::fmt::{fmt_dims, fmt_pair};
 
 #[cfg(test)]
 pub use layers::LAYERS;
@@ -41,12 +44,15 @@ pub const OPTIONS: &[&str] = &["input_grad"];
 /// Checks every network of the invocation (and the blocks they call).
 pub fn net(input: &ast::Input) -> syn::Result<Plan<'_>> {
     let mut errors = Errors::default();
+    names::networks(&input.nets, &mut errors);
     let blocks = errors.ok(defs::Blocks::new(&input.blocks));
+    // The rows every network may still take: `MAX_INVOCATION_ENTRIES` in all.
+    let mut budget = size::MAX_INVOCATION_ENTRIES;
     let nets = match blocks {
         Some(blocks) => input
             .nets
             .iter()
-            .filter_map(|net| errors.ok(one_net(net, &blocks)))
+            .filter_map(|net| errors.ok(one_net(net, &blocks, &mut budget)))
             .collect(),
         None => Vec::new(),
     };
@@ -69,17 +75,18 @@ pub fn conv_out(
     p_end: usize,
     d: usize,
 ) -> Option<usize> {
-    if k == 0 || s == 0 || d == 0 {
+    if d == 0 {
         return None;
     }
-    let span = d.checked_mul(k - 1)?.checked_add(1)?;
+    let span = size::dilated(k, d)?;
     let padded = n.checked_add(p_begin)?.checked_add(p_end)?;
-    padded.checked_sub(span).map(|room| room / s + 1)
+    padded.checked_sub(span)?.checked_div(s)?.checked_add(1)
 }
 
 /// Output length along one axis of a transposed convolution:
 /// `(n - 1)*s - 2*p + d*(k - 1) + op + 1`. `None` when `k`, `s` or `d` is 0, when `op` is not
-/// smaller than `s` or `d` (PyTorch's rule), or when the padding removes the whole output.
+/// smaller than `s` or `d` (PyTorch's rule), when the padding removes the whole output, or when
+/// the length overflows.
 pub fn conv_transpose_out(
     n: usize,
     k: usize,
@@ -88,36 +95,64 @@ pub fn conv_transpose_out(
     op: usize,
     d: usize,
 ) -> Option<usize> {
-    if n == 0 || k == 0 || s == 0 || d == 0 || (op >= s && op >= d) {
+    if s == 0 || (op >= s && op >= d) {
         return None;
     }
-    let full = (n - 1)
+    conv_transpose_full(n, k, s, op, d)?
+        .checked_sub(p.checked_mul(2)?)
+        .filter(|&out| out > 0)
+}
+
+/// `(n - 1)*s + d*(k - 1) + op + 1`: a transposed convolution's output before padding is taken
+/// off; `None` when `n`, `k` or `d` is 0 or it overflows.
+pub fn conv_transpose_full(n: usize, k: usize, s: usize, op: usize, d: usize) -> Option<usize> {
+    if d == 0 {
+        return None;
+    }
+    n.checked_sub(1)?
         .checked_mul(s)?
-        .checked_add(d.checked_mul(k - 1)?)?
-        .checked_add(op + 1)?;
-    full.checked_sub(p.checked_mul(2)?).filter(|&out| out > 0)
+        .checked_add(size::dilated(k, d)?)?
+        .checked_add(op)
 }
 
 /// Padding `(begin, end)` of `padding = same` along one axis: the output is `ceil(n / s)`, and
 /// an odd total puts the extra row or column at the end (bottom/right), as TensorFlow and Keras.
-pub fn same_padding(n: usize, k: usize, s: usize, d: usize) -> (usize, usize) {
-    let out = n.div_ceil(s);
-    let span = d * (k - 1) + 1;
-    let total = ((out - 1) * s + span).saturating_sub(n);
-    (total / 2, total - total / 2)
+/// `None` when `s` is 0 or the padded length overflows.
+pub fn same_padding(n: usize, k: usize, s: usize, d: usize) -> Option<(usize, usize)> {
+    let out = n
+        .checked_div(s)?
+        .checked_add(usize::from(n.checked_rem(s)? != 0))?;
+    let span = size::dilated(k, d)?;
+    let total = out
+        .saturating_sub(1)
+        .checked_mul(s)?
+        .checked_add(span)?
+        .saturating_sub(n);
+    let begin = total / 2;
+    Some((begin, total.checked_sub(begin)?))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Errors
 
+/// The errors of one check, collected so that independent mistakes are reported together
+/// (serde_derive's `Ctxt`). Every `Errors` ends in [`finish`](Self::finish) or
+/// [`into_error`](Self::into_error), whose result is returned or absorbed into another: one
+/// dropped unread would lose its errors silently, so in debug builds (the macro's tests, the
+/// fuzz test, and `cargo check` of a crate using it) dropping one unread is a panic, a bug in
+/// the macro that every test path would show.
 #[derive(Default)]
-pub struct Errors(Option<syn::Error>);
+#[must_use = "errors are reported by `finish` or `into_error`"]
+pub struct Errors {
+    error: Option<syn::Error>,
+    read: bool,
+}
 
 impl Errors {
     pub fn push(&mut self, error: syn::Error) {
-        match &mut self.0 {
+        match &mut self.error {
             Some(all) => all.combine(error),
-            None => self.0 = Some(error),
+            None => self.error = Some(error),
         }
     }
 
@@ -125,10 +160,33 @@ impl Errors {
         result.map_err(|e| self.push(e)).ok()
     }
 
+    /// Takes in the errors of `other`, which is read.
+    pub fn absorb(&mut self, other: Errors) {
+        if let Some(error) = other.into_error() {
+            self.push(error);
+        }
+    }
+
+    /// `value`, or every error so far.
     pub fn finish<T>(self, value: T) -> syn::Result<T> {
-        match self.0 {
+        match self.into_error() {
             Some(error) => Err(error),
             None => Ok(value),
+        }
+    }
+
+    /// Every error so far, combined; `None` if there was none.
+    pub fn into_error(mut self) -> Option<syn::Error> {
+        self.read = true;
+        self.error.take()
+    }
+}
+
+impl Drop for Errors {
+    #[allow(clippy::panic)]
+    fn drop(&mut self) {
+        if cfg!(debug_assertions) && !self.read && !std::thread::panicking() {
+            panic!("cnn!: a check's errors were dropped without being read (a bug in the macro)");
         }
     }
 }
@@ -177,27 +235,55 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// The receptive field after a window `kernel` (dilated by `dilation`) moved by `stride`;
+    /// an overflow is an error at `span` (the layer).
     pub fn through(
         &mut self,
+        span: Span,
         kernel: (usize, usize),
         dilation: (usize, usize),
         stride: (usize, usize),
-    ) {
-        let k_eff = |k: usize, d: usize| d * (k - 1) + 1;
-        self.field = self.field.map(|f| Field2 {
-            r: (
-                f.r.0 + (k_eff(kernel.0, dilation.0) - 1) * f.j.0,
-                f.r.1 + (k_eff(kernel.1, dilation.1) - 1) * f.j.1,
-            ),
-            j: (f.j.0 * stride.0, f.j.1 * stride.1),
+    ) -> syn::Result<()> {
+        let Some(f) = self.field else {
+            return Ok(());
+        };
+        let axis = |r: usize, j: usize, k: usize, d: usize, s: usize| {
+            let grow = size::dilated(k, d).and_then(|k_eff| k_eff.checked_sub(1)?.checked_mul(j));
+            Some((r.checked_add(grow?)?, j.checked_mul(s)?))
+        };
+        let (Some((rh, jh)), Some((rw, jw))) = (
+            axis(f.r.0, f.j.0, kernel.0, dilation.0, stride.0),
+            axis(f.r.1, f.j.1, kernel.1, dilation.1, stride.1),
+        ) else {
+            return Err(error(
+                span,
+                format!(
+                    "the receptive field overflows here: {} pixels with units {} pixels apart, \
+                     through kernel {}, dilation {}, stride {}",
+                    fmt_pair(f.r),
+                    fmt_pair(f.j),
+                    fmt_pair(kernel),
+                    fmt_pair(dilation),
+                    fmt_pair(stride)
+                ),
+            ));
+        };
+        self.field = Some(Field2 {
+            r: (rh, rw),
+            j: (jh, jw),
         });
+        Ok(())
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // One network
 
-fn one_net<'a>(net: &'a ast::Net, blocks: &defs::Blocks<'_>) -> syn::Result<NetPlan<'a>> {
+fn one_net<'a>(
+    net: &'a ast::Net,
+    blocks: &defs::Blocks<'_>,
+    budget: &mut usize,
+) -> syn::Result<NetPlan<'a>> {
     let mut errors = Errors::default();
 
     // Rule: the network is not named `E` or `D`, the struct's own type parameters
@@ -231,10 +317,9 @@ fn one_net<'a>(net: &'a ast::Net, blocks: &defs::Blocks<'_>) -> syn::Result<NetP
     let input_grad = options
         .as_ref()
         .is_none_or(|options| options.no_input_grad.is_none());
-    let walked = walk::network(net, blocks, flow, input_grad);
-    if let Some(e) = walked.errors.0 {
-        errors.push(e);
-    }
+    let walked = walk::network(net, blocks, flow, input_grad, *budget);
+    *budget = budget.saturating_sub(walked.rows.len());
+    errors.absorb(walked.errors);
 
     // Rule: `input_grad = false` needs a conv2d first, the one layer that can skip its input's
     // gradient.
@@ -268,33 +353,42 @@ fn one_net<'a>(net: &'a ast::Net, blocks: &defs::Blocks<'_>) -> syn::Result<NetP
     }
 
     let rows = walked.rows;
-    let total = |f: fn(&crate::ir::Row) -> usize| {
-        rows.iter()
-            .filter(|r| r.depth == 0)
-            .map(f)
-            .try_fold(0usize, usize::checked_add)
-    };
-    let (Some(params), Some(non_trainable), Some(macs)) = (
-        total(|r| r.params),
-        total(|r| r.non_trainable),
-        total(|r| r.macs),
-    ) else {
-        return Err(error(
+    let total = |what: &str, f: fn(&crate::ir::Row) -> usize| {
+        let terms: Vec<usize> = rows.iter().filter(|r| r.depth == 0).map(f).collect();
+        size::sum(
+            format_args!("the {what} of `{}`", net.ident),
             net.ident.span(),
-            "the parameter or multiply-add count overflows usize",
-        ));
+            &terms,
+        )
     };
+    let params = errors.ok(total("parameter count", |r| r.params));
+    let non_trainable = errors.ok(total("non-trainable parameter count", |r| r.non_trainable));
+    let macs = errors.ok(total("multiply-add count", |r| r.macs));
+    // The summary adds both kinds of parameters.
+    if let (Some(params), Some(non_trainable)) = (params, non_trainable) {
+        errors.ok(size::sum(
+            format_args!(
+                "the parameter count of `{}` with its running statistics",
+                net.ident
+            ),
+            net.ident.span(),
+            &[params, non_trainable],
+        ));
+    }
     errors.finish(())?;
+    // (No error, so every one of these is known; `None` only after an error.)
+    let (Some(input), Some(output), Some(params), Some(non_trainable), Some(macs)) =
+        (input, walked.output, params, non_trainable, macs)
+    else {
+        return Err(error(net.ident.span(), "the network's shapes are unknown"));
+    };
     Ok(NetPlan {
         attrs: &net.attrs,
         vis: &net.vis,
         ident: &net.ident,
-        input: input.expect("no error, so the input was read"),
+        input,
         input_span: net.input.span(),
-        output: walked
-            .output
-            .expect("no error, so the shapes are known")
-            .dims(),
+        output: output.dims(),
         fields: walked.fields,
         scopes: walked.scopes,
         steps: walked.steps,
@@ -353,8 +447,15 @@ fn options(net: &ast::Net) -> syn::Result<Options> {
 fn input_shape(dims: &ast::Dims) -> syn::Result<[usize; 3]> {
     let values = dims_values(dims)?;
     match values[..] {
-        // Rule: every dimension is at least 1.
-        [c, h, w] if c > 0 && h > 0 && w > 0 => Ok([c, h, w]),
+        // Rule: every dimension is at least 1, and one image fits in a tensor.
+        [c, h, w] if c > 0 && h > 0 && w > 0 => {
+            size::elements(
+                format_args!("the input image {}", fmt_dims(&values)),
+                dims.span(),
+                &values,
+            )?;
+            Ok([c, h, w])
+        }
         [_, _, _] => Err(error(
             dims.span(),
             format!(
@@ -374,24 +475,6 @@ fn input_shape(dims: &ast::Dims) -> syn::Result<[usize; 3]> {
 
 fn dims_values(dims: &ast::Dims) -> syn::Result<Vec<usize>> {
     dims.dims.iter().map(|lit| lit.base10_parse()).collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Formatting
-
-/// `[16, 5, 5]`
-pub fn fmt_dims(dims: &[usize]) -> String {
-    let inner: Vec<_> = dims.iter().map(usize::to_string).collect();
-    format!("[{}]", inner.join(", "))
-}
-
-/// `5` for a square window, `3x5` (height x width) otherwise.
-pub fn fmt_pair((h, w): (usize, usize)) -> String {
-    if h == w {
-        h.to_string()
-    } else {
-        format!("{h}x{w}")
-    }
 }
 
 #[cfg(test)]

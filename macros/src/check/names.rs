@@ -35,6 +35,17 @@ pub struct ScopeNames {
     next_index: usize,
 }
 
+/// Rule: a name is not `_N` (the field of the unnamed entry N, which a name would clash with,
+/// in whichever order they come) nor starts with `__` (the generated `__marker` field).
+fn reserved(ident: &Ident) -> bool {
+    let name = ident.to_string();
+    let name = name.strip_prefix("r#").unwrap_or(&name);
+    name.starts_with("__")
+        || name
+            .strip_prefix('_')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The name an entry gets: its Rust field and its key in the scope.
 #[derive(Clone)]
 pub struct Name {
@@ -62,8 +73,19 @@ impl ScopeNames {
         span: Span,
     ) -> syn::Result<Option<Name>> {
         let index = self.next_index;
-        self.next_index += 1;
+        // (At most `MAX_ENTRIES`: never near overflow.)
+        self.next_index = index.saturating_add(1);
         let name = match given {
+            Some(ident) if reserved(ident) => {
+                return Err(error(
+                    ident.span(),
+                    format!(
+                        "layer name `{ident}` is reserved: unnamed entries are the fields `_0`, \
+                         `_1`, ..., and names starting with `__` are the macro's; choose another \
+                         name"
+                    ),
+                ));
+            }
             Some(ident) => Name {
                 ident: ident.clone(),
                 key: ident.to_string(),
@@ -86,6 +108,12 @@ impl ScopeNames {
         Ok(Some(name))
     }
 
+    /// Names an entry that is always a field (a block call, a group, a repeat, a copy).
+    pub fn field_name(&mut self, given: Option<&Ident>, span: Span) -> syn::Result<Name> {
+        self.name(given, true, span)?
+            .ok_or_else(|| error(span, "this entry has no field"))
+    }
+
     /// The path from the network to a field of this scope.
     pub fn path_to(&self, name: &Name) -> Path {
         let mut path = self.path.clone();
@@ -96,5 +124,40 @@ impl ScopeNames {
     /// The dotted key of a field of this scope, from the network.
     pub fn key_of(&self, name: &Name) -> String {
         format!("{}{}", self.key, name.key)
+    }
+}
+
+/// Rule: the networks of one invocation have distinct names, and none is named like the input
+/// traits generated for another (`{Net}Input`, `{Net}TrainInput`): they are all items of the
+/// module the macro is invoked in, where rustc would report the clash at `cnn!` itself.
+pub fn networks(nets: &[crate::ast::Net], errors: &mut super::Errors) {
+    let mut seen = BTreeSet::new();
+    for net in nets {
+        if !seen.insert(net.ident.to_string()) {
+            errors.push(error(
+                net.ident.span(),
+                format!(
+                    "network `{}` is defined twice in this invocation",
+                    net.ident
+                ),
+            ));
+        }
+    }
+    for net in nets {
+        let name = net.ident.to_string();
+        for suffix in ["Input", "TrainInput"] {
+            let owner = name
+                .strip_suffix(suffix)
+                .filter(|owner| seen.contains(*owner));
+            if let Some(owner) = owner {
+                errors.push(error(
+                    net.ident.span(),
+                    format!(
+                        "a network cannot be named `{name}`: `cnn!` generates the trait \
+                         `{name}` for the network `{owner}`; choose another name"
+                    ),
+                ));
+            }
+        }
     }
 }

@@ -109,7 +109,7 @@ fn same_padding_gives_ceil() {
         for k in 1..8 {
             for s in 1..5 {
                 for d in 1..4 {
-                    let (begin, end) = same_padding(n, k, s, d);
+                    let (begin, end) = same_padding(n, k, s, d).expect("fits");
                     assert!(
                         begin == end || begin + 1 == end,
                         "n {n} k {k} s {s} d {d}: {begin} {end}"
@@ -124,8 +124,8 @@ fn same_padding_gives_ceil() {
         }
     }
     // TensorFlow's example: 5 pixels, kernel 2, stride 1 -> 1 pixel of padding, at the end.
-    assert_eq!(same_padding(5, 2, 1, 1), (0, 1));
-    assert_eq!(same_padding(28, 5, 1, 1), (2, 2));
+    assert_eq!(same_padding(5, 2, 1, 1), Some((0, 1)));
+    assert_eq!(same_padding(28, 5, 1, 1), Some((2, 2)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -755,7 +755,8 @@ fn argument_values() {
     );
     assert_eq!(
         error(&stack("conv2d(6, kernel = 3, padding = full)")),
-        "expected an integer, a pair `(h, w)`, `same` or `valid` for `padding`"
+        "`full` is not defined here; outside blocks the only names are `C`, `H`, `W`, the shape \
+         flowing in"
     );
     assert_eq!(
         error(&stack("conv2d(6, kernel = 3, bias = 1)")),
@@ -805,7 +806,7 @@ fn names_are_unique() {
 #[test]
 fn errors_are_combined() {
     let all = errors(&stack(
-        "conv2d(6, kernel = 5, strides = 2), pool(2), flatten, linear(10, bias = maybe)",
+        "conv2d(6, kernel = 5, strides = 2), pool(2), flatten, linear(10, bias = 1)",
     ));
     assert_eq!(
         all,
@@ -1053,4 +1054,24 @@ fn receptive_field_through_scale() {
         // 3 + 7 = 10); the conv adds 2.
         assert_eq!(last.receptive_field, Some((12, 12)));
     });
+}
+
+/// A check's errors dropped unread would be lost silently: in debug builds that is a panic, so
+/// that any path of the macro that forgets them fails its tests.
+#[test]
+#[should_panic(expected = "dropped without being read")]
+fn errors_dropped_unread_are_a_bug() {
+    let mut errors = Errors::default();
+    errors.push(syn::Error::new(proc_macro2::Span::call_site(), "lost"));
+}
+
+/// Read ones are not.
+#[test]
+fn errors_read_are_fine() {
+    let mut errors = Errors::default();
+    errors.push(syn::Error::new(proc_macro2::Span::call_site(), "kept"));
+    let mut outer = Errors::default();
+    outer.absorb(errors);
+    assert_eq!(outer.finish(()).unwrap_err().to_string(), "kept");
+    assert!(Errors::default().into_error().is_none());
 }

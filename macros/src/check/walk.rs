@@ -3,7 +3,7 @@
 //! naming rules ([`names`](super::names)) and fusion ([`fuse`](super::fuse)), and writing one
 //! summary row per layer and per construct.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use quote::format_ident;
 
@@ -17,6 +17,7 @@ use super::names::{Name, ScopeNames};
 use super::{Errors, Flow, Shape, error, fmt_dims};
 use crate::ast::{self, Entry, Item, Op};
 use crate::ir::{Field, FieldTy, Mode, Row, Scope, Step};
+use crate::size::{self, MAX_DEPTH, MAX_ENTRIES, MAX_INVOCATION_ENTRIES, ordinal};
 
 /// What the walk of one network found.
 pub struct Walked {
@@ -32,7 +33,14 @@ pub struct Walked {
     pub starts_with_conv: bool,
 }
 
-pub fn network(net: &ast::Net, blocks: &Blocks<'_>, mut flow: Flow, input_grad: bool) -> Walked {
+/// Walks `net`, which may take at most `budget` rows (what is left of the invocation's).
+pub fn network(
+    net: &ast::Net,
+    blocks: &Blocks<'_>,
+    mut flow: Flow,
+    input_grad: bool,
+    budget: usize,
+) -> Walked {
     let mut walker = Walker {
         blocks,
         net: net.ident.to_string(),
@@ -42,6 +50,10 @@ pub fn network(net: &ast::Net, blocks: &Blocks<'_>, mut flow: Flow, input_grad: 
         calls: Vec::new(),
         rows: Vec::new(),
         errors: Errors::default(),
+        level: 0,
+        budget,
+        exhausted: false,
+        idents: BTreeSet::new(),
     };
     let mut root = ScopeNames::new(Vec::new(), String::new());
     let mut steps = walker.stack(&net.body, &mut root, &Env::default(), &mut flow, 0, true);
@@ -77,6 +89,14 @@ struct Walker<'b, 'a> {
     calls: Vec<String>,
     rows: Vec<Row>,
     errors: Errors,
+    /// How deeply the entry being walked is nested, as expanded (at most `MAX_DEPTH`).
+    level: usize,
+    /// The rows left to the invocation when this network's walk began.
+    budget: usize,
+    /// Whether the walk passed `MAX_ENTRIES` rows (reported once; nothing more is walked).
+    exhausted: bool,
+    /// The generated structs' names so far, kept unique.
+    idents: BTreeSet<String>,
 }
 
 impl Walker<'_, '_> {
@@ -108,6 +128,70 @@ impl Walker<'_, '_> {
     /// entries are the network's too.
     #[allow(clippy::too_many_arguments)]
     fn entry(
+        &mut self,
+        entry: &Entry,
+        scope: &mut ScopeNames,
+        env: &Env,
+        flow: &mut Flow,
+        depth: usize,
+        top: bool,
+        items: &mut Vec<FuseItem>,
+    ) {
+        // Limits: the walk stops at `MAX_ENTRIES` rows, and nests at most `MAX_DEPTH` levels
+        // (see `size`).
+        if self.exhausted {
+            flow.shape = None;
+            return;
+        }
+        if self.rows.len() >= MAX_ENTRIES.min(self.budget) {
+            self.exhausted = true;
+            let message = if self.budget < MAX_ENTRIES {
+                format!(
+                    "this invocation's networks expand to more than {MAX_INVOCATION_ENTRIES} \
+                     layers, block calls, groups and copies in all; that is the limit, which \
+                     keeps the macro and the compiler fast: split them among invocations"
+                )
+            } else {
+                format!(
+                    "`{}` expands to more than {MAX_ENTRIES} layers, block calls, groups and \
+                     copies; that is the limit (ten times the largest real networks), which \
+                     keeps the macro and the compiler fast",
+                    self.net
+                )
+            };
+            self.errors.push(error(entry.item.span(), message));
+            flow.shape = None;
+            return;
+        }
+        let levels = match &entry.item {
+            Item::Op(op) if is_layer(&op.ident.to_string()) => 0,
+            Item::Identity(_) => 0,
+            // A named repeat is a struct of copies, each a struct.
+            Item::Repeat { .. } if entry.name.is_some() => 2,
+            _ => 1,
+        };
+        let level = self.level.saturating_add(levels);
+        if level > MAX_DEPTH {
+            self.exhausted = true;
+            self.errors.push(error(
+                entry.item.span(),
+                format!(
+                    "nested more than {MAX_DEPTH} levels deep (groups, block calls, repeats and \
+                     constructs, counted as expanded); that is the limit, which keeps the macro \
+                     within its stack and the generated code within rustc's recursion limit"
+                ),
+            ));
+            flow.shape = None;
+            return;
+        }
+        let outer = std::mem::replace(&mut self.level, level);
+        self.entry_at_level(entry, scope, env, flow, depth, top, items);
+        self.level = outer;
+    }
+
+    /// [`Self::entry`] within the limits.
+    #[allow(clippy::too_many_arguments)]
+    fn entry_at_level(
         &mut self,
         entry: &Entry,
         scope: &mut ScopeNames,
@@ -181,17 +265,36 @@ impl Walker<'_, '_> {
                 let header = self.open_row_named(String::new(), depth, "residual".into());
                 let input = flow.shape.clone();
                 let mut body_flow = flow.clone();
-                let body_steps = self.stack(body, scope, env, &mut body_flow, depth + 1, false);
+                let body_steps = self.stack(
+                    body,
+                    scope,
+                    env,
+                    &mut body_flow,
+                    depth.saturating_add(1),
+                    false,
+                );
                 let mut short_flow = flow.clone();
                 let short_steps = match shortcut {
                     Some((_, stack)) => {
-                        let at = self.open_row_named(String::new(), depth + 1, "shortcut".into());
-                        let steps =
-                            self.stack(stack, scope, env, &mut short_flow, depth + 2, false);
-                        self.close_row(at, &short_flow);
+                        let at = self.open_row_named(
+                            String::new(),
+                            depth.saturating_add(1),
+                            "shortcut".into(),
+                        );
+                        let steps = self.stack(
+                            stack,
+                            scope,
+                            env,
+                            &mut short_flow,
+                            depth.saturating_add(2),
+                            false,
+                        );
+                        self.close_row(at, &short_flow, keyword.span);
                         if steps.is_empty() {
                             // (`if` chose nothing, say.)
-                            self.rows[at].kind = "shortcut (identity)".into();
+                            if let Some(row) = self.rows.get_mut(at) {
+                                row.kind = "shortcut (identity)".into();
+                            }
                         }
                         steps
                     }
@@ -211,7 +314,7 @@ impl Walker<'_, '_> {
                     _ => None,
                 };
                 join_fields(flow, &[&body_flow, &short_flow], "residual");
-                self.close_row(header, flow);
+                self.close_row(header, flow, keyword.span);
                 items.push(FuseItem::Steps(vec![Step::Residual {
                     body: body_steps,
                     shortcut: short_steps,
@@ -229,11 +332,24 @@ impl Walker<'_, '_> {
             Item::Scale { keyword, gate } => {
                 let header = self.open_row_named(String::new(), depth, "scale".into());
                 let mut gate_flow = flow.clone();
-                let gate_steps = self.stack(gate, scope, env, &mut gate_flow, depth + 1, false);
+                let gate_steps = self.stack(
+                    gate,
+                    scope,
+                    env,
+                    &mut gate_flow,
+                    depth.saturating_add(1),
+                    false,
+                );
                 let mut flatten = None;
                 if let (Some(input), Some(g)) = (&flow.shape, &gate_flow.shape) {
                     match blocks::scale(keyword.span, input, g) {
-                        Ok(f) => flatten = f.then(|| input.dims()[0]),
+                        Ok(f) => {
+                            flatten = if f {
+                                input.dims().first().copied()
+                            } else {
+                                None
+                            }
+                        }
                         Err(e) => {
                             self.errors.push(e);
                             flow.shape = None;
@@ -251,7 +367,7 @@ impl Walker<'_, '_> {
                 if let (Some(field), Some(j)) = (&mut flow.field, spacing) {
                     field.j = j;
                 }
-                self.close_row(header, flow);
+                self.close_row(header, flow, keyword.span);
                 items.push(FuseItem::Steps(vec![Step::Scale {
                     gate: gate_steps,
                     flatten,
@@ -349,21 +465,33 @@ impl Walker<'_, '_> {
         for (i, branch) in branches.entries.iter().enumerate() {
             let mut bflow = flow.clone();
             let label = match &branch.name {
-                Some(name) => format!("branch {} (`{name}`)", i + 1),
-                None => format!("branch {}", i + 1),
+                Some(name) => format!("branch {} (`{name}`)", ordinal(i)),
+                None => format!("branch {}", ordinal(i)),
             };
             let steps = match (&branch.item, &branch.name) {
                 // An unnamed group is the branch's stack: a row of its own, its layers inside.
                 (Item::Group { body, .. }, None) => {
-                    let row =
-                        self.open_row_named(String::new(), depth + 1, format!("branch {}", i + 1));
-                    let steps = self.stack(body, scope, env, &mut bflow, depth + 2, false);
-                    self.close_row(row, &bflow);
+                    let row = self.open_row_named(
+                        String::new(),
+                        depth.saturating_add(1),
+                        format!("branch {}", ordinal(i)),
+                    );
+                    let steps =
+                        self.stack(body, scope, env, &mut bflow, depth.saturating_add(2), false);
+                    self.close_row(row, &bflow, branch.item.span());
                     steps
                 }
                 _ => {
                     let mut items = Vec::new();
-                    self.entry(branch, scope, env, &mut bflow, depth + 1, false, &mut items);
+                    self.entry(
+                        branch,
+                        scope,
+                        env,
+                        &mut bflow,
+                        depth.saturating_add(1),
+                        false,
+                        &mut items,
+                    );
                     fuse(items)
                 }
             };
@@ -383,9 +511,9 @@ impl Walker<'_, '_> {
                 return Ok(None);
             }
             if is_concat {
-                blocks::concat(&outs).map(Some)
+                blocks::concat(at, &outs).map(Some)
             } else {
-                blocks::sum(&outs).map(Some)
+                blocks::sum(at, &outs).map(Some)
             }
         });
         flow.shape = match joined {
@@ -396,7 +524,7 @@ impl Walker<'_, '_> {
             }
         };
         join_fields(flow, &flows.iter().collect::<Vec<_>>(), word);
-        self.close_row(header, flow);
+        self.close_row(header, flow, at);
         if is_concat {
             let channels = match flow.shape {
                 Some(Shape::Image { c, .. } | Shape::Flat(c)) => c,
@@ -427,16 +555,12 @@ impl Walker<'_, '_> {
     ) {
         // Where no shape is known (after an error), `C`, `H`, `W` mean nothing: such
         // arguments are not reported again.
-        let mut arg_errors = Errors::default();
-        let args = eval_args(op, env, &mut arg_errors);
-        if let Some(e) = arg_errors.0 {
+        let args = eval_args(op, env, &mut self.errors);
+        let Some(args) = args else {
             // (The layer's own rules would only report the argument as missing.)
-            if flow.shape.is_some() {
-                self.errors.push(e);
-            }
             flow.shape = None;
             return;
-        }
+        };
         let spec = match layers::spec(op, &args) {
             Ok(spec) => spec,
             Err(e) => {
@@ -461,7 +585,8 @@ impl Walker<'_, '_> {
             Some(name) => format!("{keyword} `{}`", scope.key_of(name)),
             None => keyword,
         };
-        let placed = match layers::place(op, &spec, flow, shape, &label) {
+        let kind = describe(op, &args);
+        let placed = match layers::place(op, &spec, flow, shape, &label, &kind) {
             Ok(placed) => placed,
             Err(e) => {
                 self.errors.push(e);
@@ -469,7 +594,6 @@ impl Walker<'_, '_> {
                 return;
             }
         };
-        let kind = describe(op, &args);
         let row = self.leaf_row(
             scope,
             name.as_ref(),
@@ -483,7 +607,7 @@ impl Walker<'_, '_> {
                 ident: name.ident.clone(),
                 key: name.key.clone(),
                 ty: FieldTy::Layer(field_layer(&placed.placing)),
-                doc: field_doc(&self.rows[row]),
+                doc: self.row_doc(row),
             });
         }
         // (A layer with parameters but no name had a naming error: nothing is generated.)
@@ -509,24 +633,19 @@ impl Walker<'_, '_> {
         depth: usize,
     ) -> Vec<Step> {
         let block = def.ident.to_string();
-        let mut arg_errors = Errors::default();
-        let args = eval_args(op, env, &mut arg_errors);
-        let name = match scope.name(entry.name.as_ref(), true, op.ident.span()) {
-            Ok(name) => name.expect("a call always has a field"),
+        let args = eval_args(op, env, &mut self.errors);
+        let name = match scope.field_name(entry.name.as_ref(), op.ident.span()) {
+            Ok(name) => name,
             Err(e) => {
                 self.errors.push(e);
                 flow.shape = None;
                 return Vec::new();
             }
         };
-        let Some(input) = flow.shape.clone() else {
-            return Vec::new();
-        };
-        if let Some(e) = arg_errors.0 {
-            self.errors.push(e);
+        let (Some(input), Some(args)) = (flow.shape.clone(), args) else {
             flow.shape = None;
             return Vec::new();
-        }
+        };
         // Rule: a block does not call itself, directly or through others.
         if self.calls.contains(&block) {
             let chain: Vec<&str> = self.calls.iter().map(String::as_str).collect();
@@ -560,9 +679,16 @@ impl Walker<'_, '_> {
         let outer = std::mem::take(&mut self.errors);
         let scopes_before = self.scopes.len();
         self.calls.push(block.clone());
-        let steps = self.stack(&def.body, &mut child, &block_env, flow, depth + 1, false);
+        let steps = self.stack(
+            &def.body,
+            &mut child,
+            &block_env,
+            flow,
+            depth.saturating_add(1),
+            false,
+        );
         self.calls.pop();
-        if let Some(inner) = std::mem::replace(&mut self.errors, outer).0 {
+        if let Some(inner) = std::mem::replace(&mut self.errors, outer).into_error() {
             self.errors.push(blocks::in_call(
                 inner,
                 op.ident.span(),
@@ -589,8 +715,9 @@ impl Walker<'_, '_> {
             }
             None => {
                 let n = self.block_counts.entry(block.clone()).or_default();
-                *n += 1;
-                let ident = format_ident!("__{}_{}_{}", self.net, block, *n);
+                *n = n.saturating_add(1);
+                let n = *n;
+                let ident = self.unique_ident(format!("__{}_{}_{n}", self.net, block));
                 self.scopes.push(Scope {
                     ident,
                     attrs: def.attrs.clone(),
@@ -601,17 +728,18 @@ impl Walker<'_, '_> {
                         self.net
                     ),
                 });
-                self.instances.insert(key, self.scopes.len() - 1);
-                self.scopes.len() - 1
+                let index = self.scopes.len().saturating_sub(1);
+                self.instances.insert(key, index);
+                index
             }
         };
         flow.made_by = format!("`{}`", scope.key_of(&name));
-        self.close_row(header, flow);
+        self.close_row(header, flow, op.ident.span());
         scope.fields.push(Field {
             ident: name.ident.clone(),
             key: name.key.clone(),
             ty: FieldTy::Scope(index),
-            doc: field_doc(&self.rows[header]),
+            doc: self.row_doc(header),
         });
         steps
     }
@@ -629,8 +757,8 @@ impl Walker<'_, '_> {
         depth: usize,
         top: bool,
     ) -> Vec<Step> {
-        let name = match scope.name(entry.name.as_ref(), true, span) {
-            Ok(name) => name.expect("a group always has a field"),
+        let name = match scope.field_name(entry.name.as_ref(), span) {
+            Ok(name) => name,
             Err(e) => {
                 self.errors.push(e);
                 flow.shape = None;
@@ -640,8 +768,8 @@ impl Walker<'_, '_> {
         let header = self.open_row(&name, scope, depth, "group".into());
         let mut child =
             ScopeNames::new(scope.path_to(&name).0, format!("{}.", scope.key_of(&name)));
-        let steps = self.stack(body, &mut child, env, flow, depth + 1, top);
-        self.close_row(header, flow);
+        let steps = self.stack(body, &mut child, env, flow, depth.saturating_add(1), top);
+        self.close_row(header, flow, span);
         self.child_scope(
             scope,
             &name,
@@ -687,8 +815,8 @@ impl Walker<'_, '_> {
         if entry.name.is_none() {
             return self.splice(at, n, body, scope, env, flow, depth, top);
         }
-        let name = match scope.name(entry.name.as_ref(), true, at) {
-            Ok(name) => name.expect("a repeat always has a field"),
+        let name = match scope.field_name(entry.name.as_ref(), at) {
+            Ok(name) => name,
             Err(e) => {
                 self.errors.push(e);
                 flow.shape = None;
@@ -699,7 +827,8 @@ impl Walker<'_, '_> {
         let mut copies =
             ScopeNames::new(scope.path_to(&name).0, format!("{}.", scope.key_of(&name)));
         // A body of one unnamed block call: each copy is that call's scope (`net.0.conv1`).
-        let single = match body.entries.iter().collect::<Vec<_>>()[..] {
+        let entries: Vec<&Entry> = body.entries.iter().collect();
+        let single = match entries.as_slice() {
             [only] if only.expect.is_none() => match &only.item {
                 Item::Op(op)
                     if only.name.is_none() && self.blocks.get(&op.ident.to_string()).is_some() =>
@@ -715,27 +844,44 @@ impl Walker<'_, '_> {
             let ok = self.repetition(at, i, n, flow, |this, flow| match single {
                 Some(only) => {
                     let mut items = Vec::new();
-                    this.entry(only, &mut copies, env, flow, depth + 1, top, &mut items);
+                    this.entry(
+                        only,
+                        &mut copies,
+                        env,
+                        flow,
+                        depth.saturating_add(1),
+                        top,
+                        &mut items,
+                    );
                     steps.extend(fuse(items));
                 }
                 None => {
-                    let copy = match copies.name(None, true, at) {
-                        Ok(copy) => copy.expect("a copy always has a field"),
+                    let copy = match copies.field_name(None, at) {
+                        Ok(copy) => copy,
                         Err(e) => return this.errors.push(e),
                     };
                     let row = this.open_row_named(
                         copy.key.clone(),
-                        depth + 1,
-                        format!("copy {} of {n}", i + 1),
+                        depth.saturating_add(1),
+                        format!("copy {} of {n}", ordinal(i)),
                     );
-                    this.rows[row].path = copies.key_of(&copy);
+                    if let Some(row) = this.rows.get_mut(row) {
+                        row.path = copies.key_of(&copy);
+                    }
                     let mut child = ScopeNames::new(
                         copies.path_to(&copy).0,
                         format!("{}.", copies.key_of(&copy)),
                     );
-                    steps.extend(this.stack(body, &mut child, env, flow, depth + 2, top));
-                    this.close_row(row, flow);
-                    let what = format!("copy {} of `{}`", i + 1, scope.key_of(&name));
+                    steps.extend(this.stack(
+                        body,
+                        &mut child,
+                        env,
+                        flow,
+                        depth.saturating_add(2),
+                        top,
+                    ));
+                    this.close_row(row, flow, at);
+                    let what = format!("copy {} of `{}`", ordinal(i), scope.key_of(&name));
                     this.child_scope(&mut copies, &copy, child, row, what);
                 }
             });
@@ -743,7 +889,7 @@ impl Walker<'_, '_> {
                 return Vec::new();
             }
         }
-        self.close_row(header, flow);
+        self.close_row(header, flow, at);
         let what = format!("`{}`", scope.key_of(&name));
         self.child_scope(scope, &name, copies, header, what);
         steps
@@ -767,16 +913,19 @@ impl Walker<'_, '_> {
         let mut steps = Vec::new();
         for i in 0..n {
             let ok = self.repetition(at, i, n, flow, |this, flow| {
-                let row =
-                    this.open_row_named(String::new(), depth + 1, format!("copy {} of {n}", i + 1));
-                steps.extend(this.stack(body, scope, env, flow, depth + 2, top));
-                this.close_row(row, flow);
+                let row = this.open_row_named(
+                    String::new(),
+                    depth.saturating_add(1),
+                    format!("copy {} of {n}", ordinal(i)),
+                );
+                steps.extend(this.stack(body, scope, env, flow, depth.saturating_add(2), top));
+                this.close_row(row, flow, at);
             });
             if !ok {
                 return Vec::new();
             }
         }
-        self.close_row(header, flow);
+        self.close_row(header, flow, at);
         steps
     }
 
@@ -793,7 +942,7 @@ impl Walker<'_, '_> {
         let input = flow.shape.clone();
         let outer = std::mem::take(&mut self.errors);
         walk(self, flow);
-        match std::mem::replace(&mut self.errors, outer).0 {
+        match std::mem::replace(&mut self.errors, outer).into_error() {
             Some(inner) => {
                 self.errors
                     .push(blocks::in_repetition(inner, at, i, n, &input));
@@ -813,7 +962,7 @@ impl Walker<'_, '_> {
         row: usize,
         doc: String,
     ) {
-        let ident = format_ident!(
+        let ident = self.unique_ident(format!(
             "__{}_{}",
             self.net,
             child
@@ -822,7 +971,7 @@ impl Walker<'_, '_> {
                 .map(|i| i.to_string())
                 .collect::<Vec<_>>()
                 .join("_")
-        );
+        ));
         self.scopes.push(Scope {
             ident,
             attrs: Vec::new(),
@@ -832,9 +981,23 @@ impl Walker<'_, '_> {
         scope.fields.push(Field {
             ident: name.ident.clone(),
             key: name.key.clone(),
-            ty: FieldTy::Scope(self.scopes.len() - 1),
-            doc: field_doc(&self.rows[row]),
+            ty: FieldTy::Scope(self.scopes.len().saturating_sub(1)),
+            doc: self.row_doc(row),
         });
+    }
+
+    /// `base`, or `base_2`, `base_3`, ... when a struct of that name was generated already:
+    /// the names join paths with `_`, so two different paths can meet (`a_b` > `c` and `a` >
+    /// `b_c`).
+    fn unique_ident(&mut self, base: String) -> syn::Ident {
+        let mut name = base.clone();
+        let mut n = 1usize;
+        while self.idents.contains(&name) {
+            n = n.saturating_add(1);
+            name = format!("{base}_{n}");
+        }
+        self.idents.insert(name.clone());
+        format_ident!("{}", name)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -849,7 +1012,7 @@ impl Walker<'_, '_> {
         flow: &Flow,
         (params, non_trainable, macs): (usize, usize, usize),
     ) -> usize {
-        self.rows.push(Row {
+        self.push_row(Row {
             name: name.map_or_else(String::new, |n| n.key.clone()),
             path: name.map_or_else(String::new, |n| scope.key_of(n)),
             depth,
@@ -859,19 +1022,31 @@ impl Walker<'_, '_> {
             non_trainable,
             macs,
             receptive_field: flow.field.map(|f| f.r),
-        });
-        self.rows.len() - 1
+        })
+    }
+
+    /// Adds a row; returns its index.
+    fn push_row(&mut self, row: Row) -> usize {
+        self.rows.push(row);
+        self.rows.len().saturating_sub(1)
+    }
+
+    /// The doc line of the field whose row is `at`.
+    fn row_doc(&self, at: usize) -> String {
+        self.rows.get(at).map(field_doc).unwrap_or_default()
     }
 
     /// A scope's row, before its contents; [`close_row`](Self::close_row) fills it in.
     fn open_row(&mut self, name: &Name, scope: &ScopeNames, depth: usize, kind: String) -> usize {
         let at = self.open_row_named(name.key.clone(), depth, kind);
-        self.rows[at].path = scope.key_of(name);
+        if let Some(row) = self.rows.get_mut(at) {
+            row.path = scope.key_of(name);
+        }
         at
     }
 
     fn open_row_named(&mut self, name: String, depth: usize, kind: String) -> usize {
-        self.rows.push(Row {
+        self.push_row(Row {
             name,
             path: String::new(),
             depth,
@@ -881,29 +1056,50 @@ impl Walker<'_, '_> {
             non_trainable: 0,
             macs: 0,
             receptive_field: None,
-        });
-        self.rows.len() - 1
+        })
     }
 
-    /// Fills in a construct's row: its output, and the totals of the rows one level inside.
-    fn close_row(&mut self, at: usize, flow: &Flow) {
-        let depth = self.rows[at].depth;
-        let inside = self.rows[at + 1..]
+    /// Fills in a construct's row: its output, and the totals of the rows one level inside
+    /// (an overflow is an error at `span`, the construct).
+    fn close_row(&mut self, at: usize, flow: &Flow, span: proc_macro2::Span) {
+        let Some(depth) = self.rows.get(at).map(|row| row.depth) else {
+            return;
+        };
+        let inside: Vec<&Row> = self
+            .rows
             .iter()
+            .skip(at.saturating_add(1))
             .take_while(|r| r.depth > depth)
-            .filter(|r| r.depth == depth + 1);
-        let (mut params, mut non_trainable, mut macs) = (0usize, 0usize, 0usize);
-        for row in inside {
-            params = params.saturating_add(row.params);
-            non_trainable = non_trainable.saturating_add(row.non_trainable);
-            macs = macs.saturating_add(row.macs);
+            .filter(|r| Some(r.depth) == depth.checked_add(1))
+            .collect();
+        let kind = self
+            .rows
+            .get(at)
+            .map(|row| row.kind.clone())
+            .unwrap_or_default();
+        let total = |what: &str, f: fn(&Row) -> usize| {
+            let terms: Vec<usize> = inside.iter().map(|r| f(r)).collect();
+            size::sum(format_args!("the {what} of `{kind}`"), span, &terms)
+        };
+        let totals = (
+            total("parameter count", |r| r.params),
+            total("non-trainable parameter count", |r| r.non_trainable),
+            total("multiply-add count", |r| r.macs),
+        );
+        let (params, non_trainable, macs) = match totals {
+            (Ok(p), Ok(n), Ok(m)) => (p, n, m),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                self.errors.push(e);
+                (0, 0, 0)
+            }
+        };
+        if let Some(row) = self.rows.get_mut(at) {
+            row.params = params;
+            row.non_trainable = non_trainable;
+            row.macs = macs;
+            row.output = flow.shape.as_ref().map_or_else(Vec::new, Shape::dims);
+            row.receptive_field = flow.field.map(|f| f.r);
         }
-        let row = &mut self.rows[at];
-        row.params = params;
-        row.non_trainable = non_trainable;
-        row.macs = macs;
-        row.output = flow.shape.as_ref().map_or_else(Vec::new, Shape::dims);
-        row.receptive_field = flow.field.map(|f| f.r);
     }
 }
 
@@ -923,7 +1119,7 @@ fn join_fields(flow: &mut Flow, branches: &[&Flow], made_by: &str) {
 fn field_doc(row: &Row) -> String {
     let mut doc = format!("`{}`: output {}", row.kind, fmt_dims(&row.output));
     if row.params > 0 {
-        doc += &format!(", {} parameters", crate::expand::thousands(row.params));
+        doc += &format!(", {} parameters", crate::fmt::thousands(row.params));
     }
     if !row.path.is_empty() {
         doc += &format!("; checkpoint key `{}`", row.path);
