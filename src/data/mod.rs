@@ -21,6 +21,7 @@ mod download;
 mod error;
 mod fashion_mnist;
 mod idx;
+pub mod images;
 mod resize;
 
 pub use dataset::{Batch, Batches, Dataset};

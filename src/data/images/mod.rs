@@ -1,0 +1,39 @@
+//! Training on your own images: a folder per class (torchvision's `ImageFolder`) or a
+//! `path,label` list, decoded by the `image` crate, transformed as torchvision transforms
+//! (resize, crops, flips, normalisation, ...), and batched by a loader that decodes in parallel
+//! ahead of the training step.
+//!
+//! ```no_run
+//! use cnn::data::images::{ImageFolder, OnBad};
+//!
+//! // data/cat/*.jpg, data/dog/*.jpg, ...: 10% of each class held out for validation
+//! let (mut train, _val) = ImageFolder::train_val("data".as_ref(), 0.1, 0)?;
+//! train.check(None, OnBad::Error)?; // every header read before training starts
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Decoding is the `image` crate's (already a dependency, for the plots): it is pure Rust,
+//! widely used and fuzzed, and its features are chosen here: JPEG, PNG, WebP, BMP and GIF,
+//! what people's image folders hold, and TIFF and PNM because torchvision's extension list
+//! names them (PNM costs nothing; TIFF adds the `tiff` crate). Nothing else is compiled in.
+
+mod decode;
+mod exif;
+mod folder;
+
+pub use decode::{Colour, DEFAULT_MAX_PIXELS, DecodeOptions, decode};
+pub use folder::{IMG_EXTENSIONS, ImageFolder, LISTED_FAILURES, OnBad, skipped_report};
+
+/// An 8-bit image as Pillow holds one: `height` rows of `width` pixels of `channels` values,
+/// interleaved (`(height, width, channels)`, row-major).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// Pixels per row.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+    /// Values per pixel: 1 (grey) or 3 (RGB).
+    pub channels: usize,
+    /// `height * width * channels` values.
+    pub data: Vec<u8>,
+}
