@@ -143,8 +143,20 @@ pub(super) mod tests {
 
     /// A TIFF block (`II` or `MM`) whose first directory holds one SHORT tag.
     pub(crate) fn tiff(big: bool, tag: u16, value: u16) -> Vec<u8> {
-        let w16 = |v: u16| if big { v.to_be_bytes() } else { v.to_le_bytes() };
-        let w32 = |v: u32| if big { v.to_be_bytes() } else { v.to_le_bytes() };
+        let w16 = |v: u16| {
+            if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let w32 = |v: u32| {
+            if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
         let mut t = if big { b"MM".to_vec() } else { b"II".to_vec() };
         t.extend(w16(42));
         t.extend(w32(8));

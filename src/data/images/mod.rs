@@ -4,11 +4,13 @@
 //! ahead of the training step.
 //!
 //! ```no_run
-//! use cnn::data::images::{ImageFolder, OnBad};
+//! use cnn::data::images::{ImageFolder, OnBad, Transforms};
 //!
 //! // data/cat/*.jpg, data/dog/*.jpg, ...: 10% of each class held out for validation
 //! let (mut train, _val) = ImageFolder::train_val("data".as_ref(), 0.1, 0)?;
 //! train.check(None, OnBad::Error)?; // every header read before training starts
+//! let augment: Transforms = "random_resized_crop(28, 28); random_horizontal_flip; \
+//!                            normalize(0.5, 0.5)".parse()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -20,9 +22,11 @@
 mod decode;
 mod exif;
 mod folder;
+pub mod transform;
 
 pub use decode::{Colour, DEFAULT_MAX_PIXELS, DecodeOptions, decode};
 pub use folder::{IMG_EXTENSIONS, ImageFolder, LISTED_FAILURES, OnBad, skipped_report};
+pub use transform::{PadMode, Size, Transform, TransformError, Transforms, image_rng};
 
 /// An 8-bit image as Pillow holds one: `height` rows of `width` pixels of `channels` values,
 /// interleaved (`(height, width, channels)`, row-major).
