@@ -4,13 +4,16 @@
 //! ahead of the training step.
 //!
 //! ```no_run
-//! use cnn::data::images::{ImageFolder, OnBad, Transforms};
+//! use cnn::data::images::{ImageFolder, ImageLoader, LoaderOptions, Transforms};
 //!
 //! // data/cat/*.jpg, data/dog/*.jpg, ...: 10% of each class held out for validation
-//! let (mut train, _val) = ImageFolder::train_val("data".as_ref(), 0.1, 0)?;
-//! train.check(None, OnBad::Error)?; // every header read before training starts
-//! let augment: Transforms = "random_resized_crop(28, 28); random_horizontal_flip; \
+//! let (train, val) = ImageFolder::train_val("data".as_ref(), 0.1, 0)?;
+//! let augment: Transforms = "random_resized_crop(28, 28); random_horizontal_flip(0.5); \
 //!                            normalize(0.5, 0.5)".parse()?;
+//! let plain: Transforms = "resize(32); center_crop(28, 28); normalize(0.5, 0.5)".parse()?;
+//! // batches of (batch, 1, 28, 28) for a `cnn!` network that takes [1, 28, 28]
+//! let train = ImageLoader::<1, 28, 28>::new(train, augment, LoaderOptions::default())?;
+//! let val = ImageLoader::<1, 28, 28>::new(val, plain, LoaderOptions::evaluation())?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -22,10 +25,12 @@
 mod decode;
 mod exif;
 mod folder;
+mod loader;
 pub mod transform;
 
 pub use decode::{Colour, DEFAULT_MAX_PIXELS, DecodeOptions, decode};
 pub use folder::{IMG_EXTENSIONS, ImageFolder, LISTED_FAILURES, OnBad, skipped_report};
+pub use loader::{ImageLoader, LoaderOptions, Prefetched};
 pub use transform::{PadMode, Size, Transform, TransformError, Transforms, image_rng};
 
 /// An 8-bit image as Pillow holds one: `height` rows of `width` pixels of `channels` values,
