@@ -152,6 +152,25 @@ fn header_check_names_every_kind_of_bad_file() {
     assert_eq!((skipped.len(), set.len()), (3, 6));
 }
 
+/// A file without read permission is named with the system's reason (skipped where the tests
+/// run as root, whom permissions do not stop).
+#[cfg(unix)]
+#[test]
+fn an_unreadable_file_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    generated_folder(dir.path(), 2, 6);
+    let locked = dir.path().join("dark/000.png");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if std::fs::read(&locked).is_ok() {
+        eprintln!("skipped: running as root, permissions do not stop reads");
+        return;
+    }
+    let mut set = ImageFolder::open(dir.path()).unwrap();
+    let msg = set.check(None, OnBad::Error).unwrap_err().to_string();
+    assert!(msg.contains("000.png: Permission denied"), "{msg}");
+}
+
 /// The "done when": a `cnn!` network trained end to end on a generated image folder
 /// (decoded, transformed, batched by the loader, through the crate's trainer) learns it; then
 /// a file that breaks mid-run stops training with an error naming it.

@@ -312,7 +312,16 @@ where
             plot: &plot,
             extra: &extra,
         };
-        fit::<M, _, _>(args, defaults, adam, &dev, &mut model, &train, &val, files)?;
+        // How long each epoch's training steps waited for the loader: ~0 when it keeps up.
+        let waited = || {
+            println!(
+                "  loader: the training step waited {:.2} s for batches",
+                train.waited().as_secs_f64()
+            )
+        };
+        fit::<M, _, _>(
+            args, defaults, adam, &dev, &mut model, &train, &val, files, waited,
+        )?;
         let skipped = [train.skipped(), val.skipped()].concat();
         if !skipped.is_empty() {
             println!("{}", cnn::data::images::skipped_report(&skipped));
@@ -359,7 +368,17 @@ where
         plot: &plot,
         extra: &extra,
     };
-    fit::<M, _, _>(args, defaults, adam, &dev, &mut model, &train, &test, files)
+    fit::<M, _, _>(
+        args,
+        defaults,
+        adam,
+        &dev,
+        &mut model,
+        &train,
+        &test,
+        files,
+        || {},
+    )
 }
 
 /// Where a run's results go, and what its checkpoint records beside the weights.
@@ -450,6 +469,7 @@ fn fit<M, Tr, Te>(
     train: &Tr,
     test: &Te,
     files: Files<'_>,
+    after_epoch: impl Fn(),
 ) -> Result<(), Error>
 where
     M: BuildOnDevice<Dev, f32>,
@@ -469,6 +489,7 @@ where
     // Saved after every epoch, so an interrupted run keeps its last complete epoch; a save
     // that fails stops the run (the trainer never passes on weights that diverged).
     let save = |_: &EpochStats, m: &M::Built| -> Result<(), Error> {
+        after_epoch();
         cnn::checkpoint::save_network_with(m, files.checkpoint, files.extra)?;
         Ok(())
     };

@@ -2,8 +2,10 @@
 //! pool of its own, a bounded number of batches ahead of the step that uses them.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use dfdx::shapes::Const;
 use rand::SeedableRng;
@@ -89,6 +91,8 @@ struct Inner {
     error: Mutex<Option<DataError>>,
     /// Files left out under [`OnBad::Skip`], with why (each once).
     skipped: Mutex<Vec<(PathBuf, String)>>,
+    /// Nanoseconds the consumer of the current (or last) pass spent waiting for batches.
+    waited: Arc<AtomicU64>,
 }
 
 impl<const C: usize, const H: usize, const W: usize> ImageLoader<C, H, W> {
@@ -125,6 +129,7 @@ impl<const C: usize, const H: usize, const W: usize> ImageLoader<C, H, W> {
                 pool,
                 error: Mutex::new(None),
                 skipped: Mutex::new(Vec::new()),
+                waited: Arc::new(AtomicU64::new(0)),
             }),
         })
     }
@@ -147,6 +152,13 @@ impl<const C: usize, const H: usize, const W: usize> ImageLoader<C, H, W> {
     /// Files left out so far under [`OnBad::Skip`], with what was wrong with each.
     pub fn skipped(&self) -> Vec<(PathBuf, String)> {
         lock(&self.inner.skipped).clone()
+    }
+
+    /// How long the current (or last) pass's consumer waited for batches that were not yet
+    /// ready: near zero when decoding keeps ahead of the training step, the step's idle time
+    /// when it does not.
+    pub fn waited(&self) -> Duration {
+        Duration::from_nanos(self.inner.waited.load(Ordering::Relaxed))
     }
 
     /// Image `index` of the set as it appears in epoch `epoch`: `C * H * W` values, channel by
@@ -258,13 +270,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Prefetched {
     rx: Receiver<Batch<f32>>,
     left: usize,
+    /// The loader's wait counter, in nanoseconds.
+    waited: Arc<AtomicU64>,
 }
 
 impl Iterator for Prefetched {
     type Item = Batch<f32>;
 
     fn next(&mut self) -> Option<Batch<f32>> {
+        let start = Instant::now();
         let batch = self.rx.recv().ok();
+        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.waited.fetch_add(nanos, Ordering::Relaxed);
         self.left = if batch.is_some() {
             self.left.saturating_sub(1)
         } else {
@@ -287,6 +304,7 @@ impl<const C: usize, const H: usize, const W: usize> Batches<f32> for ImageLoade
 
     fn batches(&self, epoch: usize, batch_size: usize) -> impl Iterator<Item = Batch<f32>> {
         *lock(&self.inner.error) = None;
+        self.inner.waited.store(0, Ordering::Relaxed);
         let plan = self.inner.plan(epoch, batch_size);
         let left = plan.len();
         let (tx, rx) = sync_channel(self.inner.opts.prefetch.max(1));
@@ -303,7 +321,11 @@ impl<const C: usize, const H: usize, const W: usize> Batches<f32> for ImageLoade
                 ));
             })
             .ok();
-        Prefetched { rx, left }
+        Prefetched {
+            rx,
+            left,
+            waited: Arc::clone(&self.inner.waited),
+        }
     }
 
     fn take_error(&self) -> Option<BoxError> {
