@@ -15,6 +15,14 @@
 //!   checkpoint is refused, naming the tensor and both shapes, or the first layer that differs;
 //!   so is one that holds NaN or infinity).
 //! - `--smoke`: a short run for CI (two epochs on a subset); exits non-zero unless the loss falls.
+//! - `--images DIR`: train on your own images instead: `DIR/<class>/**/<image>` (classes are
+//!   the sorted folder names, as torchvision's `ImageFolder`; at most 10), `DIR/train` and
+//!   `DIR/val`, or a `path,label` list; `--val-fraction F` (default 0.1) of each class held out
+//!   when there is no `val/`; `--skip-bad` to leave out (and list) files that will not decode;
+//!   `--train-transforms`/`--val-transforms` as torchvision-style pipelines (default
+//!   `resize(28); center_crop(28, 28)`, colour converted to grey as Pillow's `L`). The
+//!   checkpoint records the class names and the validation transforms, which
+//!   `cargo run --example predict -- --weights FILE image.png` uses.
 //!
 //! Nothing is reported saved that was not: `--out` is checked before training, a checkpoint or
 //! plot that cannot be written ends the run with an error (exit 1) naming the file, and a run
@@ -31,40 +39,14 @@
 mod run;
 
 use clap::Parser;
-use cnn::prelude::*;
 use cnn::train::Schedule;
 use run::{Defaults, Error, RunArgs};
 use std::process::ExitCode;
 
-cnn! {
-    /// d2l's LeNet (6.6): sigmoid activations and average pooling.
-    // Trained on images only, never placed after another network: skip the input's gradient.
-    #[cnn(input_grad = false)]
-    pub struct LeNet: [1, 28, 28] -> [10] {
-        conv2d(6, kernel = 5, padding = 2), sigmoid,
-        avg_pool2d(kernel = 2, stride = 2),
-        conv2d(16, kernel = 5), sigmoid,
-        avg_pool2d(kernel = 2, stride = 2),
-        flatten,
-        linear(120), sigmoid,
-        linear(84), sigmoid,
-        linear(10),
-    }
+#[path = "common/lenets.rs"]
+mod lenets;
 
-    /// LeNet as it would be written today: ReLU and max pooling.
-    // Trained on images only, never placed after another network: skip the input's gradient.
-    #[cnn(input_grad = false)]
-    pub struct LeNetModern: [1, 28, 28] -> [10] {
-        conv2d(6, kernel = 5, padding = 2), relu,
-        max_pool2d(kernel = 2, stride = 2),
-        conv2d(16, kernel = 5), relu,
-        max_pool2d(kernel = 2, stride = 2),
-        flatten,
-        linear(120), relu,
-        linear(84), relu,
-        linear(10),
-    }
-}
+use lenets::{LeNet, LeNetModern};
 
 #[derive(Parser, Debug)]
 #[command(about = "Train d2l's LeNet on Fashion-MNIST")]
@@ -89,6 +71,8 @@ fn start(args: &Args) -> Result<(), Error> {
         adam: false,
         sgd_lr,
         schedule: Schedule::Constant,
+        // the same images as the IDX path sees, so that the two can be compared
+        flip: false,
     };
     if args.modern {
         run::run::<LeNetModern>(&args.run, "lenet-modern", d2l(0.1))
@@ -105,7 +89,7 @@ mod tests {
     use super::*;
     use clap::error::ErrorKind;
 
-    use run::testing::tiny_data;
+    use run::testing::{image_folder, tiny_data};
 
     fn args(list: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("lenet").chain(list.iter().copied())).unwrap()
@@ -288,5 +272,68 @@ mod tests {
             )
         );
         assert!(!out.path().join("lenet-d2l.safetensors").exists());
+    }
+
+    #[test]
+    fn trains_on_an_image_folder_and_records_its_classes_and_transforms() {
+        let data = image_folder(&["boot", "shirt", "sock"], 6);
+        let dir = data.path().to_str().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let out_s = out.path().to_str().unwrap();
+        start(&args(&[
+            "--images", dir, "--out", out_s, "--epochs", "1", "--batch", "4", "--modern",
+        ]))
+        .unwrap();
+        let ckpt = out.path().join("lenet-modern.safetensors");
+        let meta = cnn::checkpoint::metadata(&ckpt).unwrap();
+        assert_eq!(meta["cnn.classes"], "boot\nshirt\nsock");
+        assert_eq!(
+            meta["cnn.transforms"],
+            "resize(28, bilinear); center_crop(28, 28)"
+        );
+        let ckpt_s = ckpt.to_str().unwrap();
+        start(&args(&["--images", dir, "--eval", ckpt_s, "--modern"])).unwrap();
+
+        // A file that is no image stops the run before training, naming it; --skip-bad goes on.
+        std::fs::write(data.path().join("sock/notes.png"), b"not a picture").unwrap();
+        let msg = fails(&["--images", dir, "--out", out_s, "--epochs", "1"]);
+        assert!(
+            msg.starts_with("1 of 16 image files cannot be used:"),
+            "{msg}"
+        );
+        assert!(msg.contains("sock/notes.png: not an image"), "{msg}");
+        start(&args(&[
+            "--images",
+            dir,
+            "--out",
+            out_s,
+            "--epochs",
+            "1",
+            "--batch",
+            "4",
+            "--skip-bad",
+        ]))
+        .unwrap();
+    }
+
+    #[test]
+    fn image_folders_the_network_cannot_take_are_refused() {
+        let names: Vec<String> = (0..11).map(|i| format!("c{i:02}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let data = image_folder(&names, 2);
+        let dir = data.path().to_str().unwrap();
+        assert_eq!(
+            fails(&["--images", dir]),
+            format!(
+                "{dir}: 11 classes, and the network has 10 outputs (change its last `linear(10)`)"
+            )
+        );
+        let err = Args::try_parse_from(["lenet", "--images", dir, "--data", dir]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+        let err = Args::try_parse_from(["lenet", "--train-transforms", "blur(2)"]).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown transform `blur`"),
+            "{err}"
+        );
     }
 }

@@ -10,7 +10,9 @@
 //! test acc T`; it saves the weights (`runs/resnet.safetensors`) and a plot of the curves
 //! (`runs/resnet.png`). The options are `lenet`'s (`--epochs N`, `--batch N`, `--lr X`,
 //! `--momentum M` (with `--sgd`), `--adam`, `--schedule constant|cosine`, `--seed N`, `--threads N`,
-//! `--data DIR`, `--out DIR`, `--eval FILE`, `--smoke`), with the same checks.
+//! `--data DIR`, `--out DIR`, `--eval FILE`, `--smoke`, and `--images DIR` with its options, for
+//! your own images), with the same checks. With `--images` the training images are also
+//! mirrored at random (`random_horizontal_flip`).
 //!
 //! On the CPU an epoch takes minutes where LeNet's takes seconds: the network does about 130
 //! times the multiply-adds per image.
@@ -23,63 +25,14 @@
 mod run;
 
 use clap::Parser;
-use cnn::prelude::*;
 use cnn::train::Schedule;
 use run::{Defaults, Error, RunArgs};
 use std::process::ExitCode;
 
-cnn! {
-    /// d2l 8.6's residual block: two 3x3 convolutions with batch norm, added to the input (through
-    /// a 1x1 convolution when the shape changes), then ReLU.
-    block Residual(c, use_1x1conv = false, stride = 1) {
-        residual {
-            conv1: conv2d(c, kernel = 3, padding = 1, stride = stride), bn1: batch_norm2d, relu,
-            conv2: conv2d(c, kernel = 3, padding = 1), bn2: batch_norm2d,
-        } shortcut {
-            if use_1x1conv { conv3: conv2d(c, kernel = 1, stride = stride) }
-        },
-        relu,
-    }
+#[path = "common/resnets.rs"]
+mod resnets;
 
-    /// d2l 8.6's `ResNet.block(num_residuals, num_channels, first_block=False)` (as in
-    /// `examples/15-resnet.rs`).
-    block ResnetStage(num_residuals, c, first_block = false) {
-        if first_block {
-            repeat(num_residuals) { Residual(c) }
-        } else {
-            Residual(c, use_1x1conv = true, stride = 2),
-            repeat(num_residuals - 1) { Residual(c) }
-        }
-    }
-
-    /// d2l 8.6's `ResNet18` on Fashion-MNIST at 96x96, written as `examples/15-resnet.rs`
-    /// writes it (`self.net`: an unnamed stem, then `b2` to `last`), so that its checkpoint
-    /// keys are the book's state_dict keys.
-    #[cnn(input_grad = false)]
-    pub struct ResNet18: [1, 96, 96] -> [10] {
-        net: {
-            {
-                conv2d(64, kernel = 7, stride = 2, padding = 3), batch_norm2d, relu,
-                max_pool2d(kernel = 3, stride = 2, padding = 1),
-            } -> [64, 24, 24],
-            b2: ResnetStage(2, 64, first_block = true) -> [64, 24, 24],
-            b3: ResnetStage(2, 128) -> [128, 12, 12],
-            b4: ResnetStage(2, 256) -> [256, 6, 6],
-            b5: ResnetStage(2, 512) -> [512, 3, 3],
-            last: { adaptive_avg_pool2d((1, 1)), flatten, linear(10) },
-        }
-    }
-
-    /// A small ResNet for 28x28 images.
-    // Trained on images only, never placed after another network: skip the input's gradient.
-    #[cnn(input_grad = false)]
-    pub struct ResNet: [1, 28, 28] -> [10] {
-        conv2d(32, kernel = 3, padding = 1), batch_norm2d, relu,
-        Residual(32), Residual(32),
-        Residual(64, use_1x1conv = true, stride = 2), Residual(64),
-        global_avg_pool2d, linear(10),
-    }
-}
+use resnets::{ResNet, ResNet18};
 
 #[derive(Parser, Debug)]
 #[command(about = "Train a ResNet (d2l 8.6's residual blocks) on Fashion-MNIST")]
@@ -105,11 +58,13 @@ fn start(args: &Args) -> Result<(), Error> {
         adam: false,
         sgd_lr: 0.05,
         schedule: Schedule::Constant,
+        flip: true,
     };
     let small = Defaults {
         adam: true,
         sgd_lr: 0.1,
         schedule: Schedule::Cosine,
+        flip: true,
     };
     match args.resnet18 {
         true => run::run_sized::<ResNet18, 96>(&args.run, "resnet18", d2l_resnet18),
@@ -127,7 +82,7 @@ mod tests {
     //! tested there): it trains, saves, and evaluates its own checkpoint.
 
     use super::*;
-    use run::testing::tiny_data;
+    use run::testing::{image_folder, tiny_data};
 
     fn args(list: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("resnet").chain(list.iter().copied())).unwrap()
@@ -146,6 +101,28 @@ mod tests {
         let ckpt = out.path().join("resnet.safetensors");
         assert!(ckpt.is_file() && out.path().join("resnet.png").is_file());
         start(&args(&["--data", data, "--eval", ckpt.to_str().unwrap()])).unwrap();
+    }
+
+    #[test]
+    fn trains_on_an_image_folder() {
+        let data = image_folder(&["a", "b"], 5);
+        let out = tempfile::tempdir().unwrap();
+        start(&args(&[
+            "--images",
+            data.path().to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--batch",
+            "4",
+        ]))
+        .unwrap();
+        let meta = cnn::checkpoint::metadata(&out.path().join("resnet.safetensors")).unwrap();
+        assert_eq!(
+            (meta["cnn.network"].as_str(), meta["cnn.classes"].as_str()),
+            ("ResNet", "a\nb")
+        );
     }
 
     /// Adam is this example's default: `--momentum` needs `--sgd` (before anything runs),

@@ -264,6 +264,44 @@ where
     save_with(model, path, Some(network_metadata::<M>()), |file| file)
 }
 
+/// [`save_network`], recording `extra` in the file's metadata beside the network's own keys:
+/// what a user of the weights needs to know, such as the class names and the validation
+/// transforms of a network trained on an image folder (`cnn.classes`, `cnn.transforms`; read
+/// them back with [`metadata`]). A key of `extra` that [`save_network`] writes itself is
+/// overridden by it.
+///
+/// # Errors
+/// As [`save`].
+pub fn save_network_with<E, D, M>(
+    model: &M,
+    path: &Path,
+    extra: &[(&str, String)],
+) -> Result<(), CheckpointError>
+where
+    E: Dtype + SafeDtype,
+    D: Device<E>,
+    M: TensorCollection<E, D> + Network,
+{
+    let mut metadata: HashMap<String, String> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    metadata.extend(network_metadata::<M>());
+    save_with(model, path, Some(metadata), |file| file)
+}
+
+/// The metadata a checkpoint records (empty when it records none), read from its header
+/// alone.
+///
+/// # Errors
+/// [`CheckpointError::Read`] for a file that cannot be read; [`CheckpointError::Format`] for
+/// one that is not safetensors.
+pub fn metadata(path: &Path) -> Result<HashMap<String, String>, CheckpointError> {
+    let bytes = read(path)?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(format_error(path))?;
+    Ok(header.metadata().clone().unwrap_or_default())
+}
+
 /// The metadata [`save_network`] records.
 fn network_metadata<M: Network>() -> HashMap<String, String> {
     [

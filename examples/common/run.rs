@@ -8,10 +8,12 @@
 //! diverges stops, naming the epoch, without writing its NaN weights over the last good
 //! checkpoint.
 
-use cnn::data::{Dataset, FashionMnist, Locator};
+use cnn::data::images::{ImageFolder, ImageLoader, LoaderOptions, OnBad, Transforms};
+use cnn::data::{CLASS_NAMES, Dataset, FashionMnist, Locator};
 use cnn::prelude::*;
 use cnn::train::{
-    Classifier, Config, EpochStats, InMemory, Init, Progress, Schedule, Trainer, plot_history,
+    Batches, Classifier, Config, EpochStats, InMemory, Init, Progress, Schedule, Trainer,
+    plot_history,
 };
 use dfdx::nn::{LoadFromSafetensors, SaveToSafetensors};
 use dfdx::optim::Momentum;
@@ -71,6 +73,41 @@ pub struct RunArgs {
     /// A short run for CI: two epochs on 12,000 training images; fails unless the loss falls.
     #[arg(long)]
     pub smoke: bool,
+    /// Train on your own images instead of Fashion-MNIST: DIR/<class>/**/<image> (classes
+    /// from the sorted folder names, as torchvision's ImageFolder), or DIR/train and DIR/val
+    /// (or DIR/test) laid out so; or a `path,label` list file. At most 10 classes.
+    #[arg(long, value_name = "DIR", conflicts_with = "data")]
+    pub images: Option<PathBuf>,
+    /// With --images and no train/ and val/: the fraction of each class held out for
+    /// validation (seeded by --seed).
+    #[arg(long, default_value_t = 0.1, value_parser = fraction)]
+    pub val_fraction: f64,
+    /// With --images: leave out images that cannot be decoded (counted, the first named)
+    /// instead of stopping with an error.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// With --images: the training transforms, as `resize(32); center_crop(28, 28);
+    /// random_horizontal_flip` (default: the example's).
+    #[arg(long, value_name = "PIPELINE", value_parser = transforms)]
+    pub train_transforms: Option<Transforms>,
+    /// With --images: the validation transforms, stored in the checkpoint for `predict`
+    /// (default: `resize(S); center_crop(S, S)` for the network's side S).
+    #[arg(long, value_name = "PIPELINE", value_parser = transforms)]
+    pub val_transforms: Option<Transforms>,
+}
+
+/// `--val-fraction`: above 0 and below 1.
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f < 1.0 => Ok(f),
+        _ => Err("must be a number above 0 and below 1".to_string()),
+    }
+}
+
+/// `--train-transforms`, `--val-transforms`: a pipeline that parses and checks.
+fn transforms(s: &str) -> Result<Transforms, String> {
+    s.parse()
+        .map_err(|e: cnn::data::images::TransformError| e.to_string())
 }
 
 /// `--schedule`'s values.
@@ -100,6 +137,9 @@ pub struct Defaults {
     pub sgd_lr: f64,
     /// The schedule when `--schedule` is not given.
     pub schedule: Schedule,
+    /// With `--images`: mirror training images at random (off where the data should match
+    /// Fashion-MNIST's IDX path exactly).
+    pub flip: bool,
 }
 
 impl Defaults {
@@ -255,6 +295,39 @@ where
         // Before the data is read: a checkpoint that cannot be used is refused at once.
         cnn::checkpoint::load_network(&mut model, path)?;
     }
+    if let Some(dir) = &args.images {
+        let (train, val) = image_loaders::<SIDE>(args, defaults, dir)?;
+        if let Some(path) = &args.eval {
+            let acc = cnn::train::evaluate(&dev, &model, &val, args.batch)?;
+            println!("{}: validation acc {acc:.3}", path.display());
+            return Ok(());
+        }
+        // What `predict` needs to use the weights: the class names and the preprocessing.
+        let extra = [
+            ("cnn.classes", val.classes().join("\n")),
+            ("cnn.transforms", val.transforms().to_string()),
+        ];
+        let files = Files {
+            checkpoint: &checkpoint,
+            plot: &plot,
+            extra: &extra,
+        };
+        // How long each epoch's training steps waited for the loader: ~0 when it keeps up.
+        let waited = || {
+            println!(
+                "  loader: the training step waited {:.2} s for batches",
+                train.waited().as_secs_f64()
+            )
+        };
+        fit::<M, _, _>(
+            args, defaults, adam, &dev, &mut model, &train, &val, files, waited,
+        )?;
+        let skipped = [train.skipped(), val.skipped()].concat();
+        if !skipped.is_empty() {
+            println!("{}", cnn::data::images::skipped_report(&skipped));
+        }
+        return Ok(());
+    }
     let locator = Locator::from_env(args.data.as_deref());
     let dir = locator.locate_or_download()?;
     match locator.named_by {
@@ -284,6 +357,126 @@ where
     }
 
     let train = to_batches::<SIDE>(data.train)?.shuffled(args.seed);
+    // `predict` can classify image files with these weights: Fashion-MNIST's classes, and
+    // the images brought to the network's size as `Dataset::resized` brings them.
+    let extra = [
+        ("cnn.classes", CLASS_NAMES.join("\n")),
+        ("cnn.transforms", format!("resize({SIDE}, {SIDE})")),
+    ];
+    let files = Files {
+        checkpoint: &checkpoint,
+        plot: &plot,
+        extra: &extra,
+    };
+    fit::<M, _, _>(
+        args,
+        defaults,
+        adam,
+        &dev,
+        &mut model,
+        &train,
+        &test,
+        files,
+        || {},
+    )
+}
+
+/// Where a run's results go, and what its checkpoint records beside the weights.
+pub struct Files<'a> {
+    /// The weights, saved after every epoch.
+    pub checkpoint: &'a Path,
+    /// The curves, drawn at the end.
+    pub plot: &'a Path,
+    /// Metadata for the checkpoint (class names, transforms).
+    pub extra: &'a [(&'a str, String)],
+}
+
+/// The training sets of `--images`: a loader for training (its transforms, shuffled,
+/// `drop_last`) and one for validation, the folder's headers checked first.
+fn image_loaders<const SIDE: usize>(
+    args: &RunArgs,
+    defaults: Defaults,
+    dir: &Path,
+) -> Result<(ImageLoader<1, SIDE, SIDE>, ImageLoader<1, SIDE, SIDE>), Error> {
+    let (mut train, mut val) = if dir.is_file() {
+        ImageFolder::from_csv(dir)?.split(args.val_fraction, args.seed)
+    } else {
+        ImageFolder::train_val(dir, args.val_fraction, args.seed)?
+    };
+    if train.classes.len() > 10 {
+        return Err(format!(
+            "{}: {} classes, and the network has 10 outputs (change its last `linear(10)`)",
+            dir.display(),
+            train.classes.len()
+        )
+        .into());
+    }
+    let on_bad = if args.skip_bad {
+        OnBad::Skip
+    } else {
+        OnBad::Error
+    };
+    let start = std::time::Instant::now();
+    let mut skipped = train.check(None, on_bad)?;
+    skipped.extend(val.check(None, on_bad)?);
+    println!(
+        "data: {} ({} classes: {}; {} training and {} validation images, headers read in \
+         {:.1} s)",
+        dir.display(),
+        train.classes.len(),
+        train.classes.join(", "),
+        train.len(),
+        val.len(),
+        start.elapsed().as_secs_f64()
+    );
+    if !skipped.is_empty() {
+        println!("{}", cnn::data::images::skipped_report(&skipped));
+    }
+    let plain = format!("resize({SIDE}); center_crop({SIDE}, {SIDE})");
+    let val_t = match &args.val_transforms {
+        Some(t) => t.clone(),
+        None => plain.parse()?,
+    };
+    let train_t = match (&args.train_transforms, defaults.flip) {
+        (Some(t), _) => t.clone(),
+        (None, true) => format!("{plain}; random_horizontal_flip").parse()?,
+        (None, false) => plain.parse()?,
+    };
+    let opts = LoaderOptions {
+        seed: args.seed,
+        on_bad,
+        ..LoaderOptions::default()
+    };
+    let eval = LoaderOptions {
+        on_bad,
+        ..LoaderOptions::evaluation()
+    };
+    Ok((
+        ImageLoader::new(train, train_t, opts)?,
+        ImageLoader::new(val, val_t, eval)?,
+    ))
+}
+
+/// Trains `model` on `train`, evaluating on `test`, as `args` and `defaults` say: saves the
+/// checkpoint after every epoch and the plot at the end, and prints the summary.
+#[allow(clippy::too_many_arguments)]
+fn fit<M, Tr, Te>(
+    args: &RunArgs,
+    defaults: Defaults,
+    adam: bool,
+    dev: &Dev,
+    model: &mut M::Built,
+    train: &Tr,
+    test: &Te,
+    files: Files<'_>,
+    after_epoch: impl Fn(),
+) -> Result<(), Error>
+where
+    M: BuildOnDevice<Dev, f32>,
+    Tr: Batches<f32>,
+    Te: Batches<f32, Shape = Tr::Shape>,
+    M::Built: Classifier<Tr::Shape, f32, Dev, 10> + SaveToSafetensors<f32, Dev> + Network,
+{
     let epochs = if args.smoke { 2 } else { args.epochs };
     let config = Config {
         epochs,
@@ -296,7 +489,8 @@ where
     // Saved after every epoch, so an interrupted run keeps its last complete epoch; a save
     // that fails stops the run (the trainer never passes on weights that diverged).
     let save = |_: &EpochStats, m: &M::Built| -> Result<(), Error> {
-        cnn::checkpoint::save_network(m, &checkpoint)?;
+        after_epoch();
+        cnn::checkpoint::save_network_with(m, files.checkpoint, files.extra)?;
         Ok(())
     };
     let history = match (adam, args.lr) {
@@ -305,8 +499,8 @@ where
                 lr: lr.unwrap_or(1e-3),
                 ..Default::default()
             };
-            let mut opt = Adam::new(&model, cfg);
-            trainer.fit_with(&mut model, &mut opt, &train, &test, save)?
+            let mut opt = Adam::new(&*model, cfg);
+            trainer.fit_with(model, &mut opt, train, test, save)?
         }
         (false, lr) => {
             let lr = lr.unwrap_or(defaults.sgd_lr);
@@ -315,17 +509,17 @@ where
                 momentum: args.momentum.filter(|&m| m > 0.0).map(Momentum::Classic),
                 weight_decay: None,
             };
-            let mut opt = Sgd::new(&model, cfg);
-            trainer.fit_with(&mut model, &mut opt, &train, &test, save)?
+            let mut opt = Sgd::new(&*model, cfg);
+            trainer.fit_with(model, &mut opt, train, test, save)?
         }
     };
-    plot_history(&history, &plot)?;
+    plot_history(&history, files.plot)?;
     let last = history.last().expect("at least one epoch");
     let seconds: f64 = history.iter().map(|s| s.seconds).sum();
     println!(
         "weights: {}\nplot: {}",
-        checkpoint.display(),
-        plot.display()
+        files.checkpoint.display(),
+        files.plot.display()
     );
     println!(
         "{epochs} epochs in {seconds:.1} s, {:.0} images/s",
@@ -333,7 +527,7 @@ where
     );
     println!("{last}");
     if args.smoke {
-        smoke_check(&history, &checkpoint)?;
+        smoke_check(&history, files.checkpoint)?;
     }
     Ok(())
 }
@@ -407,6 +601,23 @@ pub mod testing {
             ("t10k-labels-idx1-ubyte", idx(&[n], test_labels)),
         ] {
             std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        dir
+    }
+
+    /// A folder of 28x28 PNGs, `per_class` for each of `classes` classes, in a fresh
+    /// directory.
+    pub fn image_folder(classes: &[&str], per_class: u32) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (k, class) in classes.iter().enumerate() {
+            std::fs::create_dir_all(dir.path().join(class)).unwrap();
+            for i in 0..per_class {
+                image::GrayImage::from_fn(28, 28, |x, y| {
+                    image::Luma([((x + y * 3 + i) as u8).wrapping_mul(k as u8 + 1)])
+                })
+                .save(dir.path().join(class).join(format!("{i}.png")))
+                .unwrap();
+            }
         }
         dir
     }

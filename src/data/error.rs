@@ -59,6 +59,30 @@ pub enum DataError {
         /// What went wrong.
         what: String,
     },
+    /// Image files that could not be used (corrupt, truncated, empty, not an image, too
+    /// large, unreadable): how many, and the first few with what is wrong with each.
+    #[error(
+        "{count} of {total} image files cannot be used{}{}",
+        BadList(.first),
+        if *.count > .first.len() { "\n  ..." } else { "" }
+    )]
+    BadImages {
+        /// How many files failed.
+        count: usize,
+        /// How many files were looked at.
+        total: usize,
+        /// The first few failures: the file and what is wrong with it.
+        first: Vec<(PathBuf, String)>,
+    },
+    /// An image folder or list that cannot be a data set: no class folders, an empty class,
+    /// a single class, a list line that does not parse.
+    #[error("{}: {what}", .path.display())]
+    Layout {
+        /// The folder or list file.
+        path: PathBuf,
+        /// What is wrong, naming the classes or the line.
+        what: String,
+    },
     /// No searched directory holds the four files, and downloading them failed too; the
     /// download's error is the source.
     #[error(
@@ -85,10 +109,35 @@ impl DataError {
         }
     }
 
+    pub(crate) fn layout(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
+        DataError::Layout {
+            path: path.into(),
+            what: what.into(),
+        }
+    }
+
     pub(crate) fn format(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
         DataError::Format {
             path: path.into(),
             what: what.into(),
+        }
+    }
+}
+
+/// Writes failed files one per line.
+struct BadList<'a>(&'a [(PathBuf, String)]);
+
+impl fmt::Display for BadList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            [] => Ok(()),
+            list => {
+                write!(f, ":")?;
+                for (path, why) in list {
+                    write!(f, "\n  {}: {why}", path.display())?;
+                }
+                Ok(())
+            }
         }
     }
 }

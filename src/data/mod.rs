@@ -21,6 +21,7 @@ mod download;
 mod error;
 mod fashion_mnist;
 mod idx;
+pub mod images;
 mod resize;
 
 pub use dataset::{Batch, Batches, Dataset};
@@ -29,4 +30,4 @@ pub use fashion_mnist::{
     CLASS_NAMES, DEFAULT_URL, FASHION_MNIST_MD5, FILES, FashionMnist, Locator, SIDE, SYSTEM_DIR,
 };
 pub use idx::{Idx, read_idx};
-pub use resize::resize_bilinear_u8;
+pub use resize::{Filter, resize_bilinear_u8, resize_u8};

@@ -1,5 +1,5 @@
-//! Bilinear resizing of grey-scale images, bit for bit as torchvision's `Resize(96)` resizes a
-//! Fashion-MNIST image: d2l's `load_data_fashion_mnist(batch_size, resize=96)` puts
+//! Antialiased bilinear and bicubic resizing of 8-bit images, bit for bit as Pillow does it, and
+//! so as torchvision's `Resize(96)` resizes a Fashion-MNIST image: d2l's `load_data_fashion_mnist(batch_size, resize=96)` puts
 //! `transforms.Resize` before `ToTensor`, so it runs on the 8-bit PIL image, and PIL resamples
 //! it in two passes (rows, then columns) with fixed-point weights and an 8-bit image in between
 //! (Pillow's `libImaging/Resample.c`). Rounding at each step is part of the result, so this
@@ -11,19 +11,44 @@ use super::Dataset;
 /// Pillow's fixed-point precision for 8-bit images (`PRECISION_BITS`).
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
-/// PIL's bilinear (triangle) filter, support 1.
-fn triangle(x: f64) -> f64 {
-    let x = x.abs();
-    if x < 1.0 { 1.0 - x } else { 0.0 }
+/// A resampling filter, as Pillow defines it (`libImaging/Resample.c`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Filter {
+    /// `Image.BILINEAR` (a triangle of support 1): torchvision's default for `Resize`.
+    #[default]
+    Bilinear,
+    /// `Image.BICUBIC` (Keys' cubic with `a = -0.5`, support 2).
+    Bicubic,
+}
+
+impl Filter {
+    /// The filter's support: how far from its centre it reaches, in input pixels at scale 1.
+    fn support(self) -> f64 {
+        match self {
+            Filter::Bilinear => 1.0,
+            Filter::Bicubic => 2.0,
+        }
+    }
+
+    /// The filter's value at `x`.
+    fn at(self, x: f64) -> f64 {
+        let x = x.abs();
+        match self {
+            Filter::Bilinear if x < 1.0 => 1.0 - x,
+            Filter::Bicubic if x < 1.0 => ((-0.5 + 2.0) * x - (-0.5 + 3.0)) * x * x + 1.0,
+            Filter::Bicubic if x < 2.0 => (((x - 5.0) * x + 8.0) * x - 4.0) * -0.5,
+            _ => 0.0,
+        }
+    }
 }
 
 /// For each output position along an axis of `input` pixels resized to `output`: the first
 /// input pixel it reads and its fixed-point weights (Pillow's `precompute_coeffs`, then
 /// `normalize_coeffs_8bpc`). When shrinking, the filter widens by the scale (antialiasing).
-fn weights(input: usize, output: usize) -> Vec<(usize, Vec<i32>)> {
+fn weights(filter: Filter, input: usize, output: usize) -> Vec<(usize, Vec<i32>)> {
     let scale = input as f64 / output as f64;
     let filterscale = scale.max(1.0);
-    let support = filterscale; // the triangle's support, 1, times the filter scale
+    let support = filter.support() * filterscale;
     let ss = 1.0 / filterscale;
     (0..output)
         .map(|xx| {
@@ -32,7 +57,7 @@ fn weights(input: usize, output: usize) -> Vec<(usize, Vec<i32>)> {
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = ((center + support + 0.5) as i64).min(input as i64) as usize;
             let w: Vec<f64> = (xmin..xmax)
-                .map(|x| triangle((x as f64 - center + 0.5) * ss))
+                .map(|x| filter.at((x as f64 - center + 0.5) * ss))
                 .collect();
             let total: f64 = w.iter().sum();
             let fixed = w
@@ -60,29 +85,52 @@ pub fn resize_bilinear_u8(
     (rows, cols): (usize, usize),
     (out_rows, out_cols): (usize, usize),
 ) -> Vec<u8> {
-    assert_eq!(img.len(), rows * cols, "the image is not {rows}x{cols}");
+    resize_u8(img, (rows, cols, 1), (out_rows, out_cols), Filter::Bilinear)
+}
+
+/// `img` (`rows x cols` pixels of `channels` interleaved 8-bit values) resized to `out_rows x
+/// out_cols` as PIL's `Image.resize((out_cols, out_rows), filter)` resizes an `L` or `RGB`
+/// image: every channel alike, in two passes (rows, then columns) with an 8-bit image between.
+///
+/// # Panics
+/// If `img` does not hold `rows * cols * channels` values.
+pub fn resize_u8(
+    img: &[u8],
+    (rows, cols, channels): (usize, usize, usize),
+    (out_rows, out_cols): (usize, usize),
+    filter: Filter,
+) -> Vec<u8> {
+    let c = channels;
+    assert_eq!(
+        img.len(),
+        rows * cols * c,
+        "the image is not {rows}x{cols}x{c}"
+    );
     let half = 1i64 << (PRECISION_BITS - 1);
     // Rows first, into an 8-bit image `rows x out_cols` (PIL keeps only the rows the second
     // pass reads; the others would be computed and dropped: the same values).
-    let horizontal = weights(cols, out_cols);
-    let mut temp = vec![0u8; rows * out_cols];
+    let horizontal = weights(filter, cols, out_cols);
+    let mut temp = vec![0u8; rows * out_cols * c];
     for y in 0..rows {
-        let src = &img[y * cols..(y + 1) * cols];
+        let src = &img[y * cols * c..(y + 1) * cols * c];
         for (xx, (xmin, w)) in horizontal.iter().enumerate() {
-            let sum = w.iter().enumerate().fold(half, |s, (k, &w)| {
-                s + i64::from(src[xmin + k]) * i64::from(w)
-            });
-            temp[y * out_cols + xx] = clip8(sum);
+            for ch in 0..c {
+                let sum = w.iter().enumerate().fold(half, |s, (k, &w)| {
+                    s + i64::from(src[(xmin + k) * c + ch]) * i64::from(w)
+                });
+                temp[(y * out_cols + xx) * c + ch] = clip8(sum);
+            }
         }
     }
-    let vertical = weights(rows, out_rows);
-    let mut out = vec![0u8; out_rows * out_cols];
+    let vertical = weights(filter, rows, out_rows);
+    let mut out = vec![0u8; out_rows * out_cols * c];
+    let row = out_cols * c;
     for (yy, (ymin, w)) in vertical.iter().enumerate() {
-        for xx in 0..out_cols {
+        for x in 0..row {
             let sum = w.iter().enumerate().fold(half, |s, (k, &w)| {
-                s + i64::from(temp[(ymin + k) * out_cols + xx]) * i64::from(w)
+                s + i64::from(temp[(ymin + k) * row + x]) * i64::from(w)
             });
-            out[yy * out_cols + xx] = clip8(sum);
+            out[yy * row + x] = clip8(sum);
         }
     }
     out

@@ -63,6 +63,15 @@ pub trait Batches<E = f32> {
     /// The mini-batches of epoch `epoch` (from 0), each of `batch_size` examples except perhaps
     /// the last.
     fn batches(&self, epoch: usize, batch_size: usize) -> impl Iterator<Item = Batch<E>>;
+
+    /// Why the last iterator of [`Batches::batches`] ended early, if it did: a source that
+    /// reads files (an image that would not decode) cannot yield an error in place of a batch,
+    /// so it stops and keeps the error here, and the loop asks after every pass, to stop
+    /// with [`TrainError::Data`] rather than train on a short epoch. Taking it clears it.
+    /// In-memory sets never fail: the default is `None`.
+    fn take_error(&self) -> Option<super::BoxError> {
+        None
+    }
 }
 
 impl<E, B: Batches<E>> Batches<E> for &B {
@@ -74,6 +83,10 @@ impl<E, B: Batches<E>> Batches<E> for &B {
 
     fn batches(&self, epoch: usize, batch_size: usize) -> impl Iterator<Item = Batch<E>> {
         B::batches(self, epoch, batch_size)
+    }
+
+    fn take_error(&self) -> Option<super::BoxError> {
+        B::take_error(self)
     }
 }
 

@@ -58,6 +58,18 @@ pub enum TrainError {
         /// The number of classes of the model's output.
         classes: usize,
     },
+    /// A data set could not deliver its batches (an image that would not decode, say); its
+    /// error is the source. Training stopped at that point.
+    #[error("epoch {epoch}: the {which} data failed")]
+    Data {
+        /// The epoch, from 1 (0 for an evaluation outside training).
+        epoch: usize,
+        /// Which data set: `"training"`, `"test"` or `"evaluation"`.
+        which: &'static str,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
     /// A batch's loss came out NaN or infinite: the run diverged (a learning rate too high, or
     /// bad input). Training stopped before that batch's update.
     #[error(

@@ -200,8 +200,10 @@ impl<D> Trainer<D> {
     /// examples; [`TrainError::BatchSize`] or [`TrainError::LabelOutOfRange`] for a bad batch;
     /// [`TrainError::NonFiniteLoss`] or [`TrainError::NonFiniteWeights`] when the run diverges;
     /// [`TrainError::Callback`] when `on_epoch` fails; [`TrainError::Optimizer`] when `opt`
-    /// fails (for instance on parameters that got no gradient); [`TrainError::Device`] for
-    /// dfdx's device errors. The model keeps the updates made before the error.
+    /// fails (for instance on parameters that got no gradient); [`TrainError::Data`] when a data
+    /// set reports that a pass ended early ([`Batches::take_error`]: an image that would not
+    /// decode); [`TrainError::Device`] for dfdx's device errors. The model keeps the updates
+    /// made before the error.
     pub fn fit_with<M, O, E, Tr, Te, const C: usize>(
         &self,
         model: &mut M,
@@ -308,6 +310,13 @@ impl<D> Trainer<D> {
                 let elapsed = start.elapsed().as_secs_f64();
                 bar.update(seen, loss_sum / seen as f64, seen as f64 / elapsed);
             }
+            if let Some(source) = train.take_error() {
+                return Err(TrainError::Data {
+                    epoch: epoch + 1,
+                    which: "training",
+                    source,
+                });
+            }
             if seen == 0 {
                 return Err(TrainError::EmptyDataset { which: "training" });
             }
@@ -322,7 +331,15 @@ impl<D> Trainer<D> {
             }
 
             bar.evaluating();
-            let test_acc = accuracy(&self.dev, model, test, batch_size, "test")?;
+            let test_acc =
+                accuracy(&self.dev, model, test, batch_size, "test").map_err(|e| match e {
+                    TrainError::Data { which, source, .. } => TrainError::Data {
+                        epoch: epoch + 1,
+                        which,
+                        source,
+                    },
+                    e => e,
+                })?;
             let stats = EpochStats {
                 epoch: epoch + 1,
                 loss: loss_sum / seen as f64,
@@ -364,6 +381,7 @@ impl<D> Trainer<D> {
 /// # Errors
 /// [`TrainError::ZeroBatchSize`]; [`TrainError::EmptyDataset`] when `data` yields no example;
 /// [`TrainError::BatchSize`] or [`TrainError::LabelOutOfRange`] for a bad batch;
+/// [`TrainError::Data`] (epoch 0) when `data` reports that its pass ended early;
 /// [`TrainError::Device`] when the forward pass fails.
 pub fn evaluate<M, E, D, B, const C: usize>(
     dev: &D,
@@ -412,6 +430,13 @@ where
         logits.copy_into(&mut logits_host);
         correct += count_correct(&logits_host, &labels, C);
         seen += b;
+    }
+    if let Some(source) = data.take_error() {
+        return Err(TrainError::Data {
+            epoch: 0,
+            which,
+            source,
+        });
     }
     if seen == 0 {
         return Err(TrainError::EmptyDataset { which });
