@@ -53,7 +53,7 @@ fi
 
 # The tests that run on a device (TestDevice = Cuda under the feature); macro_ui and
 # layer_shape_errors run cargo themselves and use no device.
-TESTS=${CUDA_EMU_TESTS:-ops batch_norm blocks empty_batch cuda_copies nn conv_transpose checkpoint train cuda_probe}
+TESTS=${CUDA_EMU_TESTS:-ops batch_norm blocks empty_batch cuda_copies nn conv_transpose checkpoint train cuda_probe cuda_vs_cpu}
 status=0
 for s in "${steps[@]}"; do
   case $s in
@@ -69,7 +69,7 @@ for s in "${steps[@]}"; do
       ;;
     streams)
       args=()
-      for t in ${CUDA_EMU_STREAM_TESTS:-ops batch_norm blocks cuda_copies nn}; do args+=(--test "$t"); done
+      for t in ${CUDA_EMU_STREAM_TESTS:-ops batch_norm blocks cuda_copies nn cuda_vs_cpu}; do args+=(--test "$t"); done
       log "streams: cargo test --features cuda ${args[*]} with CUDA_EMU_STREAMS=deferred"
       CUDA_EMU_STREAMS=deferred CUDA_EMU_SEED=${CUDA_EMU_SEED:-1} \
         timed "streams" cargo test --release --features cuda --no-fail-fast "${args[@]}" || status=1

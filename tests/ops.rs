@@ -247,6 +247,14 @@ fn conv_matches_reference_for_every_option() {
             Identity,
             false,
         ),
+        // a kernel column that only ever reads padding (width 3, kernel 4 dilated by 2,
+        // padding 2: its last column starts past the image for every output), which made the
+        // CPU's im2col slice past the row; found by tests/cuda_vs_cpu.rs
+        (
+            geom(2, (2, 2, 1), (5, 3), (3, 4), (1, 1), (1, 2), (1, 2)),
+            Identity,
+            true,
+        ),
         // 1x1
         (
             geom(2, (3, 4, 1), (4, 5), (1, 1), (1, 1), (0, 0), (1, 1)),

@@ -109,7 +109,9 @@ fn im2col<E: Float>(g: &Conv2DGeometry, x: &[E], cols: &mut [E]) {
                     for v in &mut d[hi..] {
                         *v = E::zero();
                     }
-                    if sw == 1 {
+                    if lo == hi {
+                        // this kernel column reads only padding (its start is past the row)
+                    } else if sw == 1 {
                         copy_short(&mut d[lo..hi], &src[start..start + hi - lo]);
                     } else {
                         for (i, v) in d[lo..hi].iter_mut().enumerate() {
