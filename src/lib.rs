@@ -10,7 +10,8 @@
 //!   [`nn::AvgPool2D`], [`nn::Flatten2D`], and [`nn::Fused`] conv → activation → pool blocks).
 //! - [`ops`]: the ops beneath them, forward and backward on dfdx's tape, with our own kernels.
 //! - [`shape`]: the output-size formulas.
-//! - [`data`]: IDX files and Fashion-MNIST/MNIST, found on disk or downloaded.
+//! - [`data`]: IDX files and Fashion-MNIST/MNIST, found on disk or downloaded; image folders,
+//!   torchvision's transforms and a loader that decodes ahead of training ([`data::images`]).
 //! - [`checkpoint`]: safetensors save/load that refuses another network's weights by name, and
 //!   weights that hold NaN or infinity.
 //! - [`atomic`]: files replaced whole or not at all (checkpoints, plots, downloads).

@@ -1,5 +1,6 @@
 //! Data sets and mini-batches: an IDX reader, Fashion-MNIST, and d2l's resizing of it
-//! (`Dataset::resized`, torchvision's bilinear `Resize`).
+//! (`Dataset::resized`, torchvision's bilinear `Resize`); and your own images ([`images`]:
+//! image folders, torchvision's transforms, a prefetching loader).
 //!
 //! ```no_run
 //! use cnn::data::FashionMnist;

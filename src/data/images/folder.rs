@@ -279,8 +279,8 @@ impl ImageFolder {
         }
         self.samples = kept;
         if on_bad == OnBad::Error && !bad.is_empty() {
+            // (the set keeps only its good files either way)
             let total = self.samples.len() + bad.len();
-            // Restore nothing: the caller stops here.
             return Err(bad_images(bad, total));
         }
         Ok(bad)
