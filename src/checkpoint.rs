@@ -108,6 +108,26 @@ pub enum CheckpointError {
         /// The first tensor with such values.
         found: NonFinite,
     },
+    /// An `f64` file holds a value too large for the model's `f32` (it would load as infinity).
+    #[error(
+        "{} does not fit an f32 model: `{tensor}` holds {count} value(s) beyond f32's range \
+         (±{max:e}), the first {value:e} at index {index}",
+        .path.display()
+    )]
+    OutOfRange {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+        /// How many of its values do not fit.
+        count: usize,
+        /// The flat index of the first.
+        index: usize,
+        /// The first.
+        value: f64,
+        /// The largest magnitude the model's element type holds.
+        max: f64,
+    },
 }
 
 /// One entry of a model's checkpoint: a tensor, or a scalar (batch norm's momentum), which

@@ -377,6 +377,41 @@ fn bad_files_are_named_and_change_nothing() {
     );
     assert!(err.to_string().contains("`up.bias`"), "{err}");
 
+    // An f64 file with a value too large for f32 (it would load as infinity): refused,
+    // naming the tensor, the value and where it is.
+    let path = edit(&|t| {
+        let w = t.iter_mut().find(|t| t.0 == "up.bias").unwrap();
+        let values: Vec<f64> =
+            w.3.chunks_exact(4)
+                .enumerate()
+                .map(|(i, b)| match i {
+                    1 => 4e38,
+                    _ => f64::from(f32::from_le_bytes(b.try_into().unwrap())),
+                })
+                .collect();
+        w.1 = ::safetensors::Dtype::F64;
+        w.3 = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    });
+    let err = load_pytorch(&mut model, &path).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CheckpointError::OutOfRange {
+                index: 1,
+                count: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("`up.bias` holds 1 value(s) beyond f32's range"),
+        "{err}"
+    );
+    // The same file loads into an f64 model.
+    load_pytorch(&mut dev.build_module::<Constructs, f64>(), &path).unwrap();
+
     // Cut short, not safetensors, missing, a directory.
     let bytes = std::fs::read(&good).unwrap();
     let cut = dir.path().join("cut.safetensors");

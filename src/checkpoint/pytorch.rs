@@ -149,8 +149,9 @@ impl fmt::Display for StateDictReport {
 /// [`CheckpointError::StateDict`] lists every missing and unexpected key, every shape that
 /// differs (the file's and the network's) and every element type that cannot be loaded;
 /// [`CheckpointError::Read`], [`CheckpointError::Format`] and
-/// [`CheckpointError::NonFiniteFile`] as for [`load`](super::load). On any error the model is
-/// unchanged.
+/// [`CheckpointError::NonFiniteFile`] as for [`load`](super::load);
+/// [`CheckpointError::OutOfRange`] when an `f64` file holds a value too large for an `f32`
+/// model. On any error the model is unchanged.
 pub fn load_pytorch<E, D, M>(model: &mut M, path: impl AsRef<Path>) -> Result<(), CheckpointError>
 where
     E: Dtype + num_traits::Float,
@@ -168,8 +169,10 @@ where
         .filter(|e| e.scalar.is_none() || is_count(&e.name))
         .collect();
     let mut report = StateDictReport::default();
-    // The first NaN or infinity, reported only if the file otherwise fits.
+    // The first NaN or infinity, and the first tensor with values too large for the model's
+    // type, reported only if the file otherwise fits.
     let mut non_finite = None;
+    let mut out_of_range = None;
     for entry in &expected {
         let count = entry.scalar.is_some();
         let Ok(t) = file.tensor(&entry.name) else {
@@ -198,6 +201,26 @@ where
         if non_finite.is_none() {
             non_finite = scan_bytes(&entry.name, t.dtype(), t.data());
         }
+        // An f64 file's finite values must fit the model's type (into f32, 4e38 would load as
+        // infinity).
+        let max = num_traits::ToPrimitive::to_f64(&E::max_value()).unwrap_or(f64::INFINITY);
+        if out_of_range.is_none() && !count && t.dtype() == SDtype::F64 {
+            let values = t
+                .data()
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8")));
+            let mut first = None;
+            let mut n = 0;
+            for (i, v) in values.enumerate() {
+                if v.is_finite() && v.abs() > max {
+                    first.get_or_insert((i, v));
+                    n += 1;
+                }
+            }
+            if let Some((index, value)) = first {
+                out_of_range = Some((entry.name.clone(), n, index, value, max));
+            }
+        }
     }
     let known: BTreeSet<&str> = expected.iter().map(|e| e.name.as_str()).collect();
     report.unexpected = file
@@ -220,6 +243,16 @@ where
         return Err(CheckpointError::NonFiniteFile {
             path: path.to_path_buf(),
             found,
+        });
+    }
+    if let Some((tensor, count, index, value, max)) = out_of_range {
+        return Err(CheckpointError::OutOfRange {
+            path: path.to_path_buf(),
+            tensor,
+            count,
+            index,
+            value,
+            max,
         });
     }
     // Everything is checked: the copy cannot fail halfway.
