@@ -79,7 +79,7 @@ pub unsafe extern "C" fn cublasSetStream_v2(handle: *mut c_void, stream: *mut c_
             "null handle",
         );
     }
-    if let Err(code) = crate::check_stream_pub("cublasSetStream_v2", stream) {
+    if let Err(code) = crate::check_stream("cublasSetStream_v2", stream) {
         return fail(
             "cublasSetStream_v2",
             CUBLAS_STATUS_INVALID_VALUE,
@@ -277,6 +277,55 @@ fn gemm_entry<T: Copy + Send + 'static + PartialEq + Default>(
     CUBLAS_STATUS_SUCCESS
 }
 
+/// One operand: its pointer, leading dimension and batch stride.
+type Operand<P> = (P, c_int, c_longlong);
+
+/// What both gemm entry points share: the operations and the host scalars read, the gemm
+/// checked and run on the handle's stream.
+///
+/// # Safety
+/// cuBLAS's contract: `alpha` and `beta` are host pointers, `handle` came from
+/// `cublasCreate_v2`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn decode<T: Copy + Send + 'static + PartialEq + Default>(
+    entry: &str,
+    handle: *mut c_void,
+    (transa, transb): (u32, u32),
+    (m, n, k): (c_int, c_int, c_int),
+    (alpha, beta): (*const T, *const T),
+    (a, lda, stride_a): Operand<*const T>,
+    (b, ldb, stride_b): Operand<*const T>,
+    (c, ldc, stride_c): Operand<*mut T>,
+    batch: c_int,
+) -> Status {
+    let (ta, tb) = match (transposed(entry, transa), transposed(entry, transb)) {
+        (Ok(ta), Ok(tb)) => (ta, tb),
+        (Err(s), _) | (_, Err(s)) => return s,
+    };
+    // SAFETY: alpha and beta are host pointers in cuBLAS's default pointer mode.
+    let (alpha, beta) = unsafe { (*alpha, *beta) };
+    let g = Gemm {
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        lda,
+        stride_a,
+        b,
+        ldb,
+        stride_b,
+        beta,
+        c,
+        ldc,
+        stride_c,
+        batch,
+    };
+    gemm_entry(entry, handle, g)
+}
+
 macro_rules! gemms {
     ($t:ty, $single:ident, $batched:ident) => {
         #[unsafe(no_mangle)]
@@ -296,33 +345,20 @@ macro_rules! gemms {
             c: *mut $t,
             ldc: c_int,
         ) -> Status {
-            let entry = stringify!($single);
-            let (ta, tb) = match (transposed(entry, transa), transposed(entry, transb)) {
-                (Ok(ta), Ok(tb)) => (ta, tb),
-                (Err(s), _) | (_, Err(s)) => return s,
-            };
-            // SAFETY: alpha and beta are host pointers in cuBLAS's default pointer mode.
-            let (alpha, beta) = unsafe { (*alpha, *beta) };
-            let g = Gemm {
-                ta,
-                tb,
-                m,
-                n,
-                k,
-                alpha,
-                a,
-                lda,
-                stride_a: 0,
-                b,
-                ldb,
-                stride_b: 0,
-                beta,
-                c,
-                ldc,
-                stride_c: 0,
-                batch: 1,
-            };
-            gemm_entry(entry, handle, g)
+            // SAFETY: the caller's arguments, as cuBLAS's contract says.
+            unsafe {
+                decode(
+                    stringify!($single),
+                    handle,
+                    (transa, transb),
+                    (m, n, k),
+                    (alpha, beta),
+                    (a, lda, 0),
+                    (b, ldb, 0),
+                    (c, ldc, 0),
+                    1,
+                )
+            }
         }
 
         #[unsafe(no_mangle)]
@@ -346,33 +382,20 @@ macro_rules! gemms {
             stride_c: c_longlong,
             batch: c_int,
         ) -> Status {
-            let entry = stringify!($batched);
-            let (ta, tb) = match (transposed(entry, transa), transposed(entry, transb)) {
-                (Ok(ta), Ok(tb)) => (ta, tb),
-                (Err(s), _) | (_, Err(s)) => return s,
-            };
-            // SAFETY: alpha and beta are host pointers in cuBLAS's default pointer mode.
-            let (alpha, beta) = unsafe { (*alpha, *beta) };
-            let g = Gemm {
-                ta,
-                tb,
-                m,
-                n,
-                k,
-                alpha,
-                a,
-                lda,
-                stride_a,
-                b,
-                ldb,
-                stride_b,
-                beta,
-                c,
-                ldc,
-                stride_c,
-                batch,
-            };
-            gemm_entry(entry, handle, g)
+            // SAFETY: the caller's arguments, as cuBLAS's contract says.
+            unsafe {
+                decode(
+                    stringify!($batched),
+                    handle,
+                    (transa, transb),
+                    (m, n, k),
+                    (alpha, beta),
+                    (a, lda, stride_a),
+                    (b, ldb, stride_b),
+                    (c, ldc, stride_c),
+                    batch,
+                )
+            }
         }
     };
 }

@@ -320,7 +320,7 @@ fn drop_handle(set: &Mutex<Option<HashSet<usize>>>, h: Handle) -> bool {
 }
 
 /// Checks a stream handle: null (the legacy default stream) or one of ours.
-fn check_stream(entry: &str, stream: Handle) -> Result<(), CUresult> {
+pub(crate) fn check_stream(entry: &str, stream: Handle) -> Result<(), CUresult> {
     if stream.is_null()
         || registry(&STREAMS)
             .get_or_insert_default()
@@ -334,11 +334,6 @@ fn check_stream(entry: &str, stream: Handle) -> Result<(), CUresult> {
             format!("{stream:?} is not a live stream"),
         ))
     }
-}
-
-/// [`check_stream`] for the other entry points of this library (cuBLAS's `SetStream`).
-pub(crate) fn check_stream_pub(entry: &str, stream: Handle) -> Result<(), CUresult> {
-    check_stream(entry, stream)
 }
 
 fn check_event(entry: &str, event: Handle) -> Result<(), CUresult> {

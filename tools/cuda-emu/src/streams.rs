@@ -128,20 +128,25 @@ impl State {
         while self.run_one(s) {}
     }
 
+    /// A random stream among those with work waiting (streams in a fixed order, so the seed
+    /// alone decides), or none.
+    fn random_busy(&mut self) -> Option<usize> {
+        let mut busy: Vec<usize> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.ops.is_empty())
+            .map(|(&s, _)| s)
+            .collect();
+        if busy.is_empty() {
+            return None;
+        }
+        busy.sort_unstable();
+        Some(busy[(self.next_random() % busy.len() as u64) as usize])
+    }
+
     /// Drains every stream, in a random order of streams.
     fn drain_all(&mut self) {
-        loop {
-            let mut busy: Vec<usize> = self
-                .queues
-                .iter()
-                .filter(|(_, q)| !q.ops.is_empty())
-                .map(|(&s, _)| s)
-                .collect();
-            if busy.is_empty() {
-                return;
-            }
-            busy.sort_unstable();
-            let pick = busy[(self.next_random() % busy.len() as u64) as usize];
+        while let Some(pick) = self.random_busy() {
             self.run_one(pick);
         }
     }
@@ -151,15 +156,7 @@ impl State {
         if self.next_random() % 2 == 0 {
             return;
         }
-        let mut busy: Vec<usize> = self
-            .queues
-            .iter()
-            .filter(|(_, q)| !q.ops.is_empty())
-            .map(|(&s, _)| s)
-            .collect();
-        if !busy.is_empty() {
-            busy.sort_unstable();
-            let pick = busy[(self.next_random() % busy.len() as u64) as usize];
+        if let Some(pick) = self.random_busy() {
             self.run_one(pick);
         }
     }
